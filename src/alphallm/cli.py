@@ -1,0 +1,55 @@
+"""``alphallm``: the command line. Thin: each subcommand parses flags and calls the library.
+
+Heavy libraries (torch, transformers) are imported inside the commands, so ``--help`` is instant.
+Errors the user can fix become one line on stderr and exit status 2, in one place (``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from alphallm.errors import UserError
+
+__all__ = ["main"]
+
+COMMANDS = ("eval", "pretrain")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from alphallm import __version__
+    from alphallm.commands import eval_cmd, pretrain_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="alphallm",
+        description="Self-improving language models: imagine, search (eta-MCTS), criticize, learn.",
+    )
+    parser.add_argument("--version", action="version", version=f"alphallm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    eval_cmd.add_parser(sub)
+    pretrain_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the process exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.run(args) or 0)
+    except UserError as exc:
+        print(f"alphallm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alphallm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

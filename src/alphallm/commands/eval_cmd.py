@@ -1,0 +1,82 @@
+"""``alphallm eval``: decode whole solutions with a model and report accuracy and compute."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from alphallm.errors import UserError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="accuracy of a model on a task (greedy or sampling)")
+    p.add_argument("--task", required=True, help="arith, game24 or gsm8k")
+    p.add_argument("--model", help="model directory, shipped model name or hub id (default: <task>-base)")
+    p.add_argument("--problems", help="JSONL file of your own problems (default: the task's split)")
+    p.add_argument(
+        "--split", default="test", choices=("train", "dev", "test"), help="built-in split (default test)"
+    )
+    p.add_argument("--limit", type=int, help="evaluate only the first N problems")
+    p.add_argument("--method", default="greedy", choices=("greedy", "sample"))
+    p.add_argument("--n", type=int, default=1, help="samples per problem for --method sample (pass@n, maj@n)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64, help="problems decoded together")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--out", help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json)")
+    p.set_defaults(run=run)
+
+
+def _problems(task: Any, args: argparse.Namespace) -> list[Any]:
+    from alphallm.tasks import load_problems
+
+    problems = load_problems(task, args.problems) if args.problems else task.problems(args.split)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise UserError("--limit must be at least 1")
+        problems = problems[: args.limit]
+    return problems
+
+
+def run(args: argparse.Namespace) -> int:
+    from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
+    from alphallm.evaluation import evaluate
+    from alphallm.io import write_json
+    from alphallm.lm import load_lm
+    from alphallm.tasks import get_task
+
+    if args.n < 1:
+        raise UserError("--n must be at least 1")
+    if args.method == "sample" and args.temperature <= 0:
+        raise UserError("--temperature must be positive for --method sample")
+    task = get_task(args.task)
+    problems = _problems(task, args)
+    model = args.model or f"{task.name}-base"
+    lm = load_lm(model, device=args.device)
+    with progress_bar(f"eval {task.name} {args.method}", len(problems)) as advance:
+        result = evaluate(
+            task,
+            lm,
+            problems,
+            method=args.method,
+            n=args.n,
+            temperature=args.temperature,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            progress=advance,
+        )
+    rows: dict[str, Any] = {"problems": result.problems, **result.metrics}
+    rows.update({f"{k} tokens": v for k, v in result.usage.items() if k.endswith("tokens")})
+    rows["wall seconds"] = round(result.wall_seconds, 2)
+    print_table(
+        f"{task.name} / {Path(model).name} / {args.method}" + (f" n={result.n}" if result.n > 1 else ""), rows
+    )
+    suffix = f"-n{result.n}" if result.n > 1 else ""
+    out = Path(args.out or f"runs/eval/{task.name}-{Path(model).name}-{args.method}{suffix}.json")
+    summary = {"model": model, "argv": vars(args) | {"run": None}, **result.to_dict()}
+    write_json(out, result.to_dict(with_records=True) | {"model": model})
+    append_jsonl(out.parent / "log.jsonl", {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary})
+    console.print(f"results: {out}")
+    return 0

@@ -1,0 +1,171 @@
+"""The task contract: problems by split, prompt format, option termination, answers and verifiers.
+
+A *solution* is the text the model writes after the prompt: one option (step) per line, the last
+line an answer line. A task owns everything that depends on the domain; the search, the critics and
+the loop only call these methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from alphallm.errors import UserError
+
+__all__ = ["SPLITS", "Problem", "Task", "load_problems", "solution_lines", "stable_bucket", "stable_id"]
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem. ``question`` is the task-native statement (``"38+7*6-19"``, ``"4 9 10 13"``).
+
+    ``answer`` is the gold answer as text when one is known; tasks with a rule verifier (game24)
+    need none.
+    """
+
+    id: str
+    question: str
+    answer: str | None = None
+
+
+def stable_bucket(text: str, *, salt: str = "") -> int:
+    """A platform-independent hash of ``text`` into [0, 100), used to assign problems to splits."""
+    digest = hashlib.blake2b(f"{salt}:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 100
+
+
+def stable_id(prefix: str, text: str) -> str:
+    """A short id that is the same on every machine and run (Python's ``hash`` is salted)."""
+    return f"{prefix}-{hashlib.blake2b(text.encode(), digest_size=6).hexdigest()}"
+
+
+def solution_lines(solution: str) -> list[str]:
+    """The complete lines of a solution (a trailing partial line is dropped), without newlines."""
+    return solution.split("\n")[:-1]
+
+
+class Task(ABC):
+    """Base class of every task. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    problem_prefix: ClassVar[str]  # every document starts with it; sampling from it imagines problems
+    answer_prefix: ClassVar[str] = "Answer:"
+    stop: ClassVar[tuple[str, ...]] = ("\n",)  # option termination rule: one option per line
+    max_steps: ClassVar[int] = 12  # options in a solution, answer line included
+    max_option_tokens: ClassVar[int] = 48
+    max_solution_tokens: ClassVar[int] = 400
+    has_step_verifier: ClassVar[bool] = True
+
+    # -- problems -------------------------------------------------------------------------------
+    @abstractmethod
+    def problems(self, split: str) -> list[Problem]:
+        """The fixed problems of a split (``train``, ``dev`` or ``test``)."""
+
+    @abstractmethod
+    def split_of(self, question: str) -> str:
+        """The split a question belongs to; training and imagination keep only ``train`` ones."""
+
+    @abstractmethod
+    def problem_from_row(self, row: dict[str, Any], *, default_id: str) -> Problem:
+        """Builds a problem from one JSONL row; raises ValueError with the reason when it is invalid."""
+
+    @abstractmethod
+    def parse_question(self, text: str) -> Problem | None:
+        """A problem from a question written by a model (imagination), or None if it is not valid."""
+
+    def generate(self, rng: random.Random, n: int, difficulty: dict[str, Any] | None = None) -> list[Problem]:
+        """Fresh training problems from a procedural generator (never a dev or test item)."""
+        raise NotImplementedError(f"task {self.name!r} has no problem generator")
+
+    def teacher_solution(self, problem: Problem, rng: random.Random, *, noise: float = 0.0) -> str:
+        """A solution written by the task's teacher, for the base model's pretraining documents."""
+        raise NotImplementedError(f"task {self.name!r} has no teacher")
+
+    # -- text formats ---------------------------------------------------------------------------
+    def format_prompt(self, problem: Problem) -> str:
+        """The model-facing prefix; the solution follows it directly."""
+        return f"{self.problem_prefix}{problem.question}\n"
+
+    def format_document(self, problem: Problem, solution: str) -> str:
+        """Problem and solution as one document (the policy LM models whole documents)."""
+        return self.format_prompt(problem) + solution
+
+    def is_answer_line(self, line: str) -> bool:
+        return line.startswith(self.answer_prefix)
+
+    def is_terminal(self, solution: str) -> bool:
+        """True once the solution holds a complete answer line."""
+        return any(self.is_answer_line(line) for line in solution_lines(solution))
+
+    def truncate(self, solution: str) -> str:
+        """The solution up to and including its first complete answer line (what a verifier should
+        read); unchanged when it has none."""
+        kept: list[str] = []
+        for line in solution_lines(solution):
+            kept.append(line)
+            if self.is_answer_line(line):
+                return "".join(k + "\n" for k in kept)
+        return solution
+
+    # -- answers and verifiers ------------------------------------------------------------------
+    def extract_answer(self, solution: str) -> str | None:
+        """The final answer in normalised form, or None if there is none."""
+        for line in solution_lines(solution):
+            if self.is_answer_line(line):
+                return self.normalize_answer(line[len(self.answer_prefix) :].strip())
+        return None
+
+    def normalize_answer(self, answer: str) -> str | None:
+        return answer or None
+
+    @abstractmethod
+    def check(self, problem: Problem, solution: str) -> bool | None:
+        """Exact outcome verifier: True/False, or None when it cannot tell (no gold answer)."""
+
+    def check_step(self, problem: Problem, prefix: str, step: str) -> bool | None:
+        """Step-level tool verifier: is ``step`` (one line) a correct move after ``prefix``?
+
+        Returns None when the task cannot judge the step.
+        """
+        return None
+
+    def steps(self, solution: str) -> list[str]:
+        """The step lines of a solution that the step verifier judges (the answer line excluded)."""
+        out = []
+        for line in solution_lines(solution):
+            if self.is_answer_line(line):
+                break
+            out.append(line)
+        return out
+
+
+def load_problems(task: Task, path: str | Path) -> list[Problem]:
+    """Reads a user's problems from a JSONL file; a bad row raises UserError naming ``file:line``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such problems file")
+    problems: list[Problem] = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            try:
+                problems.append(task.problem_from_row(row, default_id=f"{path.stem}-{lineno}"))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise UserError(f"{path}:{lineno}: {exc}") from None
+    if not problems:
+        raise UserError(f"{path}: no problems in file")
+    return problems

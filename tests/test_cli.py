@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alphallm.cli import main
+
+
+def test_eval_writes_json_and_log(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "res.json"
+    status = main(
+        [
+            "eval",
+            "--task",
+            "arith",
+            "--model",
+            str(tiny_model_dir),
+            "--limit",
+            "3",
+            "--method",
+            "sample",
+            "--n",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    data = json.loads(out.read_text())
+    assert data["problems"] == 3 and len(data["records"]) == 6
+    assert {"accuracy", "pass@2", "maj@2"} <= set(data["metrics"])
+    assert data["usage"]["generated_tokens"] == sum(r["tokens"] for r in data["records"])
+    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["metrics"] == data["metrics"]
+    assert "accuracy" in capsys.readouterr().out
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alphallm", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_malformed_problems_file_is_one_line_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+2"}\n{"problem": 12}\n')
+    result = _cli("eval", "--task", "arith", "--model", str(tiny_model_dir), "--problems", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert f"{bad}:2:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("eval", "--task", "chess"), "unknown task 'chess'"),
+        (("eval", "--task", "arith", "--model", "no/such/dir/"), "no such model directory"),
+        (("eval", "--task", "arith", "--model", "arith-base", "--n", "0"), "--n must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(args: tuple[str, ...], needle: str) -> None:
+    result = _cli(*args)
+    assert result.returncode == 2
+    assert needle in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import json
+import random
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from alphallm.errors import UserError
+from alphallm.tasks import get_task, load_problems
+from alphallm.tasks.arith import ArithTask
+from alphallm.tasks.game24 import Game24Task, solve_numbers
+from alphallm.tasks.gsm8k import GSM8KTask
+
+
+def _step_verdicts(task, problem, solution):
+    prefix, out = "", []
+    for line in solution.splitlines():
+        out.append(task.check_step(problem, prefix, line))
+        prefix += line + "\n"
+    return out
+
+
+# -- arith ---------------------------------------------------------------------------------------
+def test_arith_splits_are_deterministic_and_disjoint() -> None:
+    task = ArithTask()
+    splits = {s: task.problems(s) for s in ("train", "dev", "test")}
+    assert [p.question for p in ArithTask().problems("test")] == [p.question for p in splits["test"]]
+    questions = {s: {p.question for p in ps} for s, ps in splits.items()}
+    assert not questions["train"] & questions["test"]
+    assert not questions["dev"] & questions["test"]
+    assert not questions["train"] & questions["dev"]
+    assert all(task.split_of(q) == s for s, qs in questions.items() for q in qs)
+    generated = task.generate(random.Random(5), 500, {"min_ops": 4, "max_ops": 6})
+    assert not {p.question for p in generated} & questions["test"]
+
+
+def test_arith_reference_solutions_verify() -> None:
+    task = ArithTask()
+    for problem in task.problems("test")[:50]:
+        solution = task.solve(problem)
+        assert task.check(problem, solution) is True
+        assert all(_step_verdicts(task, problem, solution))
+        assert solution.endswith(f"Answer: {problem.answer}\n")
+
+
+def test_arith_step_verifier_catches_slips() -> None:
+    task = ArithTask()
+    problem = task.problem_from_row({"problem": "38+7*6-19"}, default_id="x")
+    assert problem.answer == "61"
+    good = "7*6=42 -> 38+42-19\n38+42=80 -> 80-19\n80-19=61 -> 61\nAnswer: 61\n"
+    assert _step_verdicts(task, problem, good) == [True, True, True, True]
+    slip = "7*6=43 -> 38+43-19\n38+43=81 -> 81-19\n81-19=62 -> 62\nAnswer: 62\n"
+    assert _step_verdicts(task, problem, slip) == [False, True, True, True]
+    assert task.check(problem, slip) is False
+    skipped = "7*6=42 -> 80-19\n"
+    assert _step_verdicts(task, problem, skipped) == [False]
+    assert task.check_step(problem, "", "garbage") is False
+
+
+def test_arith_noisy_teacher_slips_at_the_requested_rate() -> None:
+    task = ArithTask()
+    rng = random.Random(0)
+    problems = task.generate(rng, 300)
+    wrong = sum(not task.check(p, task.teacher_solution(p, rng, noise=0.3)) for p in problems)
+    clean = sum(not task.check(p, task.teacher_solution(p, rng, noise=0.0)) for p in problems)
+    assert clean == 0
+    assert 0.3 < wrong / len(problems) < 0.9
+
+
+# -- game24 --------------------------------------------------------------------------------------
+def test_game24_splits_follow_tree_of_thoughts() -> None:
+    task = Game24Task()
+    test = task.problems("test")
+    assert len(test) == 100
+    assert [p.id for p in test] == [f"game24-{r}" for r in range(901, 1001)]
+    train = {p.question for p in task.problems("train")}
+    assert not train & {p.question for p in test}
+    generated = task.generate(random.Random(0), 2000)
+    assert all(task.split_of(p.question) == "train" for p in generated)
+    assert not {p.question for p in generated} & {p.question for p in test}
+
+
+def test_game24_solver_solves_every_test_puzzle() -> None:
+    task = Game24Task()
+    for problem in task.problems("test"):
+        solution = task.solve(problem)
+        assert solution is not None
+        assert task.check(problem, solution) is True
+        assert all(_step_verdicts(task, problem, solution))
+    assert solve_numbers([1, 1, 1, 1]) is None
+    assert solve_numbers([1, 5, 5, 5]) is not None  # needs a fraction: 5*(5-1/5)
+
+
+def test_game24_random_teacher_is_legal_but_rarely_wins() -> None:
+    task = Game24Task()
+    rng = random.Random(0)
+    problems = task.generate(rng, 300)
+    solutions = [task.teacher_solution(p, rng) for p in problems]
+    for problem, solution in zip(problems, solutions):
+        assert all(_step_verdicts(task, problem, solution)[:-1])
+    assert sum(bool(task.check(p, s)) for p, s in zip(problems, solutions)) / len(problems) < 0.15
+
+
+def test_game24_rule_verifier() -> None:
+    task = Game24Task()
+    problem = task.problem_from_row({"numbers": [4, 9, 10, 13]}, default_id="x")
+    assert task.check(problem, "Answer: (13-9)*(10-4)=24\n")
+    assert not task.check(problem, "Answer: (13-9)*(10-4)+0=24\n")  # uses a number that is not given
+    assert not task.check(problem, "Answer: 13+9+10-4=28\n")
+    assert not task.check(problem, "Answer: 24\n")
+    assert task.check_step(problem, "", "13-9=4 (left: 4 4 10)")
+    assert not task.check_step(problem, "", "13-9=5 (left: 4 5 10)")  # wrong arithmetic
+    assert not task.check_step(problem, "", "13-8=5 (left: 4 5 10)")  # 8 is not available
+    assert not task.check_step(problem, "", "13-9=4 (left: 4 10)")  # numbers left are wrong
+    fractional = task.problem_from_row({"numbers": [1, 5, 5, 5]}, default_id="y")
+    steps = "1/5=1/5 (left: 1/5 5 5)\n5-(1/5)=24/5 (left: 24/5 5)\n5*(24/5)=24 (left: 24)\n"
+    assert _step_verdicts(task, fractional, steps) == [True, True, True]
+    assert task.check(fractional, steps + "Answer: 5*(5-1/5)=24\n")
+    assert Fraction(24, 5) * 5 == 24
+
+
+# -- gsm8k ---------------------------------------------------------------------------------------
+def test_gsm8k_recovers_every_gold_answer() -> None:
+    task = GSM8KTask()
+    problems = task.problems("test")
+    assert len(problems) == 1319
+    data = Path(__file__).resolve().parents[1] / "src/alphallm/tasks/data/gsm8k_test.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    recovered = 0
+    for problem, row in zip(problems, rows):
+        gold = row["answer"].split("####")[-1].strip().replace(",", "")
+        as_written = task.extract_answer(row["answer"] + "\n")
+        free_text = row["answer"].split("####")[0] + f"So the answer is {gold}."
+        if (
+            as_written is not None
+            and Fraction(as_written) == Fraction(gold)
+            and task.check(problem, row["answer"] + "\n")
+            and task.check(problem, free_text)
+        ):
+            recovered += 1
+    assert recovered == 1319
+
+
+def test_gsm8k_answer_forms_and_calculator_steps() -> None:
+    task = GSM8KTask()
+    problem = task.problem_from_row({"question": "How many?", "answer": "#### 1,000"}, default_id="x")
+    assert problem.answer == "1000"
+    for text in ["#### 1000", "The answer is $1,000.", "\\boxed{1000}", "so we get 1000.00"]:
+        assert task.check(problem, text + "\n"), text
+    assert not task.check(problem, "The answer is 999.\n")
+    assert task.check_step(problem, "", "She makes 9 * 2 = $<<9*2=18>>18") is True
+    assert task.check_step(problem, "", "She makes 9 * 2 = $<<9*2=19>>19") is False
+    assert task.check_step(problem, "", "No calculation here.") is None
+
+
+# -- user problem files --------------------------------------------------------------------------
+def test_user_problem_files(tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"problem": "3+4*5"}\n\n{"problem": "(2+3)*4", "id": "mine"}\n')
+    problems = load_problems(get_task("arith"), good)
+    assert [(p.id, p.answer) for p in problems] == [("good-1", "23"), ("mine", "20")]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "3+4"}\n{"problem": "3+"}\n')
+    with pytest.raises(UserError, match=r"bad\.jsonl:2: "):
+        load_problems(get_task("arith"), bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"numbers": [1, 2, 3, 4]}\n{"numbers": [1, 2, 3\n')
+    with pytest.raises(UserError, match=r"broken\.jsonl:2: not valid JSON"):
+        load_problems(get_task("game24"), broken)
+    with pytest.raises(UserError, match="no such problems file"):
+        load_problems(get_task("game24"), tmp_path / "missing.jsonl")
+    with pytest.raises(UserError, match="unknown task"):
+        get_task("chess")
