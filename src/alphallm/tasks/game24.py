@@ -128,6 +128,13 @@ class _Pool:
         return tuple(x for x, _, _ in self.items)
 
 
+TEACHER_MAX = 100
+
+
+def _teachable(result: Fraction) -> bool:
+    return result.denominator == 1 and 0 <= result <= TEACHER_MAX
+
+
 def _move_line(move: Move, left: tuple[Fraction, ...]) -> str:
     a, op, b, result = move
     return f"{_operand(a)}{op}{_operand(b)}={format_number(result)} (left: {_format_left(list(left))})"
@@ -215,11 +222,19 @@ class Game24Task(Task):
         return None if moves is None else self._write(problem, moves)
 
     def teacher_solution(self, problem: Problem, rng: random.Random, *, noise: float = 0.0) -> str:
-        """Random legal moves to the end, then the expression they built (whatever its value)."""
+        """Random legal moves to the end, then the expression they built (whatever its value).
+
+        The teacher keeps to whole numbers up to ``TEACHER_MAX`` (every test puzzle is solvable
+        that way), so the base model learns arithmetic it can get right; it has no notion of
+        which moves lead to 24.
+        """
         pool = _Pool([Fraction(x) for x in self._key(problem.question)])
         lines = []
         while len(pool.items) > 1:
-            i, j, move = rng.choice(legal_moves(pool.numbers()))
+            moves = [m for m in legal_moves(pool.numbers()) if _teachable(m[2][3])] or legal_moves(
+                pool.numbers()
+            )
+            i, j, move = rng.choice(moves)
             pool.combine(i, j, move)
             lines.append(_move_line(move, pool.numbers()))
         value, expr, _ = pool.items[0]

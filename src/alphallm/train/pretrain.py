@@ -61,10 +61,24 @@ class PretrainConfig:
             raise ValueError("noise must lie in [0, 1)")
 
 
+# What each task's teacher writes (the model cards quote it).
+DATA_RECIPES: dict[str, str] = {
+    "arith": (
+        "canonical one-operation-per-line reductions of fresh train-split expressions with 1-5 operations "
+        "and operands up to 20; each calculation slips (off by 1, 2 or 10, carried forward) with "
+        "probability `noise`. The test split has 4-6 operations."
+    ),
+    "game24": (
+        "random legal moves (whole numbers up to 100) on random 4-number puzzles from 1-13 outside the dev "
+        "and test splits (unsolvable ones included), ending with the expression the moves built, whatever "
+        "its value: the rules, not the strategy."
+    ),
+}
+
 # The recipes of the shipped models (the model cards quote them).
 RECIPES: dict[str, dict[str, Any]] = {
-    "arith": {"noise": 0.1, "steps": 4000},
-    "game24": {"steps": 3000},
+    "arith": {"noise": 0.15, "steps": 1500},
+    "game24": {"steps": 1200},
 }
 
 
@@ -202,6 +216,7 @@ def model_card(card: dict[str, Any]) -> str:
         "## How it was made",
         "",
         f"- Command: `{card['command']}`",
+        f"- Data: {DATA_RECIPES.get(config['task'], 'the task teacher')}",
         f"- Seed: {config['seed']}; steps: {config['steps']} x {config['batch_size']} documents; "
         f"teacher noise: {config['noise']}; difficulty: {json.dumps(config['difficulty'])}",
         f"- Architecture: {config['num_layers']} layers, width {config['hidden_size']}, "
