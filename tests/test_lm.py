@@ -70,3 +70,27 @@ def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
         load_lm(str(tmp_path / "nope"))
     with pytest.raises(UserError, match=r"no config\.json"):
         load_lm(str(tmp_path))
+
+
+def test_prefix_reuse_changes_nothing_but_the_prefill(tiny_model_dir: Path) -> None:
+    with_cache = load_lm(str(tiny_model_dir))
+    without = TransformersLM(with_cache.model, with_cache.tokenizer, prefix_cache_bytes=0)
+    states = ["Q: 1+2\n", "Q: 7*8-3\n"]
+    for _ in range(3):  # grow each state by its greedy option, as a search path does
+        a = with_cache.sample(states, n=[2, 1], temperature=0.0, stop=["\n"], max_tokens=6)
+        b = without.sample(states, n=[2, 1], temperature=0.0, stop=["\n"], max_tokens=6)
+        assert [[c.token_ids for c in row] for row in a] == [[c.token_ids for c in row] for row in b]
+        for row_a, row_b in zip(a, b):
+            for ca, cb in zip(row_a, row_b):
+                assert ca.logprobs == pytest.approx(cb.logprobs, abs=1e-4)
+        grown = [row[0].text if row[0].finish_reason == "stop" else "x\n" for row in a]
+        states = [s + g for s, g in zip(states, grown)]
+    assert with_cache.prefix_store is not None and with_cache.prefix_store.hits > 0
+    assert with_cache.usage.prefill_tokens < without.usage.prefill_tokens
+
+
+def test_per_state_sample_counts(lm: TransformersLM) -> None:
+    out = lm.sample(STATES, n=[1, 3, 2], temperature=1.0, max_tokens=5, seed=0)
+    assert [len(row) for row in out] == [1, 3, 2]
+    with pytest.raises(ValueError):
+        lm.sample(STATES, n=[1, 2], max_tokens=5)

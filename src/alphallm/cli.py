@@ -15,12 +15,10 @@ from alphallm.errors import UserError
 
 __all__ = ["main"]
 
-COMMANDS = ("eval", "pretrain")
-
 
 def _build_parser() -> argparse.ArgumentParser:
     from alphallm import __version__
-    from alphallm.commands import eval_cmd, pretrain_cmd
+    from alphallm.commands import eval_cmd, pretrain_cmd, search_cmd, viz_cmd
 
     parser = argparse.ArgumentParser(
         prog="alphallm",
@@ -30,6 +28,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     eval_cmd.add_parser(sub)
+    search_cmd.add_parser(sub)
+    viz_cmd.add_parser(sub)
     pretrain_cmd.add_parser(sub)
     return parser
 

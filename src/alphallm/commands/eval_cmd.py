@@ -29,7 +29,8 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _problems(task: Any, args: argparse.Namespace) -> list[Any]:
+def select_problems(task: Any, args: argparse.Namespace) -> list[Any]:
+    """The problems a command works on: ``--problems FILE`` or ``--split``, cut to ``--limit``."""
     from alphallm.tasks import load_problems
 
     problems = load_problems(task, args.problems) if args.problems else task.problems(args.split)
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "sample" and args.temperature <= 0:
         raise UserError("--temperature must be positive for --method sample")
     task = get_task(args.task)
-    problems = _problems(task, args)
+    problems = select_problems(task, args)
     model = args.model or f"{task.name}-base"
     lm = load_lm(model, device=args.device)
     with progress_bar(f"eval {task.name} {args.method}", len(problems)) as advance:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from alphallm.lm.base import Completion, LanguageModel, Usage
+from alphallm.lm.base import Completion, LanguageModel, Metered, Usage
 
-__all__ = ["Completion", "LanguageModel", "Usage", "load_lm"]
+__all__ = ["Completion", "LanguageModel", "Metered", "Usage", "load_lm"]
 
 
 def load_lm(name: str, *, device: str | None = None, dtype: str | None = None) -> LanguageModel:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Completion", "LanguageModel", "Usage"]
+__all__ = ["Completion", "LanguageModel", "Metered", "Usage"]
 
 
 @dataclass
@@ -69,16 +69,40 @@ class LanguageModel(Protocol):
         self,
         states: Sequence[str],
         *,
-        n: int = 1,
+        n: int | Sequence[int] = 1,
         temperature: float = 1.0,
         top_p: float = 1.0,
         stop: Sequence[str] = (),
         max_tokens: int = 64,
         seed: int | None = None,
     ) -> list[list[Completion]]:
-        """For each state, ``n`` continuations (``temperature=0`` is greedy). Shape: [len(states)][n]."""
+        """For each state, ``n`` continuations (one count for all, or one per state; ``temperature=0``
+        is greedy). Shape: [len(states)][n]."""
         ...
 
     def logprobs(self, states: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         """Per-token log pi(continuation | state) for each pair, under the model at temperature 1."""
         ...
+
+
+class Metered:
+    """A view of a model with its own ``usage``: the policy and the rollout policy can share one
+    model (and its prefix cache) while their compute is counted apart."""
+
+    def __init__(self, lm: LanguageModel) -> None:
+        self.lm = lm
+        self.usage = Usage()
+
+    def sample(self, states: Sequence[str], **kwargs: object) -> list[list[Completion]]:
+        before = self.lm.usage.copy()
+        try:
+            return self.lm.sample(states, **kwargs)  # type: ignore[arg-type]
+        finally:
+            self.usage.add(self.lm.usage.since(before))
+
+    def logprobs(self, states: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        before = self.lm.usage.copy()
+        try:
+            return self.lm.logprobs(states, continuations)
+        finally:
+            self.usage.add(self.lm.usage.since(before))

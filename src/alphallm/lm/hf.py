@@ -19,6 +19,7 @@ import torch
 
 from alphallm.errors import UserError
 from alphallm.lm.base import Completion, Usage
+from alphallm.lm.prefix_cache import PrefixStore
 
 __all__ = ["TransformersLM", "pick_device", "resolve_model_path"]
 
@@ -70,9 +71,12 @@ class TransformersLM:
         model: a loaded causal LM (in eval mode).
         tokenizer: its tokenizer.
         max_batch_rows: the most sequences decoded at once; larger batches are split.
+        prefix_cache_bytes: memory for KV reuse across calls (0 turns prefix reuse off).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_rows: int = 256) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, max_batch_rows: int = 256, prefix_cache_bytes: int = 2 << 30
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_rows = max_batch_rows
@@ -85,6 +89,7 @@ class TransformersLM:
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._keep_arg = "logits_to_keep" if "logits_to_keep" in params else None
         self._encode_cache: OrderedDict[str, list[int]] = OrderedDict()
+        self.prefix_store = PrefixStore(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self._pieces: list[str] | None = None
 
     @classmethod
@@ -161,72 +166,158 @@ class TransformersLM:
         self,
         states: Sequence[str],
         *,
-        n: int = 1,
+        n: int | Sequence[int] = 1,
         temperature: float = 1.0,
         top_p: float = 1.0,
         stop: Sequence[str] = (),
         max_tokens: int = 64,
         seed: int | None = None,
     ) -> list[list[Completion]]:
-        if n < 1 or max_tokens < 1:
-            raise ValueError("n and max_tokens must be at least 1")
+        counts = [n] * len(states) if isinstance(n, int) else list(n)
+        if len(counts) != len(states) or min(counts, default=1) < 1 or max_tokens < 1:
+            raise ValueError("n (one per state, or one for all) and max_tokens must be at least 1")
         self.usage.calls += 1
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed() % (1 << 62))
-        per_chunk = max(1, self.max_batch_rows // n)
         out: list[list[Completion]] = []
-        for start in range(0, len(states), per_chunk):
-            chunk = [self.encode(s) for s in states[start : start + per_chunk]]
-            flat = self._decode(chunk, n, temperature, top_p, tuple(stop), max_tokens, generator)
-            out.extend(flat[i * n : (i + 1) * n] for i in range(len(chunk)))
+        for chunk in self._chunks(counts):
+            flat = self._decode(
+                [self.encode(states[i]) for i in chunk],
+                [counts[i] for i in chunk],
+                temperature,
+                top_p,
+                tuple(stop),
+                max_tokens,
+                generator,
+            )
+            offset = 0
+            for i in chunk:
+                out.append(flat[offset : offset + counts[i]])
+                offset += counts[i]
         return out
+
+    def _chunks(self, counts: list[int]) -> list[list[int]]:
+        """Consecutive state indices whose samples fit ``max_batch_rows`` (a state is never split)."""
+        chunks: list[list[int]] = [[]]
+        rows = 0
+        for i, count in enumerate(counts):
+            if chunks[-1] and rows + count > self.max_batch_rows:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(i)
+            rows += count
+        return [c for c in chunks if c]
+
+    def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """Encodes the prompts, starting each from the longest stored prefix of its tokens.
+
+        Row layout: [padding | stored KV | padding | new tokens]; padding is masked out and
+        positions come from the mask, so each row sees exactly its own tokens at their positions.
+        Returns last-position logits (R, V), the KV cache and the attention mask (R, S).
+        """
+        found = [
+            self.prefix_store.longest_prefix(p, max_len=len(p) - 1) if self.prefix_store else None
+            for p in prompts
+        ]
+        reused = [len(e.ids) if e else 0 for e in found]
+        cached_width = max(reused)
+        cache = None
+        cached_mask = torch.zeros((len(prompts), cached_width), dtype=torch.long, device=self.device)
+        if cached_width:
+            cache = self._stack_entries(found, cached_width)
+            for row, length in enumerate(reused):
+                cached_mask[row, cached_width - length :] = 1
+        ids, new_mask = self._left_pad([p[r:] for p, r in zip(prompts, reused)])
+        self.usage.prefill_tokens += sum(len(p) - r for p, r in zip(prompts, reused))
+        mask = torch.cat([cached_mask, new_mask], dim=1)
+        logits, cache = self._forward(ids, mask, cache, keep_last=True)
+        return logits, cache, mask
+
+    def _stack_entries(self, entries: list[Any], width: int) -> Any:
+        """A batched DynamicCache from stored per-row KV, left-padded to ``width``."""
+        from transformers import DynamicCache
+
+        reference = next(e for e in entries if e is not None).layers
+        cache = DynamicCache()
+        for layer, (k_ref, v_ref) in enumerate(reference):
+            keys = k_ref.new_zeros((len(entries), k_ref.shape[0], width, k_ref.shape[2]))
+            values = v_ref.new_zeros((len(entries), v_ref.shape[0], width, v_ref.shape[2]))
+            for row, entry in enumerate(entries):
+                if entry is not None:
+                    k, v = entry.layers[layer]
+                    keys[row, :, width - k.shape[1] :] = k
+                    values[row, :, width - v.shape[1] :] = v
+            cache.update(keys, values, layer)
+        return cache
+
+    def _store_row(self, cache: Any, batch_row: int, mask_row: torch.Tensor, ids: list[int]) -> None:
+        """Keeps one row's KV (its unmasked positions) under its token ids."""
+        if self.prefix_store is None:
+            return
+        valid = mask_row.nonzero().squeeze(1)
+        if valid.numel() != len(ids):  # never expected; a mismatch would poison the store
+            log.warning(
+                "prefix store: %d cached positions for %d tokens; not stored", valid.numel(), len(ids)
+            )
+            return
+        layers = [
+            (layer.keys[batch_row][:, valid].clone(), layer.values[batch_row][:, valid].clone())
+            for layer in cache.layers
+        ]
+        self.prefix_store.put(ids, layers)
 
     def _decode(
         self,
         prompts: list[list[int]],
-        n: int,
+        counts: list[int],
         temperature: float,
         top_p: float,
         stop: tuple[str, ...],
         max_tokens: int,
         generator: torch.Generator,
     ) -> list[Completion]:
-        ids, mask = self._left_pad(prompts)
-        self.usage.prefill_tokens += sum(len(p) for p in prompts)
-        logits, cache = self._forward(ids, mask, None, keep_last=True)
-        if n > 1:  # each prompt is encoded once; its cache is shared by its n samples
-            cache.batch_repeat_interleave(n)
-            logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
-        rows = len(prompts) * n
+        logits, cache, mask = self._prefill(prompts)
+        # Each prompt is encoded once; its KV cache is shared by its samples.
+        source = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(counts)).to(self.device)
+        if len(source) != len(prompts) or bool(
+            (source != torch.arange(len(prompts), device=self.device)).any()
+        ):
+            cache.batch_select_indices(source)
+            logits, mask = logits[source], mask[source]
+        prompt_of = source.tolist()
+        rows = len(prompt_of)
         tokens: list[list[int]] = [[] for _ in range(rows)]
         logps: list[list[float]] = [[] for _ in range(rows)]
         tails = [""] * rows  # recent decoded text, for stop-string detection
         finish = ["length"] * rows
-        active = torch.arange(rows, device=self.device)  # original row of each batch row
+        active = list(range(rows))  # original row of each batch row
         pieces = self._piece_table() if stop else None
         longest_stop = max((len(s) for s in stop), default=0)
         for step in range(max_tokens):
             chosen, chosen_logp = self._pick(logits, temperature, top_p, generator)
             keep: list[int] = []
-            for b, (row, token, lp) in enumerate(zip(active.tolist(), chosen.tolist(), chosen_logp.tolist())):
+            for b, (row, token, lp) in enumerate(zip(active, chosen.tolist(), chosen_logp.tolist())):
                 tokens[row].append(token)
                 logps[row].append(lp)
-                if token == self.eos_id:
-                    finish[row] = "eos"
-                    continue
                 if pieces is not None:
                     tails[row] = (tails[row] + pieces[token])[-(longest_stop + 16) :]
-                    if any(s in tails[row] for s in stop):
-                        finish[row] = "stop"
-                        continue
-                keep.append(b)
+                if token == self.eos_id:
+                    finish[row] = "eos"
+                elif pieces is not None and any(s in tails[row] for s in stop):
+                    finish[row] = "stop"
+                elif step < max_tokens - 1:
+                    keep.append(b)
+                    continue
+                if finish[row] == "stop":  # an option that ended at a stop string is a state to extend
+                    self._store_row(cache, b, mask[b], prompts[prompt_of[row]] + tokens[row][:-1])
             self.usage.generated_tokens += len(chosen)
-            if not keep or step == max_tokens - 1:
+            if not keep:
                 break
             if len(keep) < len(active):
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
-                active, mask, chosen = active[index], mask[index], chosen[index]
+                mask, chosen = mask[index], chosen[index]
+                active = [active[b] for b in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             logits, cache = self._forward(chosen.unsqueeze(1), mask, cache, keep_last=True)
         return [self._completion(tokens[r], logps[r], finish[r], stop) for r in range(rows)]

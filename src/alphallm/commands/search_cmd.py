@@ -1,0 +1,152 @@
+"""``alphallm search``: solve problems with eta-MCTS or a baseline and report accuracy and compute."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from alphallm.errors import UserError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "search", help="solve problems with eta-MCTS or a baseline (greedy, sc, bon, beam, bfs)"
+    )
+    p.add_argument("--task", required=True, help="arith, game24 or gsm8k")
+    p.add_argument("--model", help="policy model (default: <task>-base)")
+    p.add_argument("--method", default="mcts", choices=("mcts", "greedy", "sc", "bon", "beam", "bfs"))
+    p.add_argument(
+        "--config", help="YAML file of search settings (keys of SolveConfig; 'mcts:' for MCTSConfig)"
+    )
+    p.add_argument("--problems", help="JSONL file of your own problems (default: the task's split)")
+    p.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    p.add_argument("--limit", type=int, help="only the first N problems")
+    budget = p.add_argument_group("budget")
+    budget.add_argument("--simulations", type=int, help="mcts: simulations per problem")
+    budget.add_argument("--samples", type=int, help="sc/bon: solutions per problem")
+    budget.add_argument("--beam-width", type=int, help="beam: open nodes kept per step")
+    budget.add_argument("--expansions", type=int, help="beam/bfs: children per expanded node")
+    budget.add_argument("--bfs-budget", type=int, help="bfs: expansions per problem")
+    budget.add_argument("--rollouts", type=int, help="fast rollouts per new node (0: none)")
+    p.add_argument(
+        "--rollout-model", help="a smaller model for fast rollouts (default: the policy, greedily)"
+    )
+    p.add_argument("--temperature", type=float, help="policy sampling temperature")
+    p.add_argument("--readout", choices=("auto", "most_visited", "best_value", "vote"), help="mcts read-out")
+    p.add_argument("--batch-size", type=int, help="problems searched together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save-trees", metavar="DIR", help="write every tree as JSON (one file per problem)")
+    p.add_argument("--out", help="JSON results (default runs/search/<task>-<model>-<method>.json)")
+    p.set_defaults(run=run)
+
+
+_FLAG_TO_FIELD = {
+    "samples": "samples",
+    "beam_width": "beam_width",
+    "expansions": "expansions",
+    "bfs_budget": "bfs_budget",
+    "rollouts": "rollouts",
+    "temperature": "temperature",
+    "readout": "readout",
+    "batch_size": "batch_size",
+}
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """SolveConfig from an optional YAML file, then the flags on top."""
+    from alphallm.solve import SolveConfig
+
+    data: dict[str, Any] = _load_yaml(args.config) if args.config else {}
+    data["mcts"] = dict(data.get("mcts") or {})
+    if args.simulations is not None:
+        data["mcts"]["num_simulations"] = args.simulations
+    for flag, name in _FLAG_TO_FIELD.items():
+        if getattr(args, flag) is not None:
+            data[name] = getattr(args, flag)
+    data.update(method=args.method, seed=args.seed)
+    try:
+        return SolveConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        where = f"{args.config}: " if args.config else ""
+        raise UserError(f"{where}invalid search settings: {exc}") from None
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
+    from alphallm.commands.eval_cmd import select_problems
+    from alphallm.io import write_json
+    from alphallm.lm import load_lm
+    from alphallm.solve import solve
+    from alphallm.tasks import get_task
+
+    config = build_config(args)
+    task = get_task(args.task)
+    problems = select_problems(task, args)
+    model = args.model or f"{task.name}-base"
+    policy = load_lm(model, device=args.device)
+    rollout_lm = load_lm(args.rollout_model, device=args.device) if args.rollout_model else None
+    with progress_bar(f"{args.method} {task.name}", len(problems)) as advance:
+        report = solve(
+            task,
+            problems,
+            policy=policy,
+            config=config,
+            rollout_lm=rollout_lm,
+            keep_trees=bool(args.save_trees),
+            progress=advance,
+        )
+    summary = report.summary()
+    rows: dict[str, Any] = {"problems": summary["problems"], "accuracy": summary["accuracy"]}
+    for name, usage in report.usage.items():
+        rows[f"{name} generated tokens"] = usage["generated_tokens"]
+        rows[f"{name} prefill tokens"] = usage["prefill_tokens"]
+        rows[f"{name} model calls"] = usage["calls"]
+    rows["mean tree nodes"] = round(summary["mean_nodes"], 1)
+    rows["read-outs"] = ", ".join(f"{k}={v}" for k, v in sorted(summary["readouts"].items()))
+    rows["wall seconds"] = round(report.wall_seconds, 2)
+    print_table(f"{task.name} / {Path(model).name} / {args.method}", rows)
+    if args.save_trees:
+        _save_trees(report, Path(args.save_trees), task.name)
+        console.print(f"trees: {args.save_trees}")
+    out = Path(args.out or f"runs/search/{task.name}-{Path(model).name}-{args.method}.json")
+    results = [{k: v for k, v in vars(r).items() if k != "tree"} for r in report.results]
+    write_json(
+        out, {"task": task.name, "model": model, **summary, "config": report.config, "results": results}
+    )
+    append_jsonl(
+        out.parent / "log.jsonl",
+        {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "task": task.name,
+            "model": model,
+            **summary,
+            "config": report.config,
+        },
+    )
+    console.print(f"results: {out}")
+    return 0
+
+
+def _save_trees(report: Any, directory: Path, task: str) -> None:
+    from alphallm.io import write_json
+
+    for result in report.results:
+        tree = result.tree | {"task": task, "correct": result.correct, "readout": result.readout}
+        write_json(directory / f"{result.problem_id}.json", tree)

@@ -1,0 +1,71 @@
+"""Fast rollouts (AlphaLLM §4.3.4): complete a new node's solution r times with a rollout policy
+(a smaller model, or the policy itself) and score each completion with an outcome critic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alphallm.critics.base import Critic, CriticInput
+from alphallm.lm.base import LanguageModel
+from alphallm.search.types import Rollout
+from alphallm.tasks.base import Task
+
+__all__ = ["RolloutCritic"]
+
+
+class RolloutCritic:
+    """Completes solutions with ``lm`` and scores them with ``outcome`` (tool critic or learned ORM).
+
+    Args:
+        n: completions per node (the paper: 4).
+        temperature: 0 means one greedy completion (then ``n`` is 1).
+        verify: also record ``task.check`` on each completion (labels for critic training).
+    """
+
+    name = "rollout"
+
+    def __init__(
+        self,
+        task: Task,
+        lm: LanguageModel,
+        outcome: Critic,
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        verify: bool = True,
+    ) -> None:
+        self.task, self.lm, self.outcome = task, lm, outcome
+        self.n = 1 if temperature <= 0 else n
+        self.temperature = temperature
+        self.verify = verify
+
+    def run(self, items: Sequence[CriticInput], *, seed: int = 0) -> list[tuple[Rollout, ...]]:
+        """Rollouts for each non-terminal item (terminal items get none)."""
+        todo = [i for i, item in enumerate(items) if not item.terminal]
+        out: list[tuple[Rollout, ...]] = [() for _ in items]
+        if not todo:
+            return out
+        states = [self.task.format_prompt(items[i].problem) + items[i].solution for i in todo]
+        results = self.lm.sample(
+            states,
+            n=self.n,
+            temperature=self.temperature,
+            max_tokens=self.task.max_solution_tokens,
+            seed=seed,
+        )
+        finished: list[tuple[int, str]] = []
+        for i, completions in zip(todo, results):
+            for completion in completions:
+                text = completion.text
+                if completion.finish_reason == "eos" and not text.endswith("\n"):
+                    text += "\n"
+                finished.append((i, self.task.truncate(text)))
+        full = [CriticInput(items[i].problem, items[i].solution + text, True) for i, text in finished]
+        scores = self.outcome.score(full)
+        rollouts: dict[int, list[Rollout]] = {i: [] for i in todo}
+        for (i, text), item, score in zip(finished, full, scores):
+            verified = self.task.check(item.problem, item.solution) if self.verify else None
+            rollouts[i].append(Rollout(text=text, score=score, verified=verified))
+        for i, kept in rollouts.items():
+            out[i] = tuple(kept)
+        return out

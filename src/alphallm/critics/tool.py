@@ -1,0 +1,58 @@
+"""Tool critics: the task's own verifiers, run through the safe evaluator. No gold answers.
+
+``ToolCritic`` checks every step of a (partial) solution with ``task.check_step`` (arith recomputes
+each calculation; game24 checks each move's legality and that the final expression makes 24).
+``OracleCritic`` uses ``task.check``, which may read the gold answer: for labels and training-time
+search only, never for test-time decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from alphallm.critics.base import CriticInput
+from alphallm.tasks.base import Task, solution_lines
+
+__all__ = ["OracleCritic", "ToolCritic", "step_verdicts"]
+
+
+def step_verdicts(task: Task, item: CriticInput) -> list[bool | None]:
+    """The step verifier's verdict on each complete line of the solution, answer line included."""
+    verdicts, prefix = [], ""
+    for line in solution_lines(item.solution):
+        verdicts.append(task.check_step(item.problem, prefix, line))
+        prefix += line + "\n"
+    return verdicts
+
+
+class ToolCritic:
+    """1 if every checkable step is right, 0 if any is wrong, None if no step could be checked."""
+
+    name: ClassVar[str] = "tool"
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def score(self, items: Sequence[CriticInput]) -> list[float | None]:
+        out: list[float | None] = []
+        for item in items:
+            verdicts = [v for v in step_verdicts(self.task, item) if v is not None]
+            out.append(None if not verdicts else float(all(verdicts)))
+        return out
+
+
+class OracleCritic:
+    """The exact outcome verifier (gold answer or rule) on complete solutions; None on partial ones."""
+
+    name: ClassVar[str] = "oracle"
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def score(self, items: Sequence[CriticInput]) -> list[float | None]:
+        out: list[float | None] = []
+        for item in items:
+            verdict = self.task.check(item.problem, item.solution) if item.terminal else None
+            out.append(None if verdict is None else float(verdict))
+        return out

@@ -1,0 +1,7 @@
+"""Human-readable reports of runs: a self-contained HTML viewer for saved search trees."""
+
+from __future__ import annotations
+
+from alphallm.report.tree_html import render_tree_html
+
+__all__ = ["render_tree_html"]

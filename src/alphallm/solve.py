@@ -1,0 +1,290 @@
+"""Solving problems with a search method: eta-MCTS or a baseline, with the same models, critics and
+compute accounting. This is where the pure search meets the backend and the critics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from alphallm.critics import OracleCritic, RolloutCritic, ToolCritic, make_evaluate_fn
+from alphallm.critics.base import Critic
+from alphallm.lm.base import LanguageModel, Metered
+from alphallm.lm.expand import make_expand_fn
+from alphallm.search import MCTSConfig, beam_search, best_first, read_out, sample_chains, search
+from alphallm.search.readout import READOUTS, Choice
+from alphallm.search.tree import ROOT, Tree
+from alphallm.search.types import EvaluateFn
+from alphallm.tasks.base import Problem, Task
+
+__all__ = ["METHODS", "ProblemResult", "SolveConfig", "SolveReport", "solve"]
+
+METHODS = ("mcts", "greedy", "sc", "bon", "beam", "bfs")
+
+
+@dataclass(frozen=True)
+class SolveConfig:
+    """How to search. Budgets: ``mcts.num_simulations`` (mcts), ``samples`` (sc, bon),
+    ``beam_width`` x ``expansions`` (beam), ``bfs_budget`` x ``expansions`` (bfs)."""
+
+    method: str = field(default="mcts", metadata={"help": "mcts, greedy, sc, bon, beam or bfs"})
+    samples: int = field(default=8, metadata={"help": "solutions per problem for sc and bon"})
+    beam_width: int = field(default=3, metadata={"help": "open nodes kept per step (beam)"})
+    expansions: int = field(default=3, metadata={"help": "children per expanded node (beam, bfs)"})
+    bfs_budget: int = field(default=12, metadata={"help": "expansions per problem (bfs)"})
+    temperature: float = field(default=1.0, metadata={"help": "policy sampling temperature"})
+    rollouts: int = field(default=2, metadata={"help": "fast rollouts per new node (0: none)"})
+    rollout_temperature: float = field(
+        default=1.0, metadata={"help": "rollout temperature (0: one greedy rollout)"}
+    )
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"tool": 1.0, "rollout": 1.0},
+        metadata={"help": "critic weights: tool, rollout, oracle (gold; training only)"},
+    )
+    readout: str = field(
+        default="best_value", metadata={"help": "mcts read-out: best_value, most_visited, vote or auto"}
+    )
+    prune: bool = field(default=True, metadata={"help": "a step the tool verifier rejects is a dead end"})
+    mcts: MCTSConfig = field(default_factory=MCTSConfig)
+    batch_size: int = field(default=32, metadata={"help": "problems searched together"})
+    seed: int = field(default=0, metadata={"help": "seed of the search and of sampling"})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}")
+        for name in ("samples", "beam_width", "expansions", "bfs_budget", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.rollouts < 0 or self.temperature < 0:
+            raise ValueError("rollouts and temperature must be non-negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SolveConfig:
+        """From plain data (a YAML file): unknown keys and invalid values raise ValueError."""
+        data = dict(data)
+        mcts = MCTSConfig.from_dict(dict(data.pop("mcts", None) or {}))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown search setting(s): {', '.join(unknown)}")
+        return cls(**data, mcts=mcts)
+
+
+@dataclass
+class ProblemResult:
+    """The answer one search gave for one problem."""
+
+    problem_id: str
+    solution: str
+    answer: str | None
+    correct: bool | None
+    readout: str
+    score: float
+    nodes: int
+    tree: dict[str, Any] | None = None
+
+
+@dataclass
+class SolveReport:
+    """Results, accuracy and compute (tokens and calls per model) of one method on a problem set."""
+
+    method: str
+    results: list[ProblemResult]
+    usage: dict[str, dict[str, int]]
+    wall_seconds: float
+    config: dict[str, Any]
+
+    @property
+    def accuracy(self) -> float:
+        return sum(bool(r.correct) for r in self.results) / max(1, len(self.results))
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(u["generated_tokens"] for u in self.usage.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "problems": len(self.results),
+            "accuracy": self.accuracy,
+            "generated_tokens": self.generated_tokens,
+            "prefill_tokens": sum(u["prefill_tokens"] for u in self.usage.values()),
+            "mean_nodes": float(np.mean([r.nodes for r in self.results])) if self.results else 0.0,
+            "readouts": {
+                k: sum(r.readout == k for r in self.results) for k in {r.readout for r in self.results}
+            },
+            "usage": self.usage,
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
+
+def _critics(task: Task, weights: dict[str, float]) -> list[Critic]:
+    available: dict[str, Critic] = {"tool": ToolCritic(task), "oracle": OracleCritic(task)}
+    return [critic for name, critic in available.items() if weights.get(name, 0.0) > 0]
+
+
+def _run_batch(
+    task: Task,
+    problems: Sequence[Problem],
+    config: SolveConfig,
+    policy: Metered,
+    rollout_lm: Metered,
+    rng: np.random.Generator,
+) -> tuple[Tree, str]:
+    """Searches one batch of problems; returns the trees and the read-out to apply."""
+    roots = [task.format_prompt(p) for p in problems]
+    expand_fn = make_expand_fn(task, policy, temperature=config.temperature)
+    rollout = None
+    if (
+        config.rollouts > 0
+        and config.weights.get("rollout", 0.0) > 0
+        and config.method in ("mcts", "beam", "bfs")
+    ):
+        outcome = ToolCritic(task) if task.has_step_verifier else OracleCritic(task)
+        rollout = RolloutCritic(
+            task, rollout_lm, outcome, n=config.rollouts, temperature=config.rollout_temperature
+        )
+    evaluate_fn: EvaluateFn = make_evaluate_fn(
+        task,
+        problems,
+        critics=_critics(task, config.weights),
+        weights=config.weights,
+        rollout=rollout,
+        prune_with="tool" if config.prune else None,
+        seed=int(rng.integers(0, 2**31 - 1)),
+    )
+    depth = min(task.max_steps, config.mcts.max_depth)
+    if config.method == "mcts":
+        return search(
+            roots, expand_fn=expand_fn, evaluate_fn=evaluate_fn, config=config.mcts, rng=rng
+        ), config.readout
+    if config.method == "greedy":
+        tree = sample_chains(
+            roots, expand_fn=expand_fn, evaluate_fn=None, n=1, max_depth=depth, rng=rng, greedy=True
+        )
+        return tree, "best_value"
+    if config.method == "sc":
+        tree = sample_chains(
+            roots, expand_fn=expand_fn, evaluate_fn=None, n=config.samples, max_depth=depth, rng=rng
+        )
+        return tree, "majority"
+    if config.method == "bon":
+        tree = sample_chains(
+            roots, expand_fn=expand_fn, evaluate_fn=evaluate_fn, n=config.samples, max_depth=depth, rng=rng
+        )
+        return tree, "best_value"
+    if config.method == "beam":
+        tree = beam_search(
+            roots,
+            expand_fn=expand_fn,
+            evaluate_fn=evaluate_fn,
+            beam_width=config.beam_width,
+            expansions=config.expansions,
+            max_depth=depth,
+            rng=rng,
+        )
+        return tree, "best_value"
+    tree = best_first(
+        roots,
+        expand_fn=expand_fn,
+        evaluate_fn=evaluate_fn,
+        expansions=config.expansions,
+        budget=config.bfs_budget,
+        max_depth=depth,
+        rng=rng,
+    )
+    return tree, "best_value"
+
+
+def _deepest_live(tree: Tree, b: int) -> int:
+    """Follows the most-visited child that is not a dead end, from the root down."""
+    node = ROOT
+    while True:
+        kids = [int(c) for c in tree.child_ids(b, node) if not tree.pruned[b, c]]
+        if not kids:
+            return node
+        node = max(kids, key=lambda c: (tree.visits[b, c], tree.q(b, c)))
+
+
+def _complete_unfinished(
+    task: Task, tree: Tree, choices: list[Choice | None], policy: Metered, *, seed: int
+) -> list[Choice]:
+    """Trees that reached no complete solution answer with their best path completed greedily by
+    the policy (one batched call; its tokens are counted), as AlphaLLM's read-outs do."""
+    todo = [b for b, choice in enumerate(choices) if choice is None]
+    out = [c if c is not None else Choice("", 0, "none", 0.0) for c in choices]
+    if not todo:
+        return out
+    nodes = [_deepest_live(tree, b) for b in todo]
+    completions = policy.sample(
+        [tree.state(b, node) for b, node in zip(todo, nodes)],
+        temperature=0.0,
+        max_tokens=task.max_solution_tokens,
+        seed=seed,
+    )
+    for b, node, (completion,) in zip(todo, nodes, completions):
+        text = completion.text + (
+            "\n" if completion.finish_reason == "eos" and not completion.text.endswith("\n") else ""
+        )
+        out[b] = Choice(tree.solution(b, node) + text, node, "completed", tree.q(b, node))
+    return out
+
+
+def solve(
+    task: Task,
+    problems: Sequence[Problem],
+    *,
+    policy: LanguageModel,
+    config: SolveConfig,
+    rollout_lm: LanguageModel | None = None,
+    keep_trees: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> SolveReport:
+    """Searches every problem with ``config.method`` and reads out one solution per problem.
+
+    Compute is metered per model: ``usage["policy"]`` and ``usage["rollout"]`` (the rollout model
+    defaults to the policy itself, decoded greedily, but is counted apart).
+    """
+    policy_view = Metered(policy)
+    rollout_view = Metered(rollout_lm if rollout_lm is not None else policy)
+    rng = np.random.default_rng(config.seed)
+    started = time.perf_counter()
+    results: list[ProblemResult] = []
+    answer_fn = task.extract_answer
+    for start in range(0, len(problems), config.batch_size):
+        batch = problems[start : start + config.batch_size]
+        tree, readout = _run_batch(task, batch, config, policy_view, rollout_view, rng)
+        found = [read_out(tree, b, readout, answer_fn) for b in range(len(batch))]
+        choices = _complete_unfinished(task, tree, found, policy_view, seed=config.seed + start)
+        for b, problem in enumerate(batch):
+            choice = choices[b]
+            solution = task.truncate(choice.solution)
+            results.append(
+                ProblemResult(
+                    problem_id=problem.id,
+                    solution=solution,
+                    answer=task.extract_answer(solution),
+                    correct=task.check(problem, solution),
+                    readout=choice.readout,
+                    score=choice.score,
+                    nodes=int(tree.num_nodes[b]),
+                    tree=tree.to_dict(b) | {"problem_id": problem.id} if keep_trees else None,
+                )
+            )
+        if progress is not None:
+            progress(len(batch))
+    return SolveReport(
+        method=config.method,
+        results=results,
+        usage={"policy": policy_view.usage.to_dict(), "rollout": rollout_view.usage.to_dict()},
+        wall_seconds=time.perf_counter() - started,
+        config=config.to_dict(),
+    )

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from alphallm.cli import main
+from alphallm.lm import load_lm
+from alphallm.search import MCTSConfig
+from alphallm.solve import METHODS, SolveConfig, solve
+from alphallm.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir: Path):
+    return load_lm(str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_and_counts_compute(tiny_lm, method: str) -> None:
+    task = get_task("game24")
+    problems = task.problems("test")[:3]
+    config = replace(
+        SolveConfig(method=method, samples=2, beam_width=2, expansions=2, bfs_budget=3, batch_size=2),
+        mcts=MCTSConfig(num_simulations=6, max_depth=3),
+    )
+    report = solve(task, problems, policy=tiny_lm, config=config, keep_trees=True)
+    assert [r.problem_id for r in report.results] == [p.id for p in problems]
+    assert report.usage["policy"]["generated_tokens"] > 0
+    assert all(r.tree is not None and r.tree["nodes"][0]["id"] == 0 for r in report.results)
+    if method in ("mcts", "beam", "bfs"):
+        assert report.usage["rollout"]["generated_tokens"] > 0  # rollouts are counted apart
+    else:
+        assert report.usage["rollout"]["generated_tokens"] == 0
+
+
+def test_search_cli_saves_trees_for_the_viewer(tiny_model_dir: Path, tmp_path: Path) -> None:
+    trees = tmp_path / "trees"
+    out = tmp_path / "res.json"
+    status = main(
+        [
+            "search",
+            "--task",
+            "arith",
+            "--model",
+            str(tiny_model_dir),
+            "--limit",
+            "2",
+            "--simulations",
+            "5",
+            "--save-trees",
+            str(trees),
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    data = json.loads(out.read_text())
+    assert data["problems"] == 2 and data["config"]["mcts"]["num_simulations"] == 5
+    files = sorted(trees.glob("*.json"))
+    assert len(files) == 2
+    tree = json.loads(files[0].read_text())
+    assert tree["nodes"][0]["visits"] == 5
+    assert main(["viz", str(trees), "--out", str(tmp_path / "trees.html")]) == 0
+    assert (tmp_path / "trees.html").read_text().count("tree-data") >= 1
+
+
+def test_search_cli_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("mcts:\n  num_simulations: 0\n")
+    assert main(["search", "--task", "arith", "--config", str(config)]) == 2
+    assert "num_simulations must be at least 1" in capsys.readouterr().err
+    config.write_text("sampels: 3\n")
+    assert main(["search", "--task", "arith", "--config", str(config)]) == 2
+    assert "unknown search setting(s): sampels" in capsys.readouterr().err

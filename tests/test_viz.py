@@ -1,0 +1,163 @@
+"""The search-tree viewer: escaping of the embedded data, the ``viz`` command, and a real headless browser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alphallm.commands import viz_cmd
+from alphallm.errors import UserError
+from alphallm.report import render_tree_html
+
+EVIL = "</script><b>bold</b>\n"
+DATA_BLOCK = re.compile(r'<script type="application/json" id="tree-data">(.*?)</script>', re.DOTALL)
+
+
+def _node(node_id: int, parent: int, text: str, visits: int, q: float, **extra: Any) -> dict[str, Any]:
+    node = {
+        "id": node_id,
+        "parent": parent,
+        "depth": 0 if parent < 0 else 1,
+        "text": text,
+        "tokens": len(text),
+        "logprob": -0.5 * node_id,
+        "visits": visits,
+        "q": q,
+        "value": None if parent < 0 else q,
+        "terminal": False,
+        "verified": None,
+        "width": 2,
+        "children": [],
+        "critics": {},
+        "rollouts": [],
+        "merged": [],
+    }
+    return node | extra
+
+
+def small_tree(problem_id: str = "arith-test-0") -> dict[str, Any]:
+    """Root with two children; the most-visited path is 0 -> 2 -> 4 (a verified-right terminal)."""
+    nodes = [
+        _node(0, -1, "", 10, 0.6, children=[1, 2]),
+        _node(1, 0, "7*6=42 -> 38+42-19\n", 3, 0.3, children=[3]),
+        _node(
+            2,
+            0,
+            EVIL,
+            6,
+            0.8,
+            children=[4, 5],
+            critics={"tool": 1.0, "rollout": 0.5},
+            rollouts=[{"text": "= 61\n", "score": 1.0, "verified": True}],
+            merged=["7 * 6 = 42\n"],
+        ),
+        _node(3, 1, "= 60\n", 1, 0.0, terminal=True, verified=False),
+        _node(4, 2, "= 61\n", 4, 1.0, terminal=True, verified=True),
+        _node(5, 2, "38+42=80\n", 1, 0.4),
+    ]
+    return {"problem_id": problem_id, "root": "Q: 38+7*6-19\n", "nodes": nodes}
+
+
+def test_render_embeds_escaped_data() -> None:
+    tree = small_tree()
+    page = render_tree_html([tree], title="trees <of> arith")
+    assert page.startswith("<!DOCTYPE html>") and "<title>trees &lt;of&gt; arith</title>" in page
+    block = DATA_BLOCK.search(page)
+    assert block is not None
+    assert "</script><b>" not in block.group(1) and "<" not in block.group(1)
+    assert json.loads(block.group(1)) == [tree]  # the \\u escapes decode back to the original text
+    assert page.count("</script>") == 2  # the data block and the viewer script, nothing from the data
+    assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
+
+
+def test_render_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        render_tree_html([], title="x")
+    with pytest.raises(ValueError):
+        render_tree_html([{"root": "Q"}], title="x")
+
+
+def test_viz_command_writes_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "arith-test-0.json"
+    src.write_text(json.dumps(small_tree()))
+    assert viz_cmd.run(argparse.Namespace(trees=[str(src)], out=None)) == 0
+    out = tmp_path / "arith-test-0.html"
+    assert "arith-test-0" in out.read_text() and str(out) in capsys.readouterr().out
+
+    folder = tmp_path / "trees"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps(small_tree("a")))
+    (folder / "b.json").write_text(json.dumps({"trees": [small_tree("b"), small_tree("c")]}))
+    assert viz_cmd.run(argparse.Namespace(trees=[str(folder)], out=None)) == 0
+    block = DATA_BLOCK.search((folder / "trees.html").read_text())
+    assert block is not None
+    assert [t["problem_id"] for t in json.loads(block.group(1))] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("missing.json", None), ("broken.json", "{not json"), ("nodeless.json", '{"root": "Q"}')],
+)
+def test_viz_command_bad_input(tmp_path: Path, name: str, content: str | None) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError, match=re.escape(name)) as info:
+        viz_cmd.run(argparse.Namespace(trees=[str(path)], out=str(tmp_path / "out.html")))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out.html").exists()
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if path is None:
+        pytest.skip("chromium is not installed (scripts/check_viz.sh installs it): no browser test")
+    return path
+
+
+def chromium_args(binary: str, profile: Path) -> list[str]:
+    """Headless flags that keep the browser offline and quiet (no sync, updates or first-run pages)."""
+    return [
+        binary,
+        "--headless",
+        "--no-sandbox",  # tests may run as root in a container
+        "--disable-gpu",
+        "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+
+
+def test_browser_builds_the_tree(tmp_path: Path) -> None:
+    binary = _chromium()
+    first, second = small_tree("arith-test-0"), small_tree("arith-test-1")
+    page = tmp_path / "viz.html"
+    page.write_text(render_tree_html([first, second], title="browser test"), encoding="utf-8")
+    done = subprocess.run(
+        [*chromium_args(binary, tmp_path / "profile"), "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    dom = done.stdout
+    assert done.returncode == 0 and "</html>" in dom, done.stderr[-2000:]
+    # The JS ran: one element per node of the first tree (the selector shows one tree at a time).
+    assert len(re.findall(r'class="node"', dom)) == len(first["nodes"])
+    assert '<span class="mark ok">✓</span>' in dom and '<span class="mark bad">✗</span>' in dom
+    assert "7*6=42 -&gt; 38+42-19<" in dom  # text rendered, trailing newline stripped
+    assert "&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;" in dom and "<b>bold" not in dom  # text, not markup
+    assert len(re.findall(r'class="row best', dom)) == 3  # most-visited path 0 -> 2 -> 4
+    assert dom.index('data-id="2"') < dom.index('data-id="1"')  # children sorted by visits
+    assert '<h1 id="problem">arith-test-0</h1>' in dom
+    assert len(re.findall(r"<option value=\"\d\"", dom)) == 2  # the tree selector
