@@ -25,8 +25,8 @@ from alphallm.tasks import get_task
 # Budgets per method: what "more compute" means for each.
 GRID: dict[str, list[dict[str, Any]]] = {
     "greedy": [{}],
-    "sc": [{"samples": k} for k in (4, 8, 16, 32)],
-    "bon": [{"samples": k} for k in (4, 8, 16, 32)],
+    "sc": [{"samples": k} for k in (4, 8, 16, 32, 64)],
+    "bon": [{"samples": k} for k in (4, 8, 16, 32, 64)],
     "beam": [{"beam_width": w, "expansions": 3} for w in (1, 2, 4, 8)],
     "bfs": [{"bfs_budget": k, "expansions": 3} for k in (4, 8, 16, 32)],
     "mcts": [{"mcts": {"num_simulations": k}} for k in (8, 16, 32, 64)],

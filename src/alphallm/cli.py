@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 def _build_parser() -> argparse.ArgumentParser:
     from alphallm import __version__
-    from alphallm.commands import eval_cmd, pretrain_cmd, search_cmd, viz_cmd
+    from alphallm.commands import critic_cmd, eval_cmd, improve_cmd, pretrain_cmd, search_cmd, viz_cmd
 
     parser = argparse.ArgumentParser(
         prog="alphallm",
@@ -27,9 +27,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"alphallm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    improve_cmd.add_parsers(sub)
     eval_cmd.add_parser(sub)
     search_cmd.add_parser(sub)
     viz_cmd.add_parser(sub)
+    critic_cmd.add_parsers(sub)
     pretrain_cmd.add_parser(sub)
     return parser
 

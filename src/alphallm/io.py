@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "write_json", "write_text"]
+from alphallm.errors import UserError
+
+__all__ = ["atomic_dir", "load_trees", "read_trees", "tree_files", "write_json", "write_text"]
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -54,3 +56,44 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def tree_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """The JSON files named, or found in the directories named (sorted)."""
+    files: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if not found:
+                raise UserError(f"{path}: no .json files in this directory")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or directory")
+    return files
+
+
+def load_trees(path: Path) -> list[dict[str, Any]]:
+    """The trees in one file: a single tree object or ``{"trees": [...]}``."""
+    try:
+        # NaN/Infinity would survive json.loads but break JSON.parse in the page: read them as null.
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda _: None)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise UserError(f"{path}: not valid JSON ({exc})") from exc
+    trees = data.get("trees") if isinstance(data, dict) and "trees" in data else [data]
+    if not isinstance(trees, list) or not trees:
+        raise UserError(f'{path}: "trees" must be a non-empty list of search trees')
+    for i, tree in enumerate(trees):
+        if not isinstance(tree, dict) or not isinstance(tree.get("nodes"), list):
+            raise UserError(f'{path}: not a search tree (no "nodes" list), see Tree.to_dict')
+        tree.setdefault("problem_id", path.stem if len(trees) == 1 else f"{path.stem}[{i}]")
+    return trees
+
+
+def read_trees(inputs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every saved search tree in the files and directories given (``search --save-trees``)."""
+    return [tree for path in tree_files(inputs) for tree in load_trees(path)]

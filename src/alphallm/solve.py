@@ -12,6 +12,9 @@ import numpy as np
 
 from alphallm.critics import OracleCritic, RolloutCritic, ToolCritic, make_evaluate_fn
 from alphallm.critics.base import Critic
+from alphallm.critics.implicit_q import ImplicitQCritic
+from alphallm.critics.learned import LearnedCritic
+from alphallm.lm import load_lm
 from alphallm.lm.base import LanguageModel, Metered
 from alphallm.lm.expand import make_expand_fn
 from alphallm.search import MCTSConfig, beam_search, best_first, read_out, sample_chains, search
@@ -48,6 +51,12 @@ class SolveConfig:
         default="best_value", metadata={"help": "mcts read-out: best_value, most_visited, vote or auto"}
     )
     prune: bool = field(default=True, metadata={"help": "a step the tool verifier rejects is a dead end"})
+    critic_dirs: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "learned critics by kind: {value: DIR, prm: DIR, orm: DIR}"}
+    )
+    anchor: str | None = field(
+        default=None, metadata={"help": "anchor model of the implicit-Q critic (weight 'implicit_q')"}
+    )
     mcts: MCTSConfig = field(default_factory=MCTSConfig)
     batch_size: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "seed of the search and of sampling"})
@@ -126,9 +135,34 @@ class SolveReport:
         }
 
 
-def _critics(task: Task, weights: dict[str, float]) -> list[Critic]:
-    available: dict[str, Critic] = {"tool": ToolCritic(task), "oracle": OracleCritic(task)}
-    return [critic for name, critic in available.items() if weights.get(name, 0.0) > 0]
+@dataclass
+class _Critics:
+    """The critics a run uses: ``scorers`` value every new node; ``outcome`` scores rollouts."""
+
+    scorers: list[Critic]
+    outcome: Critic | None
+    learned: dict[str, LearnedCritic]
+
+
+def _build_critics(task: Task, config: SolveConfig, policy: LanguageModel, device: str | None) -> _Critics:
+    """Tool and oracle critics by weight, learned critics from ``config.critic_dirs``. Rollouts are
+    scored by the tool verifier when it is in use, else by a learned ORM (never by the gold-answer
+    oracle, which only ever enters a value through its own weight)."""
+    learned = {
+        kind: LearnedCritic.load(path, task=task, device=device) for kind, path in config.critic_dirs.items()
+    }
+    available: dict[str, Critic] = {"tool": ToolCritic(task), "oracle": OracleCritic(task), **learned}
+    if config.weights.get("implicit_q", 0.0) > 0:
+        if config.anchor is None:
+            raise ValueError("the implicit_q critic needs an anchor model (SolveConfig.anchor)")
+        available["implicit_q"] = ImplicitQCritic(task, policy, load_lm(config.anchor, device=device))
+    scorers = [critic for name, critic in available.items() if config.weights.get(name, 0.0) > 0]
+    outcome: Critic | None = None
+    if config.weights.get("tool", 0.0) > 0 and task.has_step_verifier:
+        outcome = available["tool"]
+    elif "orm" in learned:
+        outcome = learned["orm"]
+    return _Critics(scorers, outcome, learned)
 
 
 def _run_batch(
@@ -137,6 +171,7 @@ def _run_batch(
     config: SolveConfig,
     policy: Metered,
     rollout_lm: Metered,
+    critics: _Critics,
     rng: np.random.Generator,
 ) -> tuple[Tree, str]:
     """Searches one batch of problems; returns the trees and the read-out to apply."""
@@ -147,18 +182,18 @@ def _run_batch(
         config.rollouts > 0
         and config.weights.get("rollout", 0.0) > 0
         and config.method in ("mcts", "beam", "bfs")
+        and critics.outcome is not None
     ):
-        outcome = ToolCritic(task) if task.has_step_verifier else OracleCritic(task)
         rollout = RolloutCritic(
-            task, rollout_lm, outcome, n=config.rollouts, temperature=config.rollout_temperature
+            task, rollout_lm, critics.outcome, n=config.rollouts, temperature=config.rollout_temperature
         )
     evaluate_fn: EvaluateFn = make_evaluate_fn(
         task,
         problems,
-        critics=_critics(task, config.weights),
+        critics=critics.scorers,
         weights=config.weights,
         rollout=rollout,
-        prune_with="tool" if config.prune else None,
+        prune_with="tool" if config.prune and config.weights.get("tool", 0.0) > 0 else None,
         seed=int(rng.integers(0, 2**31 - 1)),
     )
     depth = min(task.max_steps, config.mcts.max_depth)
@@ -247,12 +282,14 @@ def solve(
     rollout_lm: LanguageModel | None = None,
     keep_trees: bool = False,
     progress: Callable[[int], None] | None = None,
+    device: str | None = None,
 ) -> SolveReport:
     """Searches every problem with ``config.method`` and reads out one solution per problem.
 
     Compute is metered per model: ``usage["policy"]`` and ``usage["rollout"]`` (the rollout model
     defaults to the policy itself, decoded greedily, but is counted apart).
     """
+    critics = _build_critics(task, config, policy, device)
     policy_view = Metered(policy)
     rollout_view = Metered(rollout_lm if rollout_lm is not None else policy)
     rng = np.random.default_rng(config.seed)
@@ -261,7 +298,7 @@ def solve(
     answer_fn = task.extract_answer
     for start in range(0, len(problems), config.batch_size):
         batch = problems[start : start + config.batch_size]
-        tree, readout = _run_batch(task, batch, config, policy_view, rollout_view, rng)
+        tree, readout = _run_batch(task, batch, config, policy_view, rollout_view, critics, rng)
         found = [read_out(tree, b, readout, answer_fn) for b in range(len(batch))]
         choices = _complete_unfinished(task, tree, found, policy_view, seed=config.seed + start)
         for b, problem in enumerate(batch):
@@ -284,7 +321,11 @@ def solve(
     return SolveReport(
         method=config.method,
         results=results,
-        usage={"policy": policy_view.usage.to_dict(), "rollout": rollout_view.usage.to_dict()},
+        usage={
+            "policy": policy_view.usage.to_dict(),
+            "rollout": rollout_view.usage.to_dict(),
+            **{f"critic:{kind}": critic.usage.to_dict() for kind, critic in critics.learned.items()},
+        },
         wall_seconds=time.perf_counter() - started,
         config=config.to_dict(),
     )

@@ -30,8 +30,20 @@ def add_parser(sub: Any) -> None:
     budget.add_argument("--expansions", type=int, help="beam/bfs: children per expanded node")
     budget.add_argument("--bfs-budget", type=int, help="bfs: expansions per problem")
     budget.add_argument("--rollouts", type=int, help="fast rollouts per new node (0: none)")
+    p.add_argument("--rollout-model", help="a smaller model for fast rollouts (default: the policy itself)")
     p.add_argument(
-        "--rollout-model", help="a smaller model for fast rollouts (default: the policy, greedily)"
+        "--critic",
+        action="append",
+        default=[],
+        metavar="KIND=DIR",
+        help="a learned critic (value, prm or orm) from train-critic; repeatable",
+    )
+    p.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="NAME=W",
+        help="critic weight (tool, rollout, value, prm, orm, oracle); repeatable",
     )
     p.add_argument("--temperature", type=float, help="policy sampling temperature")
     p.add_argument("--readout", choices=("auto", "most_visited", "best_value", "vote"), help="mcts read-out")
@@ -66,12 +78,30 @@ def build_config(args: argparse.Namespace) -> Any:
     for flag, name in _FLAG_TO_FIELD.items():
         if getattr(args, flag) is not None:
             data[name] = getattr(args, flag)
+    data["critic_dirs"] = {**(data.get("critic_dirs") or {}), **_pairs(args.critic, "--critic", str)}
+    weights = data.get("weights") or {"tool": 1.0, "rollout": 1.0}
+    data["weights"] = {**weights, **_pairs(args.weight, "--weight", float)}
+    for kind in data["critic_dirs"]:
+        data["weights"].setdefault(kind, 1.0)
     data.update(method=args.method, seed=args.seed)
     try:
         return SolveConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         where = f"{args.config}: " if args.config else ""
         raise UserError(f"{where}invalid search settings: {exc}") from None
+
+
+def _pairs(items: list[str], flag: str, convert: Any) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"{flag} expects NAME=VALUE, got {item!r}")
+        try:
+            out[name] = convert(value)
+        except ValueError:
+            raise UserError(f"{flag} {item!r}: {value!r} is not a valid value") from None
+    return out
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
@@ -111,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             rollout_lm=rollout_lm,
             keep_trees=bool(args.save_trees),
             progress=advance,
+            device=args.device,
         )
     summary = report.summary()
     rows: dict[str, Any] = {"problems": summary["problems"], "accuracy": summary["accuracy"]}

@@ -21,7 +21,7 @@ from alphallm.errors import UserError
 from alphallm.lm.base import Completion, Usage
 from alphallm.lm.prefix_cache import PrefixStore
 
-__all__ = ["TransformersLM", "pick_device", "resolve_model_path"]
+__all__ = ["TransformersLM", "load_causal_lm", "pick_device", "resolve_model_path"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,23 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def load_causal_lm(
+    name: str | Path, *, device: str | None = None, dtype: str | None = None
+) -> tuple[Any, Any]:
+    """Model and tokenizer from a shipped name, a directory or a hub id; errors are one line."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name)
+    target = pick_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, target))
+    except OSError as exc:
+        raise UserError(f"{name}: could not load model ({str(exc).splitlines()[0]})") from None
+    model.to(target)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
+    return model, tokenizer
+
+
 class TransformersLM:
     """A batched sampler and scorer over a ``transformers`` causal LM.
 
@@ -96,16 +113,7 @@ class TransformersLM:
     def from_pretrained(
         cls, name: str | Path, *, device: str | None = None, dtype: str | None = None, **kwargs: Any
     ) -> TransformersLM:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        path = resolve_model_path(name)
-        target = pick_device(device)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, target))
-        except OSError as exc:
-            raise UserError(f"{name}: could not load model ({str(exc).splitlines()[0]})") from None
-        model.to(target)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
+        model, tokenizer = load_causal_lm(name, device=device, dtype=dtype)
         return cls(model, tokenizer, **kwargs)
 
     # -- tokens ---------------------------------------------------------------------------------

@@ -180,7 +180,9 @@ class ArithTask(Task):
 
     def generate(self, rng: random.Random, n: int, difficulty: dict[str, Any] | None = None) -> list[Problem]:
         d = ArithDifficulty.from_dict(difficulty) if difficulty else BASE_DIFFICULTY
-        return self._sample(rng, n, d, split="train", id_prefix="arith-gen")
+        problems = self._sample(rng, n, d, split="train", id_prefix="arith-gen")
+        # Ids from the question, so problems generated in different rounds never share one.
+        return [Problem(stable_id("arith-gen", p.question), p.question, p.answer) for p in problems]
 
     def _sample(
         self, rng: random.Random, n: int, d: ArithDifficulty, *, split: str, id_prefix: str

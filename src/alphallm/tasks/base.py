@@ -80,6 +80,10 @@ class Task(ABC):
     def parse_question(self, text: str) -> Problem | None:
         """A problem from a question written by a model (imagination), or None if it is not valid."""
 
+    def solvable(self, problem: Problem) -> bool | None:
+        """Whether the problem has a solution at all (None: the task cannot tell cheaply)."""
+        return None
+
     def generate(self, rng: random.Random, n: int, difficulty: dict[str, Any] | None = None) -> list[Problem]:
         """Fresh training problems from a procedural generator (never a dev or test item)."""
         raise NotImplementedError(f"task {self.name!r} has no problem generator")

@@ -215,6 +215,9 @@ class Game24Task(Task):
         question = " ".join(sorted(parts, key=int))
         return Problem(f"game24-q-{question.replace(' ', '-')}", question)
 
+    def solvable(self, problem: Problem) -> bool | None:
+        return solve_numbers(self._key(problem.question)) is not None
+
     # -- solutions ------------------------------------------------------------------------------
     def solve(self, problem: Problem) -> str | None:
         """A reference solution from the solver, or None if the puzzle is unsolvable."""

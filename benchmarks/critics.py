@@ -1,0 +1,182 @@
+"""Critics trained from search trees: their quality on held-out problems and their effect on search.
+
+    python benchmarks/critics.py [--tasks arith game24] [--train-problems 300] [--dev-problems 150]
+
+For each task, with the shipped base model:
+1. search train-split and dev-split problems with eta-MCTS and fast rollouts, saving the trees
+   (the verifier labels every terminal and rollout);
+2. train a value, a PRM and an ORM critic on the train trees (``alphallm train-critic``);
+3. measure them on the dev trees (``alphallm eval-critic``): ORM AUC, PRM step AUC, value Spearman
+   and calibration;
+4. run eta-MCTS on test problems three ways at the same number of simulations: no critics, the
+   learned critics with no verifier (rollouts scored by the ORM), and the tool verifier.
+
+Everything goes under ``--work`` (default runs/bench-critics); prints tables and writes
+``critics.json`` beside the other benchmark results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alphallm.cli import main as alphallm
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"
+
+SEARCH_MODES: dict[str, dict[str, Any]] = {
+    # No critic can judge anything: every value is neutral and the answer is a majority vote.
+    "no critics": {"weights": {}, "rollouts": 0, "readout": "majority", "prune": False},
+    # Learned critics only; rollouts scored by the learned ORM; no verifier at test time.
+    "learned critics": {"weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0}, "prune": False},
+    # The tool verifier (and rollouts it scores): the reference.
+    "tool verifier": {},
+}
+
+
+def _cli(*args: str) -> None:
+    print("$ alphallm " + " ".join(args), flush=True)
+    if alphallm(list(args)) != 0:
+        raise SystemExit(f"alphallm {args[0]} failed")
+
+
+def _search_config(task: str, work: Path, extra: dict[str, Any]) -> Path:
+    base = yaml.safe_load((CONFIGS / f"{task}.yaml").read_text())
+    merged = {**base, **extra, "mcts": {**base.get("mcts", {}), **extra.get("mcts", {})}}
+    digest = hashlib.blake2b(json.dumps(extra, sort_keys=True).encode(), digest_size=4).hexdigest()
+    path = work / f"search-{task}-{digest}.yaml"
+    path.write_text(yaml.safe_dump(merged))
+    return path
+
+
+def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"task": task}
+    # 1. Trees with many verified outcomes: two sampled rollouts per node.
+    data_config = _search_config(task, work, {"rollouts": 2, "rollout_temperature": 1.0, "batch_size": 64})
+    for split, limit in (("train", args.train_problems), ("dev", args.dev_problems)):
+        trees = work / f"{task}-{split}-trees"
+        if not trees.exists():
+            _cli(
+                "search",
+                "--task",
+                task,
+                "--split",
+                split,
+                "--limit",
+                str(limit),
+                "--config",
+                str(data_config),
+                "--save-trees",
+                str(trees),
+                "--out",
+                str(work / f"{task}-{split}-search.json"),
+            )
+    # 2-3. Critics and their held-out quality.
+    for kind in ("value", "prm", "orm"):
+        critic = work / f"{task}-{kind}"
+        if not critic.exists():
+            _cli(
+                "train-critic",
+                "--kind",
+                kind,
+                "--trees",
+                str(work / f"{task}-train-trees"),
+                "--base",
+                f"{task}-base",
+                "--out",
+                str(critic),
+                "--epochs",
+                str(args.epochs),
+                "--max-rows",
+                str(args.max_rows),
+            )
+        metrics_path = work / f"{task}-{kind}-dev.json"
+        _cli(
+            "eval-critic",
+            "--critic",
+            str(critic),
+            "--trees",
+            str(work / f"{task}-dev-trees"),
+            "--out",
+            str(metrics_path),
+        )
+        out[kind] = json.loads(metrics_path.read_text())
+    # 4. Search with and without critics at equal simulations.
+    out["search"] = {}
+    for mode, extra in SEARCH_MODES.items():
+        config = _search_config(task, work, extra)
+        result = work / f"{task}-test-{mode.replace(' ', '-')}.json"
+        critic_flags = []
+        if mode == "learned critics":
+            for kind in ("value", "prm", "orm"):
+                critic_flags += ["--critic", f"{kind}={work / f'{task}-{kind}'}"]
+        _cli(
+            "search",
+            "--task",
+            task,
+            "--limit",
+            str(args.test_problems),
+            "--config",
+            str(config),
+            *critic_flags,
+            "--out",
+            str(result),
+        )
+        data = json.loads(result.read_text())
+        out["search"][mode] = {
+            "accuracy": data["accuracy"],
+            "generated_tokens": data["generated_tokens"],
+            "prefill_tokens": data["prefill_tokens"],
+            "usage": data["usage"],
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=["arith", "game24"])
+    parser.add_argument("--train-problems", type=int, default=300)
+    parser.add_argument("--dev-problems", type=int, default=120)
+    parser.add_argument("--test-problems", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-rows", type=int, default=8000)
+    parser.add_argument("--work", default="runs/bench-critics")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results = [run_task(task, args, work) for task in args.tasks]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "critics.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    print(f"\n{'task':8s} {'critic':6s} {'AUC':>6s} {'Spearman':>9s} {'ECE':>6s} {'rows':>6s}")
+    for r in results:
+        for kind in ("value", "prm", "orm"):
+            m = r[kind]
+            print(
+                f"{r['task']:8s} {kind:6s} {m['auc']:6.3f} {m.get('spearman', float('nan')):9.3f} "
+                f"{m.get('ece', float('nan')):6.3f} {int(m['rows']):6d}"
+            )
+    print(f"\n{'task':8s} {'search':16s} {'accuracy':>8s} {'gen tokens':>11s} {'prefill':>9s}")
+    for r in results:
+        for mode, s in r["search"].items():
+            print(
+                f"{r['task']:8s} {mode:16s} {s['accuracy']:8.3f} {s['generated_tokens']:11d} "
+                f"{s['prefill_tokens']:9d}"
+            )
+    print(f"\nwrote {out / 'critics.json'} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

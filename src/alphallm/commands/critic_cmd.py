@@ -1,0 +1,118 @@
+"""``alphallm train-critic`` and ``alphallm eval-critic``: critics from saved search trees."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from alphallm.errors import UserError
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("train-critic", help="train a value, PRM or ORM critic on saved search trees")
+    p.add_argument("--kind", required=True, choices=("value", "prm", "orm"))
+    p.add_argument(
+        "--trees", required=True, nargs="+", help="tree JSON files or directories (search --save-trees)"
+    )
+    p.add_argument("--base", required=True, help="backbone to start from (usually the policy model)")
+    p.add_argument("--out", required=True, help="output critic directory")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--holdout", type=float, default=0.2, help="fraction of problems held out for early stopping"
+    )
+    p.add_argument("--max-rows", type=int, help="sample at most this many training rows")
+    p.add_argument("--min-samples", type=int, default=2, help="verified outcomes a node needs to get a label")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=run_train)
+
+    e = sub.add_parser(
+        "eval-critic", help="AUC, rank correlation and calibration of a critic on held-out trees"
+    )
+    e.add_argument("--critic", required=True, help="critic directory (train-critic --out)")
+    e.add_argument("--trees", required=True, nargs="+", help="held-out tree JSON files or directories")
+    e.add_argument("--min-samples", type=int, default=2)
+    e.add_argument("--out", help="JSON file for the metrics")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(run=run_eval)
+
+
+def label_rows(kind: str, trees: list[dict[str, Any]], min_samples: int) -> list[Any]:
+    """The labels a critic of ``kind`` learns from."""
+    from alphallm.train.labels import orm_rows, prm_rows, value_rows
+
+    if kind == "value":
+        return value_rows(trees, min_samples=min_samples)
+    if kind == "prm":
+        return prm_rows(trees, min_samples=min_samples)
+    return orm_rows(trees)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from alphallm.commands._ui import console, print_table, progress_bar
+    from alphallm.io import atomic_dir, read_trees
+    from alphallm.lm.hf import load_causal_lm
+    from alphallm.train.critic import CriticTrainConfig, train_critic
+
+    trees = read_trees(args.trees)
+    rows = label_rows(args.kind, trees, args.min_samples)
+    if len(rows) < 10:
+        raise UserError(
+            f"only {len(rows)} {args.kind} labels in {len(trees)} trees: search more problems (with rollouts)"
+        )
+    try:
+        config = CriticTrainConfig(
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            holdout=args.holdout,
+            max_rows=args.max_rows,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    base, tokenizer = load_causal_lm(args.base, device=args.device, dtype="float32")
+    steps = config.epochs * -(-len(rows) // config.batch_size)
+    with progress_bar(f"train {args.kind} critic", steps) as advance:
+        model, metrics = train_critic(
+            rows,
+            base=base,
+            tokenizer=tokenizer,
+            kind=args.kind,
+            config=config,
+            on_step=lambda step, loss: advance(1),
+        )
+    meta = {
+        "base": str(args.base),
+        "trees": [str(t) for t in args.trees],
+        "trees_count": len(trees),
+        **metrics,
+    }
+    with atomic_dir(args.out) as tmp:
+        model.save(tmp, tokenizer, meta)
+    if "held_out" in metrics:
+        print_table(f"{args.kind} critic on held-out problems", metrics["held_out"])
+    console.print(f"critic: {args.out} ({metrics['train_rows']} training rows, {metrics['train_seconds']} s)")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from alphallm.commands._ui import console, print_table
+    from alphallm.critics.learned import CriticModel
+    from alphallm.io import read_trees, write_json
+    from alphallm.train.critic import critic_metrics, predict
+
+    model, tokenizer, meta = CriticModel.load(args.critic, device=args.device)
+    trees = read_trees(args.trees)
+    rows = label_rows(meta["kind"], trees, args.min_samples)
+    if not rows:
+        raise UserError(f"no {meta['kind']} labels in {len(trees)} trees")
+    metrics = critic_metrics(meta["kind"], predict(model, tokenizer, rows), rows)
+    print_table(f"{meta['kind']} critic {Path(args.critic).name} on {len(trees)} trees", metrics)
+    if args.out:
+        write_json(args.out, {"critic": args.critic, "kind": meta["kind"], "trees": args.trees, **metrics})
+        console.print(f"metrics: {args.out}")
+    return 0

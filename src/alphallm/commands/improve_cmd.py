@@ -1,0 +1,83 @@
+"""``alphallm improve`` and ``alphallm demo``: the self-improvement loop, resumable, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alphallm.errors import UserError
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("improve", help="run K rounds of imagine -> search -> criticize -> learn")
+    p.add_argument("--config", required=True, help="YAML file of LoopConfig settings (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in runs/<name> where it stopped")
+    p.add_argument("--name", help="run name (default: the config's)")
+    p.add_argument("--rounds", type=int, help="number of rounds (default: the config's)")
+    p.add_argument("--out-dir", help="parent directory of runs (default: the config's, usually runs)")
+    p.set_defaults(run=run_improve)
+
+    d = sub.add_parser(
+        "demo", help="a small self-improvement run on the shipped arith model (~10 min on 2 cores)"
+    )
+    d.add_argument("--out-dir", default="runs", help="parent directory of the demo run")
+    d.add_argument("--resume", action="store_true", help="continue an interrupted demo")
+    d.set_defaults(run=run_demo)
+
+
+class RichUI:
+    """Progress bars and messages for the loop, on the console."""
+
+    def progress(self, description: str, total: int) -> Any:
+        from alphallm.commands._ui import progress_bar
+
+        return progress_bar(description, max(1, total))
+
+    def message(self, text: str) -> None:
+        from alphallm.commands._ui import console
+
+        console.print(f"[bold cyan]{time.strftime('%H:%M:%S')}[/] {text}")
+
+
+def _run(config: Any, resume: bool) -> int:
+    from alphallm.commands._ui import console, print_table
+    from alphallm.loop import Loop
+
+    if config.run_dir.exists() and any(config.run_dir.iterdir()) and not resume:
+        raise UserError(f"{config.run_dir} exists: pass --resume to continue it, or --name for a new run")
+    loop = Loop(config, ui=RichUI())
+    started = time.perf_counter()
+    metrics = loop.run()
+    report = loop.report()
+    first, last = metrics[0], metrics[-1]
+    rows: dict[str, Any] = {}
+    for method in ("greedy", "mcts", "mcts_critics", "sc"):
+        if method in last:
+            before = f"{first[method]['accuracy']:.3f}" if method in first else "-"
+            rows[f"{method} accuracy"] = f"{before} -> {last[method]['accuracy']:.3f}"
+    rows["rounds"] = len(metrics) - 1
+    rows["wall minutes"] = round((time.perf_counter() - started) / 60, 1)
+    print_table(f"{config.name}: round 0 -> round {len(metrics) - 1} (test split)", rows)
+    console.print(f"report: {report}")
+    console.print(f"metrics: {config.run_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def run_improve(args: argparse.Namespace) -> int:
+    from alphallm.loop_config import load_config
+
+    overrides = {
+        k: v for k, v in {"name": args.name, "rounds": args.rounds, "out_dir": args.out_dir}.items() if v
+    }
+    return _run(load_config(args.config, overrides), args.resume)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from alphallm.loop_config import load_config
+
+    with resources.as_file(resources.files("alphallm").joinpath("configs/demo.yaml")) as path:
+        config = load_config(Path(path), {"out_dir": args.out_dir})
+    return _run(config, args.resume)

@@ -1,0 +1,58 @@
+"""Quality measures of critics (pure NumPy): AUC, rank correlation, calibration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["auc", "brier", "expected_calibration_error", "spearman"]
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), 1-based."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), np.float64)
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def auc(scores: Sequence[float], labels: Sequence[float]) -> float:
+    """Area under the ROC curve (Mann-Whitney U); NaN when only one class is present."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels, np.float64) >= 0.5
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = _ranks(s)
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation; NaN when either side is constant."""
+    rx, ry = _ranks(np.asarray(x, np.float64)), _ranks(np.asarray(y, np.float64))
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def brier(scores: Sequence[float], targets: Sequence[float]) -> float:
+    return float(np.mean((np.asarray(scores) - np.asarray(targets)) ** 2))
+
+
+def expected_calibration_error(scores: Sequence[float], targets: Sequence[float], bins: int = 10) -> float:
+    """Mean |predicted - observed| over equal-width score bins, weighted by bin size."""
+    s, t = np.asarray(scores, np.float64), np.asarray(targets, np.float64)
+    index = np.minimum((s * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            error += mask.sum() * abs(s[mask].mean() - t[mask].mean())
+    return float(error / max(1, len(s)))

@@ -1,0 +1,406 @@
+"""The self-improvement loop (AlphaLLM Algorithm 1, pushed further): for k = 1..K
+
+    imagine   problems_k  from policy_{k-1} (and the task generator): new, valid, train split only
+    search    trees_k     = eta-MCTS(policy_{k-1}, critics_{k-1}, problems_k), every outcome verified
+    data      SFT rows (verified solutions) and step-DPO pairs (siblings with a clear gap)
+    sft, dpo  policy_k    = SFT from policy_{k-1}, then DPO with policy_{k-1} as the reference
+    critics   critics_k   = value / PRM / ORM retrained on all trees so far (or frozen after round 1)
+    gate      keep policy_k only if its dev accuracy does not drop
+    evaluate  test split: greedy, eta-MCTS with the verifier, with the learned critics, and
+              self-consistency at matched tokens
+
+Every stage reads its inputs from files and writes its outputs atomically under
+``runs/<name>/round-<k>/``; a stage whose output exists is skipped, so a killed run resumes where it
+stopped and, since every stage loads its models afresh and seeds from (seed, round, stage), reaches
+the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from alphallm.io import atomic_dir, write_json, write_text
+from alphallm.loop_config import LoopConfig
+from alphallm.solve import SolveConfig
+from alphallm.tasks import get_task
+from alphallm.tasks.base import Problem
+
+__all__ = ["STAGES", "Loop", "Quiet"]
+
+STAGES = ("imagine", "search", "data", "sft", "dpo", "critics", "gate", "evaluate")
+STAGE_SEEDS = {name: i * 1000 for i, name in enumerate(STAGES)}
+
+
+class Quiet:
+    """The loop's user interface when nobody watches: no bars, no messages."""
+
+    def progress(self, description: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
+        @contextmanager
+        def bar() -> Iterator[Callable[[int], None]]:
+            def advance(k: int = 1) -> None:
+                return None
+
+            yield advance
+
+        return bar()
+
+    def message(self, text: str) -> None:
+        pass
+
+
+class Loop:
+    """One run: ``Loop(config).run()``. ``ui`` shows progress (``Quiet`` by default)."""
+
+    def __init__(self, config: LoopConfig, *, ui: Any = None) -> None:
+        self.config = config
+        self.task = get_task(config.task)
+        self.ui = ui or Quiet()
+        self.dir = config.run_dir
+
+    # -- paths and state ------------------------------------------------------------------------
+    def round_dir(self, k: int) -> Path:
+        return self.dir / f"round-{k}"
+
+    def seed(self, k: int, stage: str) -> int:
+        return self.config.seed * 1_000_003 + k * 100_000 + STAGE_SEEDS[stage]
+
+    def policy(self, k: int) -> str:
+        """The policy kept after round k (round 0: the starting policy)."""
+        if k == 0:
+            return self.config.policy
+        gate = json.loads((self.round_dir(k) / "gate.json").read_text())
+        return str(self.round_dir(k) / "policy") if gate["accepted"] else self.policy(k - 1)
+
+    def critics(self, k: int) -> dict[str, str]:
+        """The learned critics after round k (none before round 1; frozen ones come from round 1)."""
+        if k == 0:
+            return {}
+        source = k if self.config.critics.refresh else 1
+        found = {kind: self.round_dir(source) / "critics" / kind for kind in self.config.critics.kinds}
+        return {kind: str(path) for kind, path in found.items() if (path / "critic.json").is_file()}
+
+    def _problems(self, k: int) -> list[Problem]:
+        lines = (self.round_dir(k) / "problems.jsonl").read_text().splitlines()
+        return [Problem(**json.loads(line)) for line in lines if line.strip()]
+
+    def _trees(self, rounds: range) -> list[dict[str, Any]]:
+        trees: list[dict[str, Any]] = []
+        for j in rounds:
+            trees.extend(json.loads((self.round_dir(j) / "trees.json").read_text())["trees"])
+        return trees
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        """Runs (or resumes) every round; returns one metrics record per round, round 0 first."""
+        self._write_meta()
+        if not (self.round_dir(0) / "eval.json").exists():
+            self.ui.message("round 0: evaluating the starting policy")
+            write_json(self.round_dir(0) / "eval.json", self._evaluate(self.policy(0), {}, round_=0))
+        for k in range(1, self.config.rounds + 1):
+            for stage in STAGES:
+                output = self.round_dir(k) / f"{stage}.json"
+                if output.exists():
+                    continue
+                self.ui.message(f"round {k}: {stage}")
+                started = time.perf_counter()
+                result = getattr(self, f"_stage_{stage}")(k)
+                result["seconds"] = round(time.perf_counter() - started, 1)
+                write_json(output, result)  # written last: the stage is done
+        metrics = self.metrics()
+        write_text(self.dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        return metrics
+
+    def report(self) -> Path:
+        """Plots, tree pages and the HTML report (``runs/<name>/report/index.html``)."""
+        from alphallm.report.run_report import write_report
+
+        policies = {k: self.policy(k) for k in range(self.config.rounds + 1)}
+        return write_report(self.dir, self.metrics(), policies=policies, beta=self.config.learn.dpo.beta)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Per-round records read back from the round directories (so a resumed run agrees)."""
+        out = []
+        for k in range(self.config.rounds + 1):
+            path = self.round_dir(k) / ("eval.json" if k == 0 else "evaluate.json")
+            if path.exists():
+                record = json.loads(path.read_text())
+                record.pop("seconds", None)
+                out.append({"round": k, **record})
+        return out
+
+    def _write_meta(self) -> None:
+        import yaml
+
+        from alphallm import __version__
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.dir / "config.yaml", yaml.safe_dump(asdict(self.config), sort_keys=False))
+        meta_path = self.dir / "meta.json"
+        if not meta_path.exists():
+            write_json(
+                meta_path,
+                {"version": __version__, "git": _git_hash(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            )
+
+    # -- stages (each returns the record written to round-k/<stage>.json) ------------------------
+    def _stage_imagine(self, k: int) -> dict[str, Any]:
+        from alphallm.imagine import mix_problems
+        from alphallm.lm import load_lm
+
+        settings = self.config.imagine
+        pool = {p.question for j in range(1, k) for p in self._problems(j)}
+        problems, stats = mix_problems(
+            self.task,
+            load_lm(self.policy(k - 1)),
+            settings.problems,
+            imagined_fraction=settings.imagined_fraction,
+            pool=pool,
+            difficulty=settings.difficulty,
+            temperature=settings.temperature,
+            seed=self.seed(k, "imagine"),
+        )
+        write_text(
+            self.round_dir(k) / "problems.jsonl", "".join(json.dumps(asdict(p)) + "\n" for p in problems)
+        )
+        return {"problems": len(problems), **stats}
+
+    def _stage_search(self, k: int) -> dict[str, Any]:
+        from alphallm.lm import load_lm
+        from alphallm.solve import solve
+
+        problems = self._problems(k)
+        config = self._with_critics(
+            self.config.search, self.critics(k - 1) if self.config.critics.use_in_search else {}
+        )
+        config = replace(config, seed=self.seed(k, "search"))
+        with self.ui.progress(f"round {k} search", len(problems)) as advance:
+            report = solve(
+                self.task,
+                problems,
+                policy=load_lm(self.policy(k - 1)),
+                config=config,
+                keep_trees=True,
+                progress=advance,
+            )
+        trees = [r.tree for r in report.results]
+        write_json(self.round_dir(k) / "trees.json", {"trees": trees})
+        return {k_: v for k_, v in report.summary().items() if k_ != "readouts"}
+
+    def _stage_data(self, k: int) -> dict[str, Any]:
+        from alphallm.train.data import dpo_pairs, sft_rows
+
+        trees = self._trees(range(k, k + 1))
+        learn = self.config.learn
+        rows = sft_rows(trees, per_problem=learn.solutions_per_problem)
+        pairs = dpo_pairs(trees, min_gap=learn.dpo_min_gap, per_tree=learn.dpo_pairs_per_tree)
+        solved = sum(1 for t in trees if any(n.get("verified") for n in t["nodes"]) or _rollout_solved(t))
+        return {"sft": rows, "pairs": [asdict(p) for p in pairs], "problems": len(trees), "solved": solved}
+
+    def _stage_sft(self, k: int) -> dict[str, Any]:
+        from alphallm.lm.hf import load_causal_lm
+        from alphallm.train.sft import sft
+
+        rounds = range(1, k + 1) if self.config.learn.replay else range(k, k + 1)
+        rows = [tuple(r) for j in rounds for r in self._read(j, "data")["sft"]]
+        model, tokenizer = load_causal_lm(self.policy(k - 1), dtype="float32")
+        metrics: dict[str, Any] = {"rows": 0}
+        if rows:
+            config = replace(self.config.learn.sft, seed=self.seed(k, "sft"))
+            with self.ui.progress(
+                f"round {k} SFT", config.epochs * -(-len(rows) // config.batch_size)
+            ) as advance:
+                metrics = sft(model, tokenizer, rows, config=config, on_step=lambda s, loss: advance(1))
+        self._save_model(model, tokenizer, self.round_dir(k) / "sft")
+        return metrics
+
+    def _stage_dpo(self, k: int) -> dict[str, Any]:
+        from alphallm.lm.hf import load_causal_lm
+        from alphallm.train.dpo import Pair, dpo
+
+        pairs = [Pair(**p) for p in self._read(k, "data")["pairs"]]
+        model, tokenizer = load_causal_lm(self.round_dir(k) / "sft", dtype="float32")
+        metrics: dict[str, Any] = {"pairs": len(pairs), "skipped": True}
+        if self.config.learn.use_dpo and pairs:
+            reference, _ = load_causal_lm(self.policy(k - 1), dtype="float32")
+            config = replace(self.config.learn.dpo, seed=self.seed(k, "dpo"))
+            with self.ui.progress(
+                f"round {k} DPO", config.epochs * -(-len(pairs) // config.batch_size)
+            ) as advance:
+                metrics = dpo(
+                    model, reference, tokenizer, pairs, config=config, on_step=lambda s, loss: advance(1)
+                )
+        self._save_model(model, tokenizer, self.round_dir(k) / "policy")
+        return metrics
+
+    def _stage_critics(self, k: int) -> dict[str, Any]:
+        from alphallm.lm.hf import load_causal_lm
+        from alphallm.train.critic import train_critic
+        from alphallm.train.labels import orm_rows, prm_rows, value_rows
+
+        settings = self.config.critics
+        if not settings.kinds or (not settings.refresh and k > 1):
+            return {"trained": [], "frozen": not settings.refresh}
+        trees = self._trees(range(1, k + 1))
+        builders = {
+            "value": lambda: value_rows(trees, min_samples=settings.min_samples),
+            "prm": lambda: prm_rows(trees, min_samples=settings.min_samples),
+            "orm": lambda: orm_rows(trees),
+        }
+        out: dict[str, Any] = {"trained": []}
+        for kind in settings.kinds:
+            rows = builders[kind]()
+            if len(rows) < 20:
+                out[kind] = {"skipped": f"only {len(rows)} labels"}
+                continue
+            # Critics start from the policy that made the trees (the paper initialises them from the policy).
+            base, tokenizer = load_causal_lm(self.policy(k - 1), dtype="float32")
+            config = replace(settings.train, seed=self.seed(k, "critics"))
+            with self.ui.progress(
+                f"round {k} {kind} critic", config.epochs * -(-len(rows) // config.batch_size)
+            ) as adv:
+                model, metrics = train_critic(
+                    rows,
+                    base=base,
+                    tokenizer=tokenizer,
+                    kind=kind,
+                    config=config,
+                    on_step=lambda s, loss: adv(1),
+                )
+            with atomic_dir(self.round_dir(k) / "critics" / kind) as tmp:
+                model.save(tmp, tokenizer, {"base": self.policy(k - 1), **metrics})
+            out[kind] = metrics
+            out["trained"].append(kind)
+        return out
+
+    def _stage_gate(self, k: int) -> dict[str, Any]:
+        previous = self._dev_accuracy(self.policy(k - 1))
+        candidate = self._dev_accuracy(str(self.round_dir(k) / "policy"))
+        accepted = candidate >= previous - self.config.evaluate.gate_tolerance
+        return {"accepted": accepted, "dev_accuracy": candidate, "previous_dev_accuracy": previous}
+
+    def _evaluate(self, policy: str, critics: dict[str, str], round_: int) -> dict[str, Any]:
+        return evaluate_policy(
+            self.task,
+            policy,
+            critics,
+            self.config.evaluate,
+            seed=self.config.seed,
+            ui=self.ui,
+            label=f"round {round_}",
+        )
+
+    def _stage_evaluate(self, k: int) -> dict[str, Any]:
+        record = self._evaluate(self.policy(k), self.critics(k), round_=k)
+        return {
+            "policy": self._relative(self.policy(k)),
+            "accepted": self._read(k, "gate")["accepted"],
+            **record,
+        }
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _relative(self, path: str) -> str:
+        """A path inside the run directory, relative to it (records do not depend on where runs live)."""
+        try:
+            return str(Path(path).relative_to(self.dir))
+        except ValueError:
+            return path
+
+    def _read(self, k: int, stage: str) -> dict[str, Any]:
+        return json.loads((self.round_dir(k) / f"{stage}.json").read_text())
+
+    def _dev_accuracy(self, policy: str) -> float:
+        from alphallm.evaluation import evaluate
+        from alphallm.lm import load_lm
+
+        problems = self.task.problems("dev")[: self.config.evaluate.dev_problems]
+        return evaluate(self.task, load_lm(policy), problems, method="greedy").metrics["accuracy"]
+
+    @staticmethod
+    def _save_model(model: Any, tokenizer: Any, path: Path) -> None:
+        with atomic_dir(path) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+
+    @staticmethod
+    def _with_critics(config: SolveConfig, critics: dict[str, str]) -> SolveConfig:
+        if not critics:
+            return config
+        weights = {**config.weights, **{kind: config.weights.get(kind, 1.0) for kind in critics}}
+        return replace(config, critic_dirs=critics, weights=weights)
+
+
+def evaluate_policy(
+    task: Any, policy: str, critics: dict[str, str], settings: Any, *, seed: int, ui: Any, label: str
+) -> dict[str, Any]:
+    """Test-split accuracy and compute of a policy: greedy, eta-MCTS with the task's verifier, eta-MCTS
+    with only the learned critics (no verifier), and self-consistency at eta-MCTS's token budget."""
+    from alphallm.evaluation import evaluate
+    from alphallm.lm import load_lm
+    from alphallm.solve import solve
+
+    lm = load_lm(policy)
+    test = task.problems("test")
+    out: dict[str, Any] = {}
+    greedy = evaluate(task, lm, test[: settings.test_problems], method="greedy")
+    out["greedy"] = {
+        "accuracy": greedy.metrics["accuracy"],
+        "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),
+    }
+    problems = test[: settings.search_problems]
+    runs = {"mcts": replace(settings.search, seed=seed)}
+    if critics:
+        runs["mcts_critics"] = replace(
+            settings.search,
+            seed=seed,
+            critic_dirs=critics,
+            prune=False,
+            weights={**{kind: 1.0 for kind in critics}, "rollout": 1.0},
+        )
+    for name, config in runs.items():
+        with ui.progress(f"{label} eval {name}", len(problems)) as advance:
+            report = solve(task, problems, policy=lm, config=config, progress=advance)
+        out[name] = {
+            "accuracy": report.accuracy,
+            "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
+        }
+    if settings.self_consistency:
+        samples = max(
+            2,
+            min(64, round(out["mcts"]["tokens_per_problem"] / max(1.0, out["greedy"]["tokens_per_problem"]))),
+        )
+        report = solve(
+            task,
+            problems,
+            policy=lm,
+            config=replace(
+                settings.search, method="sc", samples=samples, temperature=settings.sc_temperature, seed=seed
+            ),
+        )
+        out["sc"] = {
+            "accuracy": report.accuracy,
+            "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
+            "samples": samples,
+        }
+    return out
+
+
+def _rollout_solved(tree: dict[str, Any]) -> bool:
+    return any(r.get("verified") for n in tree["nodes"] for r in n.get("rollouts", []))
+
+
+def _git_hash() -> str | None:
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None

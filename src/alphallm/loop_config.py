@@ -1,0 +1,171 @@
+"""The configuration of ``alphallm improve``: typed dataclasses, read from YAML and validated.
+
+A YAML file mirrors ``LoopConfig``: top-level fields plus one section per stage (``imagine``,
+``search``, ``learn``, ``critics``, ``evaluate``). Unknown keys and invalid values are one-line
+errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alphallm.errors import UserError
+from alphallm.solve import SolveConfig
+from alphallm.train.critic import CriticTrainConfig
+from alphallm.train.dpo import DPOConfig
+from alphallm.train.sft import SFTConfig
+
+__all__ = [
+    "CriticSettings",
+    "EvalSettings",
+    "ImagineSettings",
+    "LearnSettings",
+    "LoopConfig",
+    "build",
+    "load_config",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImagineSettings:
+    """Where a round's problems come from."""
+
+    problems: int = field(default=200, metadata={"help": "new problems per round"})
+    imagined_fraction: float = field(
+        default=0.5, metadata={"help": "share written by the policy; the rest generated"}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of imagination"})
+    difficulty: dict[str, Any] | None = field(default=None, metadata={"help": "task generator difficulty"})
+
+    def __post_init__(self) -> None:
+        if self.problems < 1 or not 0.0 <= self.imagined_fraction <= 1.0:
+            raise ValueError("problems must be positive and imagined_fraction in [0, 1]")
+
+
+@dataclass(frozen=True)
+class LearnSettings:
+    """Policy learning: SFT on verified solutions, then optional step-DPO against the previous policy."""
+
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    use_dpo: bool = field(default=True, metadata={"help": "run step-DPO after SFT"})
+    solutions_per_problem: int = field(default=2, metadata={"help": "verified solutions kept per problem"})
+    replay: bool = field(default=True, metadata={"help": "also train on earlier rounds' SFT rows"})
+    dpo_min_gap: float = field(
+        default=0.5, metadata={"help": "least success-rate gap between paired siblings"}
+    )
+    dpo_pairs_per_tree: int = field(default=4, metadata={"help": "most pairs taken from one tree"})
+
+
+@dataclass(frozen=True)
+class CriticSettings:
+    """Learned critics: trained on all trees so far, every round (or once, as in the paper)."""
+
+    kinds: list[str] = field(default_factory=lambda: ["value", "prm", "orm"])
+    refresh: bool = field(
+        default=True, metadata={"help": "retrain every round (False: train once, then freeze)"}
+    )
+    use_in_search: bool = field(
+        default=True, metadata={"help": "add the learned critics to training-time search"}
+    )
+    weight: float = field(default=1.0, metadata={"help": "search weight of each learned critic"})
+    min_samples: int = field(default=2, metadata={"help": "verified outcomes a node needs to get a label"})
+    train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.kinds) - {"value", "prm", "orm"})
+        if bad:
+            raise ValueError(f"unknown critic kind(s): {', '.join(bad)}")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Per-round evaluation on the test split, and the dev gate."""
+
+    test_problems: int = field(default=200, metadata={"help": "test problems for greedy decoding"})
+    search_problems: int = field(default=100, metadata={"help": "test problems for the search methods"})
+    dev_problems: int = field(default=100, metadata={"help": "dev problems for the gate"})
+    search: SolveConfig = field(default_factory=SolveConfig, metadata={"help": "eta-MCTS used at test time"})
+    self_consistency: bool = field(
+        default=True, metadata={"help": "also run self-consistency at matched tokens"}
+    )
+    sc_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of self-consistency"})
+    gate_tolerance: float = field(default=0.0, metadata={"help": "dev accuracy drop a new policy may have"})
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """``alphallm improve``: K rounds of imagine -> search -> criticize -> learn -> evaluate."""
+
+    name: str = field(default="run", metadata={"help": "the run's directory under out_dir"})
+    task: str = field(default="arith", metadata={"help": "arith, game24 or gsm8k"})
+    policy: str = field(
+        default="arith-base", metadata={"help": "the starting policy (model dir or shipped name)"}
+    )
+    rounds: int = field(default=2, metadata={"help": "self-improvement rounds"})
+    seed: int = field(default=0, metadata={"help": "seed of every stage"})
+    out_dir: str = field(default="runs", metadata={"help": "where runs are written"})
+    imagine: ImagineSettings = field(default_factory=ImagineSettings)
+    search: SolveConfig = field(default_factory=SolveConfig, metadata={"help": "training-time search"})
+    learn: LearnSettings = field(default_factory=LearnSettings)
+    critics: CriticSettings = field(default_factory=CriticSettings)
+    evaluate: EvalSettings = field(default_factory=EvalSettings)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError("rounds must be at least 1")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def build(cls: type[T], data: Any, where: str = "") -> T:
+    """A (nested) config dataclass from plain data; errors name the offending key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"{where or cls.__name__}: unknown setting(s): {', '.join(unknown)}")
+    values = {}
+    for key, value in data.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind) and not isinstance(kind, types.GenericAlias):
+            values[key] = build(kind, value, f"{where}.{key}" if where else key)  # type: ignore[arg-type]
+        else:
+            values[key] = value
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where or 'config'}: {exc}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LoopConfig:
+    """A LoopConfig from a YAML file (top-level ``overrides`` win)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings")
+    data.update(overrides or {})
+    try:
+        return build(LoopConfig, data)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None

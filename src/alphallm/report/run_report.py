@@ -1,0 +1,180 @@
+"""The report of an ``alphallm improve`` run: plots, a self-contained HTML page, tree pages and the
+r->Q* credit-assignment view.
+
+Written to ``runs/<name>/report/``: ``accuracy.png`` (accuracy per round per method),
+``tokens.png`` (generated tokens per problem), ``trees-round-<k>.html`` (example trees in the tree
+viewer) and ``index.html``, which embeds the plots and shows, for one preference pair of the last
+round with DPO, every token coloured by beta * log pi(token) / pi_ref(token) — the implicit reward
+the DPO-trained policy assigns (Rafailov et al. 2024, §5.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from alphallm.io import write_text
+from alphallm.report.tree_html import render_tree_html
+
+__all__ = ["credit_assignment", "write_report"]
+
+METHOD_LABELS = {
+    "greedy": "greedy",
+    "mcts": "eta-MCTS (verifier)",
+    "mcts_critics": "eta-MCTS (learned critics)",
+    "sc": "self-consistency (matched tokens)",
+}
+
+
+def _plot(metrics: list[dict[str, Any]], key: str, ylabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, label in METHOD_LABELS.items():
+        points = [(m["round"], m[method][key]) for m in metrics if method in m]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks([m["round"] for m in metrics])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def credit_assignment(
+    policy: str, reference: str, prompt: str, completions: list[str], beta: float
+) -> list[list[tuple[str, float]]]:
+    """Per token of each completion: (token text, beta * [log pi - log pi_ref])."""
+    from alphallm.lm import load_lm
+
+    lm, ref = load_lm(policy), load_lm(reference)
+    ours = lm.logprobs([prompt] * len(completions), completions)
+    theirs = ref.logprobs([prompt] * len(completions), completions)
+    out = []
+    tokenizer = lm.tokenizer  # type: ignore[attr-defined]
+    for completion, a, b in zip(completions, ours, theirs):
+        ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        out.append([(tokenizer.decode([i]), beta * (x - y)) for i, x, y in zip(ids, a, b)])
+    return out
+
+
+def _heat(tokens: list[tuple[str, float]]) -> str:
+    scale = max((abs(v) for _, v in tokens), default=1.0) or 1.0
+    spans = []
+    for text, value in tokens:
+        alpha = min(1.0, abs(value) / scale)
+        colour = f"rgba(40,160,60,{alpha:.2f})" if value >= 0 else f"rgba(210,50,50,{alpha:.2f})"
+        shown = html.escape(text).replace("\n", "⏎<br>")
+        spans.append(f'<span title="{value:+.3f}" style="background:{colour}">{shown}</span>')
+    return "".join(spans)
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
+
+
+def _table(metrics: list[dict[str, Any]]) -> str:
+    head = (
+        "<tr><th>round</th><th>policy kept</th>"
+        + "".join(f"<th>{v}</th>" for v in METHOD_LABELS.values())
+        + "</tr>"
+    )
+    rows = []
+    for m in metrics:
+        cells = [
+            f"<td>{m['round']}</td>",
+            f"<td>{'base' if m['round'] == 0 else ('yes' if m.get('accepted') else 'no')}</td>",
+        ]
+        for method in METHOD_LABELS:
+            value = m.get(method)
+            cells.append(
+                f"<td>{value['accuracy']:.3f} <small>({value['tokens_per_problem']:.0f} tok)</small></td>"
+                if value
+                else "<td>-</td>"
+            )
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def write_report(
+    run_dir: Path,
+    metrics: list[dict[str, Any]],
+    *,
+    policies: dict[int, str],
+    beta: float = 0.1,
+    tree_examples: int = 20,
+) -> Path:
+    """Writes the report of a run directory; ``policies[k]`` is the policy kept after round k.
+    Returns the path of ``index.html``."""
+    out = run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(metrics, "accuracy", "test accuracy", out / "accuracy.png")
+    _plot(metrics, "tokens_per_problem", "generated tokens per problem", out / "tokens.png")
+    tree_links = []
+    for round_dir in sorted(run_dir.glob("round-*"), key=lambda p: int(p.name.split("-")[1])):
+        trees_path = round_dir / "trees.json"
+        if trees_path.exists():
+            trees = json.loads(trees_path.read_text())["trees"][:tree_examples]
+            page = out / f"trees-{round_dir.name}.html"
+            write_text(page, render_tree_html(trees, title=f"{run_dir.name} {round_dir.name}: search trees"))
+            tree_links.append(
+                f'<li><a href="{page.name}">{round_dir.name}: {len(trees)} example trees</a></li>'
+            )
+    credit = _credit_section(run_dir, metrics, policies, beta)
+    name = html.escape(run_dir.name)
+    body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>alphallm run {name}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+.tokens{{font-family:monospace;white-space:normal;line-height:1.8;border:1px solid #ddd;padding:8px}}
+img{{max-width:49%}}</style></head><body>
+<h1>alphallm run: {html.escape(run_dir.name)}</h1>
+<h2>Accuracy by round</h2>{_table(metrics)}
+<p>{_img(out / "accuracy.png")} {_img(out / "tokens.png")}</p>
+<h2>Search trees</h2><ul>{"".join(tree_links) or "<li>none</li>"}</ul>
+{credit}
+</body></html>"""
+    index = out / "index.html"
+    write_text(index, body)
+    return index
+
+
+def _credit_section(
+    run_dir: Path, metrics: list[dict[str, Any]], policies: dict[int, str], beta: float
+) -> str:
+    """The r->Q* view on one DPO pair of the last round that trained with DPO."""
+    for m in reversed(metrics):
+        k = m["round"]
+        round_dir = run_dir / f"round-{k}"
+        dpo_path, data_path = round_dir / "dpo.json", round_dir / "data.json"
+        if k == 0 or not dpo_path.exists() or json.loads(dpo_path.read_text()).get("skipped"):
+            continue
+        pairs = json.loads(data_path.read_text())["pairs"]
+        if not pairs:
+            continue
+        previous = policies[k - 1]
+        pair = pairs[0]
+        chosen, rejected = credit_assignment(
+            str(round_dir / "policy"), previous, pair["prompt"], [pair["chosen"], pair["rejected"]], beta
+        )
+        prompt = html.escape(pair["prompt"]).replace("\n", "<br>")
+        return f"""<h2>Credit assignment (r&rarr;Q*)</h2>
+<p>Round {k}'s DPO-trained policy against its reference (the policy before round {k}). Each token is
+coloured by its implicit reward &beta;&middot;log &pi;/&pi;<sub>ref</sub> (&beta; = {beta}): green where the
+policy now prefers the token, red where it now avoids it. Hover a token for its value.</p>
+<p><b>State</b><br><span class="tokens">{prompt}</span></p>
+<p><b>Verified correct continuation</b> (sum {sum(v for _, v in chosen):+.3f})</p>
+<div class="tokens">{_heat(chosen)}</div>
+<p><b>Verified wrong continuation</b> (sum {sum(v for _, v in rejected):+.3f})</p>
+<div class="tokens">{_heat(rejected)}</div>"""
+    return "<h2>Credit assignment (r&rarr;Q*)</h2><p>No round trained with DPO.</p>"

@@ -1,0 +1,61 @@
+"""What SFT and DPO share: encoding (prompt, completion) pairs and summing completion log-probs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["PairBatch", "encode_pairs", "sequence_logprobs"]
+
+
+@dataclass
+class PairBatch:
+    """Right-padded token ids of prompt + completion. Shapes: (B, T)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor  # 1 on completion tokens (the ones that are learned)
+
+
+def encode_pairs(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    *,
+    add_eos: bool = True,
+    max_length: int = 1024,
+    device: torch.device | None = None,
+) -> PairBatch:
+    """Prompt and completion are tokenised apart (no merge across the boundary); EOS ends a
+    completion only when ``add_eos`` — right for complete solutions, wrong for a single step."""
+    rows = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids = list(tokenizer(prompt)["input_ids"])
+        completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+        if add_eos:
+            completion_ids.append(tokenizer.eos_token_id)
+        ids = (prompt_ids + completion_ids)[:max_length]
+        rows.append((ids, min(len(prompt_ids), len(ids))))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    learned = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[row, : len(ids)] = 1
+        learned[row, prompt_len : len(ids)] = 1
+    target = device if device is not None else torch.device("cpu")
+    return PairBatch(input_ids.to(target), attention.to(target), learned.to(target))
+
+
+def sequence_logprobs(model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log pi over each row's completion tokens, and their count. Shapes: (B,), (B,)."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): position t predicts token t+1
+    token_logp = logp.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+    mask = batch.completion_mask[:, 1:].float()
+    return (token_logp * mask).sum(-1), mask.sum(-1)

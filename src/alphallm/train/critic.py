@@ -1,0 +1,163 @@
+"""Training a value / PRM / ORM critic on labels from search trees.
+
+Soft targets stay soft (0.875 is 0.875: TRL's PRMTrainer truncated them to ints), the loss is a
+weighted binary cross-entropy on the head's logit, problems are held out as whole groups, and the
+epoch with the lowest held-out loss is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from alphallm.critics.learned import CriticModel, encode_batch
+from alphallm.critics.metrics import auc, brier, expected_calibration_error, spearman
+from alphallm.train.labels import LabelRow
+
+__all__ = ["CriticTrainConfig", "critic_metrics", "split_by_group", "train_critic"]
+
+
+@dataclass(frozen=True)
+class CriticTrainConfig:
+    """Critic training settings."""
+
+    epochs: int = field(default=3, metadata={"help": "passes over the training rows"})
+    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate (backbone and head)"})
+    batch_size: int = field(default=32, metadata={"help": "rows per step"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    holdout: float = field(default=0.2, metadata={"help": "fraction of problems held out for early stopping"})
+    max_rows: int | None = field(default=None, metadata={"help": "sample at most this many training rows"})
+    seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError("holdout must lie in [0, 1)")
+
+
+def split_by_group(
+    rows: Sequence[LabelRow], holdout: float, seed: int
+) -> tuple[list[LabelRow], list[LabelRow]]:
+    """Train and held-out rows; a problem's rows all fall on one side."""
+    groups = sorted({r.group for r in rows})
+    random.Random(seed).shuffle(groups)
+    held = set(groups[: math.floor(len(groups) * holdout)])
+    return [r for r in rows if r.group not in held], [r for r in rows if r.group in held]
+
+
+def _batches(rows: list[LabelRow], size: int, rng: random.Random) -> list[list[LabelRow]]:
+    """Batches of rows of similar length (less padding), in random order."""
+    ordered = sorted(rows, key=lambda r: len(r.text))
+    batches = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _loss(
+    model: CriticModel, tokenizer: Any, batch: Sequence[LabelRow], device: torch.device
+) -> torch.Tensor:
+    logits = model(**encode_batch(tokenizer, [r.text for r in batch], device))
+    targets = torch.tensor([r.target for r in batch], device=device)
+    weights = torch.tensor([r.weight for r in batch], device=device)
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (losses * weights).sum() / weights.sum()
+
+
+@torch.no_grad()
+def predict(
+    model: CriticModel, tokenizer: Any, rows: Sequence[LabelRow], batch_size: int = 128
+) -> list[float]:
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        batch = encode_batch(tokenizer, [r.text for r in rows[start : start + batch_size]], device)
+        out.extend(torch.sigmoid(model(**batch)).tolist())
+    return out
+
+
+def critic_metrics(kind: str, scores: Sequence[float], rows: Sequence[LabelRow]) -> dict[str, float]:
+    """AUC for outcome/step labels; rank correlation and calibration for success-rate targets."""
+    targets = [r.target for r in rows]
+    metrics = {"rows": float(len(rows)), "auc": auc(scores, targets), "brier": brier(scores, targets)}
+    if kind == "value":
+        metrics["spearman"] = spearman(scores, targets)
+        metrics["ece"] = expected_calibration_error(scores, targets)
+    return metrics
+
+
+def train_critic(
+    rows: Sequence[LabelRow],
+    *,
+    base: Any,
+    tokenizer: Any,
+    kind: str,
+    config: CriticTrainConfig,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[CriticModel, dict[str, Any]]:
+    """Fine-tunes ``base`` (a causal LM, e.g. the policy) with a fresh head on ``rows``."""
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    train_rows, held_rows = split_by_group(rows, config.holdout, config.seed)
+    if config.max_rows is not None and len(train_rows) > config.max_rows:
+        train_rows = rng.sample(train_rows, config.max_rows)
+    if not train_rows:
+        raise ValueError("no training rows (are there verified outcomes in the trees?)")
+    model = CriticModel(base, kind)
+    device = next(base.parameters()).device
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best: tuple[float, dict[str, Any] | None] = (math.inf, None)
+    history = []
+    started, step = time.perf_counter(), 0
+    for epoch in range(config.epochs):
+        model.train()
+        for batch in _batches(train_rows, config.batch_size, rng):
+            loss = _loss(model, tokenizer, batch, device)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if on_step is not None:
+                on_step(step, loss.item())
+            step += 1
+        held_loss = _held_out_loss(model, tokenizer, held_rows, device) if held_rows else -epoch
+        history.append({"epoch": epoch, "held_out_loss": held_loss})
+        if held_loss < best[0]:
+            best = (held_loss, copy.deepcopy(model.state_dict()))
+    if best[1] is not None:
+        model.load_state_dict(best[1])
+    model.eval()
+    metrics: dict[str, Any] = {
+        "kind": kind,
+        "train_rows": len(train_rows),
+        "held_out_rows": len(held_rows),
+        "history": history,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "config": asdict(config),
+    }
+    if held_rows:
+        metrics["held_out"] = critic_metrics(kind, predict(model, tokenizer, held_rows), held_rows)
+    return model, metrics
+
+
+@torch.no_grad()
+def _held_out_loss(
+    model: CriticModel, tokenizer: Any, rows: Sequence[LabelRow], device: torch.device
+) -> float:
+    model.eval()
+    total = weight = 0.0
+    for start in range(0, len(rows), 128):
+        batch = rows[start : start + 128]
+        batch_weight = sum(r.weight for r in batch)
+        total += _loss(model, tokenizer, batch, device).item() * batch_weight
+        weight += batch_weight
+    return total / max(weight, 1e-9)

@@ -1,0 +1,135 @@
+"""Policy training data from search trees (pure functions over ``Tree.to_dict`` records).
+
+- SFT rows: per problem, the verified-correct complete solutions (terminal paths and rollouts) with
+  the highest critic score, deduplicated (AlphaLLM §4.5 keeps one; ``per_problem`` keeps more).
+- Step-DPO pairs (r->Q*; qstar.md §4.2): at a node with two rated children, the child with the
+  higher verified success rate (and a correct completion below it) against one with a clearly lower
+  rate (and a wrong completion below it). Both sides continue to a terminal, so each starts at the
+  shared state and ends at a real end of solution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from alphallm.train.dpo import Pair
+from alphallm.train.labels import success_counts
+
+__all__ = ["Completion", "complete_solutions", "dpo_pairs", "sft_rows"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A complete solution in a tree: the node it ends at or rolls out from, its text, outcome, score."""
+
+    origin: int
+    solution: str
+    verified: bool | None
+    score: float
+
+
+def _solutions(nodes: dict[int, Mapping[str, Any]]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for node_id, node in nodes.items():
+        parent = int(node["parent"])
+        out[node_id] = (out[parent] if parent >= 0 else "") + node["text"]
+    return out
+
+
+def complete_solutions(tree: Mapping[str, Any]) -> list[Completion]:
+    """Every terminal path and every rollout in the tree, with its verified outcome."""
+    nodes = {int(n["id"]): n for n in tree["nodes"]}
+    solutions = _solutions(nodes)
+    out = []
+    for node_id, node in nodes.items():
+        if node.get("terminal"):
+            score = node.get("value") if node.get("value") is not None else node.get("q", 0.0)
+            out.append(Completion(node_id, solutions[node_id], node.get("verified"), float(score or 0.0)))
+        for rollout in node.get("rollouts", []):
+            score = rollout.get("score")
+            out.append(
+                Completion(
+                    node_id,
+                    solutions[node_id] + rollout["text"],
+                    rollout.get("verified"),
+                    float(score or 0.0),
+                )
+            )
+    return out
+
+
+def sft_rows(trees: Iterable[Mapping[str, Any]], *, per_problem: int = 1) -> list[tuple[str, str]]:
+    """(prompt, solution) rows: the best-scored verified-correct solutions of each problem."""
+    rows: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    kept: dict[str, int] = {}  # rows per problem prompt (a problem may have several trees)
+    for tree in trees:
+        correct = [c for c in complete_solutions(tree) if c.verified and c.solution.strip()]
+        correct.sort(key=lambda c: (-c.score, len(c.solution)))
+        for completion in correct:
+            key = (tree["root"], completion.solution)
+            if kept.get(tree["root"], 0) >= per_problem:
+                break
+            if key not in seen:
+                seen.add(key)
+                rows.append(key)
+                kept[tree["root"]] = kept.get(tree["root"], 0) + 1
+    return rows
+
+
+def _subtree(nodes: dict[int, Mapping[str, Any]], root: int) -> set[int]:
+    out, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        out.add(node)
+        stack.extend(int(c) for c in nodes[node].get("children", []))
+    return out
+
+
+def dpo_pairs(
+    trees: Iterable[Mapping[str, Any]], *, min_gap: float = 0.5, min_samples: int = 1, per_tree: int = 4
+) -> list[Pair]:
+    """Sibling preference pairs completed to terminals (at most one per parent, ``per_tree`` per tree)."""
+    pairs: list[Pair] = []
+    for tree in trees:
+        nodes = {int(n["id"]): n for n in tree["nodes"]}
+        solutions, counts = _solutions(nodes), success_counts(tree)
+        completions = complete_solutions(tree)
+        made = 0
+        for node_id, node in nodes.items():
+            rated = [
+                (counts[c][0] / counts[c][1], int(c))
+                for c in node.get("children", [])
+                if counts[int(c)][1] >= min_samples
+            ]
+            if len(rated) < 2:
+                continue
+            (low, worst), (high, best) = min(rated), max(rated)
+            if high - low < min_gap:
+                continue
+            prefix = solutions[node_id]
+            good = _pick(completions, _subtree(nodes, best), prefix, verified=True)
+            bad = _pick(completions, _subtree(nodes, worst), prefix, verified=False)
+            if good is None or bad is None or good == bad:
+                continue
+            pairs.append(Pair(tree["root"] + prefix, good, bad))
+            made += 1
+            if made >= per_tree:
+                break
+    return pairs
+
+
+def _pick(completions: list[Completion], subtree: set[int], prefix: str, *, verified: bool) -> str | None:
+    """The continuation after ``prefix`` of the best-scored (for correct) or worst-scored (for wrong)
+    complete solution below the subtree's root."""
+    found = [
+        c
+        for c in completions
+        if c.origin in subtree and c.verified is verified and c.solution.startswith(prefix)
+    ]
+    if not found:
+        return None
+    chosen = max(found, key=lambda c: c.score) if verified else min(found, key=lambda c: c.score)
+    return chosen.solution[len(prefix) :]

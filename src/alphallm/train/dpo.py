@@ -1,0 +1,142 @@
+"""Step-level DPO on preference pairs from search trees (a lean loop).
+
+The traps of TRL's DPOTrainer are avoided by construction (../shared/papers/qstar.md §3):
+- the reference is the model object passed in (the previous round's policy), never something
+  reloaded from ``config._name_or_path``; its log-probs are computed once, up front;
+- each pair starts at the same state (prompt + the shared prefix) and both sides are completed to a
+  terminal, so the EOS appended to them is genuine (r->Q* assumes trajectories end at terminals);
+- everything stays in fp32 on CPU.
+Loss: ``-log sigmoid(beta * [(log pi - log ref)(chosen) - (log pi - log ref)(rejected)])``, plus an
+optional NLL term on the chosen side (RPO) against likelihood displacement.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from alphallm.train.common import encode_pairs, sequence_logprobs
+
+__all__ = ["DPOConfig", "Pair", "dpo"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A preference at one state: ``prompt`` is the problem prompt plus the shared solution prefix."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    """Step-DPO settings."""
+
+    beta: float = field(default=0.1, metadata={"help": "DPO beta (strength of the implicit KL)"})
+    lr: float = field(default=1e-4, metadata={"help": "learning rate (AdamW)"})
+    epochs: int = field(default=2, metadata={"help": "passes over the pairs"})
+    batch_size: int = field(default=16, metadata={"help": "pairs per step"})
+    sft_weight: float = field(default=0.0, metadata={"help": "weight of the NLL on chosen completions (RPO)"})
+    max_length: int = field(default=512, metadata={"help": "longest prompt + completion in tokens"})
+    seed: int = field(default=0, metadata={"help": "shuffling seed"})
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0 or self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.sft_weight < 0:
+            raise ValueError("beta, lr, epochs and batch_size must be positive; sft_weight non-negative")
+
+
+def _logps(model: Any, tokenizer: Any, pairs: Sequence[Pair], config: DPOConfig) -> tuple[torch.Tensor, ...]:
+    """Summed log-probs of chosen and rejected completions, and the chosen token counts."""
+    device = next(model.parameters()).device
+    prompts = [p.prompt for p in pairs]
+    chosen, chosen_count = sequence_logprobs(
+        model,
+        encode_pairs(
+            tokenizer, prompts, [p.chosen for p in pairs], max_length=config.max_length, device=device
+        ),
+    )
+    rejected, _ = sequence_logprobs(
+        model,
+        encode_pairs(
+            tokenizer, prompts, [p.rejected for p in pairs], max_length=config.max_length, device=device
+        ),
+    )
+    return chosen, rejected, chosen_count
+
+
+@torch.no_grad()
+def _reference(
+    ref_model: Any, tokenizer: Any, pairs: Sequence[Pair], config: DPOConfig
+) -> list[tuple[float, float]]:
+    ref_model.eval()
+    out: list[tuple[float, float]] = []
+    for start in range(0, len(pairs), 64):
+        chosen, rejected, _ = _logps(ref_model, tokenizer, pairs[start : start + 64], config)
+        out.extend(zip(chosen.tolist(), rejected.tolist()))
+    return out
+
+
+def dpo(
+    model: Any,
+    ref_model: Any,
+    tokenizer: Any,
+    pairs: Sequence[Pair],
+    *,
+    config: DPOConfig,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Trains ``model`` in place against the frozen ``ref_model``; returns loss and reward metrics."""
+    if model is ref_model:
+        raise ValueError("the reference must be a separate model (the previous round's policy)")
+    if not pairs:
+        raise ValueError("no preference pairs")
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    reference = _reference(ref_model, tokenizer, pairs, config)
+    indices = list(range(len(pairs)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    history, step, started = [], 0, time.perf_counter()
+    for _ in range(config.epochs):
+        rng.shuffle(indices)
+        model.train()
+        for start in range(0, len(indices), config.batch_size):
+            batch = indices[start : start + config.batch_size]
+            chosen, rejected, count = _logps(model, tokenizer, [pairs[i] for i in batch], config)
+            ref = torch.tensor([reference[i] for i in batch], device=chosen.device)  # (b, 2)
+            chosen_reward = config.beta * (chosen - ref[:, 0])
+            rejected_reward = config.beta * (rejected - ref[:, 1])
+            loss = -torch.nn.functional.logsigmoid(chosen_reward - rejected_reward).mean()
+            if config.sft_weight:
+                loss = loss + config.sft_weight * (-chosen.sum() / count.sum().clamp(min=1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.append(
+                {
+                    "loss": loss.item(),
+                    "margin": (chosen_reward - rejected_reward).mean().item(),
+                    "accuracy": (chosen_reward > rejected_reward).float().mean().item(),
+                    "chosen_reward": chosen_reward.mean().item(),
+                }
+            )
+            if on_step is not None:
+                on_step(step, loss.item())
+            step += 1
+    model.eval()
+    tail = history[-max(1, math.ceil(len(history) / 4)) :]
+    return {
+        "pairs": len(pairs),
+        "steps": step,
+        "first_loss": history[0]["loss"],
+        "final": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]},
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": asdict(config),
+    }

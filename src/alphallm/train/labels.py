@@ -1,0 +1,185 @@
+"""Training labels from saved search trees (pure functions; the trees are ``Tree.to_dict`` records).
+
+Every label is grounded in a verifier, never in the critics' own backed-up values (that would make
+the labels circular):
+
+- **value**: the verified success rate below a node: correct / all verified outcomes among the
+  terminals in its subtree and the fast rollouts started there (Math-Shepherd "soft" estimation),
+  weighted by how many outcomes there are.
+- **PRM**: per step, Math-Shepherd/OmegaPRM style: a step whose node still has a success rate above 0
+  is positive; the *first* step whose rate falls to 0 while its parent's was above 0 is negative;
+  steps below a first error are not labelled. Sibling pairs (higher vs lower success rate at the
+  same parent) support ranking losses.
+- **ORM**: the verified outcome of every terminal and every rollout.
+
+A node the tool verifier pruned counts as one verified failure: its step is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LabelRow", "SiblingPair", "orm_rows", "prm_rows", "sibling_pairs", "success_counts", "value_rows"]
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One training example: the text a critic reads (prompt + solution so far), its target in
+    [0, 1] and a weight. ``group`` identifies the problem (for held-out splits)."""
+
+    prompt: str
+    solution: str
+    target: float
+    weight: float = 1.0
+    group: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.solution
+
+
+@dataclass(frozen=True)
+class SiblingPair:
+    """Two options at the same state: ``better`` led to a higher verified success rate."""
+
+    prompt: str
+    prefix: str
+    better: str
+    worse: str
+    gap: float
+    group: str = ""
+
+
+def _nodes(tree: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+    return {int(n["id"]): n for n in tree["nodes"]}
+
+
+def _solutions(nodes: dict[int, Mapping[str, Any]]) -> dict[int, str]:
+    """The text after the prompt at each node (nodes are listed parents first)."""
+    out: dict[int, str] = {}
+    for node_id, node in nodes.items():
+        parent = int(node["parent"])
+        out[node_id] = (out[parent] if parent >= 0 else "") + node["text"]
+    return out
+
+
+def success_counts(tree: Mapping[str, Any]) -> dict[int, tuple[int, int]]:
+    """``node -> (correct, verified)`` over its subtree's terminals, rollouts and pruned steps."""
+    nodes = _nodes(tree)
+    counts = {node_id: [0, 0] for node_id in nodes}
+    for node_id, node in nodes.items():
+        own = [0, 0]
+        if node.get("terminal") and node.get("verified") is not None:
+            own[0] += int(bool(node["verified"]))
+            own[1] += 1
+        elif node.get("pruned"):
+            own[1] += 1
+        for rollout in node.get("rollouts", []):
+            if rollout.get("verified") is not None:
+                own[0] += int(bool(rollout["verified"]))
+                own[1] += 1
+        current: int = node_id
+        while current >= 0:  # add the node's own outcomes to it and every ancestor
+            counts[current][0] += own[0]
+            counts[current][1] += own[1]
+            current = int(nodes[current]["parent"])
+    return {k: (v[0], v[1]) for k, v in counts.items()}
+
+
+def _group(tree: Mapping[str, Any]) -> str:
+    return str(tree.get("problem_id", tree["root"]))
+
+
+def value_rows(
+    trees: Iterable[Mapping[str, Any]], *, min_samples: int = 2, weight_cap: int = 8
+) -> list[LabelRow]:
+    """Success-rate targets for every node with at least ``min_samples`` verified outcomes below it."""
+    rows = []
+    for tree in trees:
+        nodes, solutions, counts = _nodes(tree), _solutions(_nodes(tree)), success_counts(tree)
+        for node_id in nodes:
+            correct, total = counts[node_id]
+            if total >= min_samples:
+                rows.append(
+                    LabelRow(
+                        tree["root"],
+                        solutions[node_id],
+                        correct / total,
+                        float(min(total, weight_cap)),
+                        _group(tree),
+                    )
+                )
+    return rows
+
+
+def prm_rows(trees: Iterable[Mapping[str, Any]], *, min_samples: int = 2) -> list[LabelRow]:
+    """Hard step labels: 1 before the first error, 0 at it (see the module docstring)."""
+    rows = []
+    for tree in trees:
+        nodes, solutions, counts = _nodes(tree), _solutions(_nodes(tree)), success_counts(tree)
+        for node_id, node in nodes.items():
+            parent = int(node["parent"])
+            if parent < 0:
+                continue
+            correct, total = counts[node_id]
+            parent_correct, _ = counts[parent]
+            if parent_correct == 0:  # below a first error (or an unsolved prefix): no step label
+                continue
+            if correct > 0:
+                rows.append(LabelRow(tree["root"], solutions[node_id], 1.0, group=_group(tree)))
+            elif total >= min_samples or node.get("pruned") or (node.get("terminal") and total >= 1):
+                rows.append(LabelRow(tree["root"], solutions[node_id], 0.0, group=_group(tree)))
+    return rows
+
+
+def orm_rows(trees: Iterable[Mapping[str, Any]]) -> list[LabelRow]:
+    """Every verified complete solution (terminal nodes and rollouts) with its outcome."""
+    rows = []
+    seen: set[tuple[str, str]] = set()
+    for tree in trees:
+        nodes, solutions = _nodes(tree), _solutions(_nodes(tree))
+        for node_id, node in nodes.items():
+            candidates = []
+            if node.get("terminal") and node.get("verified") is not None:
+                candidates.append((solutions[node_id], bool(node["verified"])))
+            for rollout in node.get("rollouts", []):
+                if rollout.get("verified") is not None:
+                    candidates.append((solutions[node_id] + rollout["text"], bool(rollout["verified"])))
+            for solution, verified in candidates:
+                if (tree["root"], solution) not in seen:  # duplicates would only reweight
+                    seen.add((tree["root"], solution))
+                    rows.append(LabelRow(tree["root"], solution, float(verified), group=_group(tree)))
+    return rows
+
+
+def sibling_pairs(
+    trees: Iterable[Mapping[str, Any]], *, min_samples: int = 2, min_gap: float = 0.3
+) -> list[SiblingPair]:
+    """At each node, the best- and worst-rated children (by verified success rate) when they differ
+    by at least ``min_gap``: pairs for ranking losses and step-DPO."""
+    pairs = []
+    for tree in trees:
+        nodes, solutions, counts = _nodes(tree), _solutions(_nodes(tree)), success_counts(tree)
+        for node_id, node in nodes.items():
+            rated = [
+                (counts[c][0] / counts[c][1], c)
+                for c in node.get("children", [])
+                if counts[c][1] >= min_samples
+            ]
+            if len(rated) < 2:
+                continue
+            (low, worst), (high, best) = min(rated), max(rated)
+            if high - low >= min_gap:
+                pairs.append(
+                    SiblingPair(
+                        tree["root"],
+                        solutions[node_id],
+                        nodes[best]["text"],
+                        nodes[worst]["text"],
+                        high - low,
+                        _group(tree),
+                    )
+                )
+    return pairs

@@ -1,0 +1,121 @@
+"""Supervised fine-tuning of the policy on verified solutions (a lean loop: CPU-friendly, seeded).
+
+Loss on completion tokens only, EOS appended (every row is a complete solution), linear warm-up
+then linear decay (AlphaLLM §4.5), early stopping on a held-out loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from alphallm.train.common import encode_pairs, sequence_logprobs
+
+__all__ = ["SFTConfig", "sft"]
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Policy SFT settings."""
+
+    epochs: int = field(default=3, metadata={"help": "passes over the rows (early stopping may keep fewer)"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate (AdamW)"})
+    batch_size: int = field(default=32, metadata={"help": "rows per step"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of steps of linear warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    holdout: float = field(default=0.1, metadata={"help": "fraction of rows held out for early stopping"})
+    max_length: int = field(default=512, metadata={"help": "longest prompt + completion in tokens"})
+    seed: int = field(default=0, metadata={"help": "shuffling seed"})
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+        if not 0.0 <= self.holdout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError("holdout and warmup_ratio must lie in [0, 1)")
+
+
+def _mean_nll(model: Any, tokenizer: Any, rows: Sequence[tuple[str, str]], config: SFTConfig) -> torch.Tensor:
+    device = next(model.parameters()).device
+    batch = encode_pairs(
+        tokenizer, [p for p, _ in rows], [c for _, c in rows], max_length=config.max_length, device=device
+    )
+    logp, count = sequence_logprobs(model, batch)
+    return -logp.sum() / count.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def _held_out(model: Any, tokenizer: Any, rows: Sequence[tuple[str, str]], config: SFTConfig) -> float:
+    model.eval()
+    losses = [_mean_nll(model, tokenizer, rows[i : i + 64], config).item() for i in range(0, len(rows), 64)]
+    return sum(losses) / max(1, len(losses))
+
+
+def sft(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[tuple[str, str]],
+    *,
+    config: SFTConfig,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Trains ``model`` in place on (prompt, completion) rows; returns metrics. The weights of the
+    epoch with the lowest held-out loss are kept."""
+    if not rows:
+        raise ValueError("no SFT rows")
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    shuffled = list(rows)
+    rng.shuffle(shuffled)
+    held = shuffled[: math.floor(len(shuffled) * config.holdout)] if len(shuffled) >= 20 else []
+    train = shuffled[len(held) :]
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, int(total * config.warmup_ratio))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
+    )
+    best_loss = _held_out(model, tokenizer, held, config) if held else math.inf
+    best_state = copy.deepcopy(model.state_dict()) if held else None
+    history: list[dict[str, float]] = [{"epoch": -1, "held_out_loss": best_loss}] if held else []
+    started, step = time.perf_counter(), 0
+    for epoch in range(config.epochs):
+        model.train()
+        order = sorted(train, key=lambda r: len(r[0]) + len(r[1]))  # similar lengths: less padding
+        batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        rng.shuffle(batches)
+        for batch in batches:
+            loss = _mean_nll(model, tokenizer, batch, config)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            if on_step is not None:
+                on_step(step, loss.item())
+            step += 1
+        if held:
+            loss_now = _held_out(model, tokenizer, held, config)
+            history.append({"epoch": epoch, "held_out_loss": loss_now})
+            if loss_now < best_loss:
+                best_loss, best_state = loss_now, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return {
+        "rows": len(rows),
+        "train_rows": len(train),
+        "steps": step,
+        "held_out_loss": best_loss if math.isfinite(best_loss) else None,
+        "history": history,
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": asdict(config),
+    }

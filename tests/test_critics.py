@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from alphallm.critics.base import CriticInput
+from alphallm.critics.combine import combine
+from alphallm.critics.implicit_q import ImplicitQCritic, split_last_option
+from alphallm.critics.learned import CriticModel, LearnedCritic
+from alphallm.critics.metrics import auc, expected_calibration_error, spearman
+from alphallm.critics.tool import ToolCritic
+from alphallm.lm.hf import load_causal_lm
+from alphallm.tasks import get_task
+from alphallm.train.critic import CriticTrainConfig, _loss, predict, train_critic
+from alphallm.train.labels import LabelRow
+
+
+def test_metrics() -> None:
+    assert auc([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0]) == 1.0
+    assert auc([0.1, 0.8, 0.3, 0.9], [1, 1, 0, 0]) == 0.25  # one of four pairs ordered right
+    assert auc([0.5, 0.5], [1, 0]) == 0.5
+    assert math.isnan(auc([0.2, 0.3], [1, 1]))
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert expected_calibration_error([0.25, 0.25, 0.75, 0.75], [0, 0.5, 1, 0.5]) == pytest.approx(0.0)
+
+
+def test_combine_is_a_weighted_mean_of_available_scores() -> None:
+    assert combine({"tool": 1.0, "rollout": 0.0}, {"tool": 1.0, "rollout": 3.0}) == pytest.approx(0.25)
+    assert combine({"tool": None, "rollout": 0.5}, {"tool": 1.0, "rollout": 1.0}) == 0.5
+    assert combine({"value": 0.9}, {"tool": 1.0}) == 0.5  # no weighted critic could judge: neutral
+
+
+def test_tool_critic_judges_every_step() -> None:
+    task = get_task("arith")
+    problem = task.problem_from_row({"problem": "2+3*4"}, default_id="p")
+    critic = ToolCritic(task)
+    items = [
+        CriticInput(problem, "3*4=12 -> 2+12\n", False),
+        CriticInput(problem, "3*4=12 -> 2+12\n2+12=15 -> 15\n", False),
+        CriticInput(problem, "3*4=12 -> 2+12\n2+12=14 -> 14\nAnswer: 14\n", True),
+        CriticInput(problem, "", False),
+    ]
+    assert critic.score(items) == [1.0, 0.0, 1.0, None]
+
+
+def _synthetic_rows(n: int, seed: int) -> list[LabelRow]:
+    """A learnable label: is the last digit of the solution even?"""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        digit = rng.randint(0, 9)
+        rows.append(
+            LabelRow("Q: x\n", f"{rng.randint(10, 99)}{digit}\n", float(digit % 2 == 0), group=f"g{i}")
+        )
+    return rows
+
+
+def test_a_critic_learns_a_synthetic_label_and_round_trips(tiny_model_dir: Path, tmp_path: Path) -> None:
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    rows = _synthetic_rows(400, 0)
+    config = CriticTrainConfig(epochs=6, lr=3e-3, batch_size=32, holdout=0.25, seed=0)
+    model, metrics = train_critic(rows, base=base, tokenizer=tokenizer, kind="value", config=config)
+    assert metrics["held_out"]["auc"] > 0.8  # chance is 0.5
+    model.save(tmp_path / "critic", tokenizer, {"base": "tiny"})
+    loaded, tokenizer2, meta = CriticModel.load(tmp_path / "critic")
+    assert meta["kind"] == "value"
+    fresh = _synthetic_rows(20, 1)
+    assert predict(loaded, tokenizer2, fresh) == pytest.approx(predict(model, tokenizer, fresh), abs=1e-6)
+    critic = LearnedCritic(loaded, tokenizer2, task_format=lambda p: "Q: x\n")
+    problem = get_task("arith").problem_from_row({"problem": "1+1"}, default_id="p")
+    scores = critic.score([CriticInput(problem, "124\n", False), CriticInput(problem, "125\n", False)])
+    assert scores[0] is not None and scores[1] is not None and scores[0] > scores[1]
+    assert critic.usage.prefill_tokens > 0
+
+
+def test_soft_targets_stay_soft(tiny_model_dir: Path) -> None:
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    model = CriticModel(base, "prm")
+    rows = [LabelRow("Q\n", "a\n", 0.875), LabelRow("Q\n", "b\n", 0.125, weight=3.0)]
+    loss = _loss(model, tokenizer, rows, torch.device("cpu"))
+    with torch.no_grad():
+        probs = torch.tensor(predict(model, tokenizer, rows))
+    expected = (
+        -(
+            1 * (0.875 * probs[0].log() + 0.125 * (1 - probs[0]).log())
+            + 3 * (0.125 * probs[1].log() + 0.875 * (1 - probs[1]).log())
+        )
+        / 4
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_orm_judges_only_complete_solutions(tiny_model_dir: Path) -> None:
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    critic = LearnedCritic(CriticModel(base, "orm").eval(), tokenizer, task_format=lambda p: "Q\n")
+    problem = get_task("arith").problem_from_row({"problem": "1+1"}, default_id="p")
+    scores = critic.score(
+        [CriticInput(problem, "1+1=2 -> 2\n", False), CriticInput(problem, "Answer: 2\n", True)]
+    )
+    assert scores[0] is None and scores[1] is not None
+
+
+def test_implicit_q_is_zero_against_itself_and_antisymmetric(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import LlamaForCausalLM
+
+    from alphallm.lm.hf import TransformersLM
+
+    task = get_task("arith")
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    torch.manual_seed(1)
+    other = LlamaForCausalLM(base.config)
+    a, b = TransformersLM(base, tokenizer), TransformersLM(other, tokenizer)
+    problem = task.problem_from_row({"problem": "2+3*4"}, default_id="p")
+    items = [CriticInput(problem, "3*4=12 -> 2+12\n", False), CriticInput(problem, "3*4=13 -> 2+13\n", False)]
+    same = ImplicitQCritic(task, a, a, beta=0.1)
+    assert same.rho(items) == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert same.score(items) == pytest.approx([0.5, 0.5])
+    forward = ImplicitQCritic(task, a, b, beta=0.1).rho(items)
+    backward = ImplicitQCritic(task, b, a, beta=0.1).rho(items)
+    assert forward == pytest.approx([-x for x in backward], abs=1e-5)  # type: ignore[operator]
+    scores = ImplicitQCritic(task, a, b, beta=0.1).score(items)
+    assert (scores[0] > 0.5) == (forward[0] > forward[1])  # type: ignore[operator]
+    assert split_last_option("x\ny\n") == ("x\n", "y\n")

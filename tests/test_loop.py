@@ -1,0 +1,107 @@
+"""The self-improvement loop on a tiny configuration: it runs end to end, and a run killed at random
+moments resumes to exactly the metrics of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY = {
+    "name": "tiny",
+    "task": "arith",
+    "policy": "arith-base",
+    "rounds": 2,
+    "imagine": {"problems": 6},
+    "search": {"rollouts": 1, "batch_size": 6, "mcts": {"num_simulations": 6, "c_min_root": 1, "c_min": 1}},
+    "learn": {
+        "sft": {"epochs": 1, "batch_size": 8},
+        "dpo": {"epochs": 1, "batch_size": 4},
+        "dpo_min_gap": 0.3,
+    },
+    "critics": {"kinds": ["orm"], "train": {"epochs": 1, "batch_size": 16}},
+    "evaluate": {
+        "test_problems": 10,
+        "search_problems": 4,
+        "dev_problems": 10,
+        "search": {
+            "rollouts": 0,
+            "batch_size": 4,
+            "mcts": {"num_simulations": 6, "c_min_root": 1, "c_min": 1},
+        },
+    },
+}
+
+
+def _improve(config: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "alphallm", "improve", "--config", str(config), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_same_metrics(tmp_path: Path) -> None:
+    straight = tmp_path / "straight.yaml"
+    straight.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "a")}))
+    started = time.perf_counter()
+    process = _improve(straight)
+    assert process.wait(timeout=900) == 0, process.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+    duration = time.perf_counter() - started
+    expected = _metrics(tmp_path / "a" / "tiny")
+    assert [m["round"] for m in expected] == [0, 1, 2]
+    assert (tmp_path / "a" / "tiny" / "report" / "index.html").exists()
+
+    killed = tmp_path / "killed.yaml"
+    killed.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "b")}))
+    rng = random.Random(7)
+    for attempt in range(3):
+        process = _improve(killed, *(["--resume"] if attempt else []))
+        time.sleep(rng.uniform(0.15, 0.6) * duration)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    process = _improve(killed, "--resume")
+    assert process.wait(timeout=900) == 0, process.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+    assert _metrics(tmp_path / "b" / "tiny") == expected
+
+
+def test_a_second_run_with_the_same_name_needs_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alphallm.cli import main
+
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    (run / "meta.json").write_text("{}")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "runs")}))
+    assert main(["improve", "--config", str(config)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from alphallm.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "learn": {"sft": {"epocs": 2}}}))
+    assert main(["improve", "--config", str(config)]) == 2
+    assert "learn.sft: unknown setting(s): epocs" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump({**TINY, "rounds": 0}))
+    assert main(["improve", "--config", str(config)]) == 2
+    assert "rounds must be at least 1" in capsys.readouterr().err
