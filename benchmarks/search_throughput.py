@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "search_throughput.json").write_text(
+    (out / f"search_throughput-{args.task}.json").write_text(
         json.dumps({"args": vars(args), "raw": raw, **rows}, indent=2)
     )
-    print(f"\nwrote {out / 'search_throughput.json'}")
+    print(f"\nwrote {out / f'search_throughput-{args.task}.json'}")
     return 0
 
 
