@@ -26,7 +26,15 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--max-rows", type=int, help="sample at most this many training rows")
     p.add_argument("--min-samples", type=int, default=2, help="verified outcomes a node needs to get a label")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--lora-r", type=int, default=0, help="LoRA rank of the backbone (0: full fine-tuning, the default)"
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument(
+        "--dtype",
+        help="backbone dtype: float32, bfloat16, float16 or auto (default: float32; "
+        "with --lora-r, auto = bf16/fp16 on GPU with fp32 adapters)",
+    )
     p.set_defaults(run=run_train)
 
     e = sub.add_parser(
@@ -36,7 +44,8 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--trees", required=True, nargs="+", help="held-out tree JSON files or directories")
     e.add_argument("--min-samples", type=int, default=2)
     e.add_argument("--out", help="JSON file for the metrics")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    e.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (fp32 on CPU)")
     e.set_defaults(run=run_eval)
 
 
@@ -71,10 +80,14 @@ def run_train(args: argparse.Namespace) -> int:
             holdout=args.holdout,
             max_rows=args.max_rows,
             seed=args.seed,
+            lora_r=args.lora_r,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    base, tokenizer = load_causal_lm(args.base, device=args.device, dtype="float32")
+    # Full fine-tuning keeps fp32 weights (plain AdamW on bf16 weights loses small updates); with
+    # LoRA the frozen base may be half precision, as the adapters stay fp32.
+    dtype = args.dtype or ("auto" if args.lora_r else "float32")
+    base, tokenizer = load_causal_lm(args.base, device=args.device, dtype=dtype)
     steps = config.epochs * -(-len(rows) // config.batch_size)
     with progress_bar(f"train {args.kind} critic", steps) as advance:
         model, metrics = train_critic(
@@ -105,7 +118,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from alphallm.io import read_trees, write_json
     from alphallm.train.critic import critic_metrics, predict
 
-    model, tokenizer, meta = CriticModel.load(args.critic, device=args.device)
+    model, tokenizer, meta = CriticModel.load(args.critic, device=args.device, dtype=args.dtype)
     trees = read_trees(args.trees)
     rows = label_rows(meta["kind"], trees, args.min_samples)
     if not rows:

@@ -25,6 +25,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="problems decoded together")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument(
+        "--dtype", default="auto", help="float32, bfloat16, float16 or auto (fp32 on CPU, bf16/fp16 on GPU)"
+    )
+    p.add_argument(
+        "--chat-template",
+        action="store_true",
+        help="wrap prompts in the tokenizer's chat template (instruction-tuned models; off for base models)",
+    )
     p.add_argument("--out", help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json)")
     p.set_defaults(run=run)
 
@@ -55,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     problems = select_problems(task, args)
     model = args.model or f"{task.name}-base"
-    lm = load_lm(model, device=args.device)
+    lm = load_lm(model, device=args.device, dtype=args.dtype)
+    if args.chat_template:
+        from alphallm.lm.hf import with_chat_template
+
+        task = with_chat_template(task, lm.tokenizer)  # type: ignore[attr-defined]  # the HF backend
     with progress_bar(f"eval {task.name} {args.method}", len(problems)) as advance:
         result = evaluate(
             task,

@@ -9,7 +9,10 @@ One architecture serves the three critics of AlphaLLM (§4.4); they differ in th
 
 The backbone starts from the policy's base model, as in the paper; the head is
 ``Linear(h, h) -> GELU -> Linear(h, 1)`` with a sigmoid. A critic directory holds the backbone
-(``save_pretrained``), its tokenizer, ``head.safetensors`` and ``critic.json``.
+(``save_pretrained``), its tokenizer, ``head.safetensors`` and ``critic.json``. A LoRA-trained
+backbone (``lora_r > 0``) is stored as its PEFT adapter only, and ``critic.json`` names the base it
+sits on (``lora_base``, an absolute path or hub id): a critic of a 7B policy is then megabytes,
+and loading it needs that base where it was.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import nn
 from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
 from alphallm.lm.base import Usage
+from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = ["KINDS", "CriticModel", "LearnedCritic"]
 
@@ -47,9 +51,12 @@ class CriticModel(nn.Module):
         # The transformer without its LM head: hidden states (B, T, H); left padding puts every
         # sequence's last token in the last column.
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = self.backbone.base_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
-        ).last_hidden_state
+        # A PEFT wrapper's .base_model is its tuner, not the transformer: unwrap first.
+        hidden = (
+            unwrap(self.backbone)
+            .base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+            .last_hidden_state
+        )
         return self.head(hidden[:, -1].float()).squeeze(-1)
 
     # -- persistence ----------------------------------------------------------------------------
@@ -57,6 +64,8 @@ class CriticModel(nn.Module):
         from safetensors.torch import save_file
 
         directory = Path(directory)
+        if is_peft_model(self.backbone):  # only the adapter is written; remember its base
+            meta = {**meta, "lora_base": _base_path(unwrap(self.backbone).name_or_path)}
         self.backbone.save_pretrained(directory / "backbone")
         tokenizer.save_pretrained(directory / "backbone")
         save_file(
@@ -67,24 +76,36 @@ class CriticModel(nn.Module):
 
     @classmethod
     def load(
-        cls, directory: str | Path, *, device: str | None = None
+        cls, directory: str | Path, *, device: str | None = None, dtype: str | None = None
     ) -> tuple[CriticModel, Any, dict[str, Any]]:
+        """A saved critic; ``dtype`` is the backbone's (default: fp32 on CPU, bf16/fp16 on GPU)."""
         from safetensors.torch import load_file
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from alphallm.lm.hf import pick_device
+        from alphallm.lm.hf import load_causal_lm, pick_device
 
         directory = Path(directory)
         meta_path = directory / "critic.json"
         if not meta_path.is_file():
             raise UserError(f"{directory}: not a critic directory (no critic.json)")
         meta = json.loads(meta_path.read_text())
-        backbone = AutoModelForCausalLM.from_pretrained(directory / "backbone")
+        if (directory / "backbone" / "adapter_config.json").is_file():
+            from alphallm.train.lora import load_adapter
+
+            base, _ = load_causal_lm(meta["lora_base"], device=device, dtype=dtype)
+            backbone = load_adapter(base, directory / "backbone")
+        else:
+            backbone, _ = load_causal_lm(directory / "backbone", device=device, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory / "backbone")
         model = cls(backbone, meta["kind"])
         model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
         model.to(pick_device(device)).eval()
         return model, tokenizer, meta
+
+
+def _base_path(name: str) -> str:
+    """An absolute path for a local base (the critic may be loaded from another directory)."""
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
 
 
 def encode_batch(tokenizer: Any, texts: Sequence[str], device: torch.device, max_length: int = 1024) -> dict:

@@ -4,16 +4,20 @@ Sampling is a hand-written decode loop rather than ``generate()`` so that each r
 own stop string, report per-token log-probs and leave the batch as soon as it is done (finished
 rows are dropped from the KV cache instead of being padded along). States are left-padded; each
 state's prompt is encoded once and its KV cache is repeated for its ``n`` samples.
+
+Chat templates are applied to the task's prompt, not here in ``encode``: a state is prompt + the
+solution so far, and only the prompt is the user's message (``with_chat_template``).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -21,11 +25,21 @@ from alphallm.errors import UserError
 from alphallm.lm.base import Completion, Usage
 from alphallm.lm.prefix_cache import PrefixStore
 
-__all__ = ["TransformersLM", "load_causal_lm", "pick_device", "resolve_model_path"]
+__all__ = [
+    "TransformersLM",
+    "chat_prompt",
+    "load_causal_lm",
+    "pick_device",
+    "pick_dtype",
+    "resolve_model_path",
+    "with_chat_template",
+]
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DTYPES = ("float32", "bfloat16", "float16")
+T = TypeVar("T")
 
 
 def resolve_model_path(name: str | Path) -> str:
@@ -52,12 +66,17 @@ def pick_device(device: str | None = None) -> torch.device:
     """``None``/``"auto"`` picks CUDA when present, else CPU."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r} (cpu, cuda, cuda:1, mps or auto)") from None
 
 
 def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """fp32 on CPU (bf16 matmuls are slow and lossy there); bf16 on GPUs that support it."""
+    """fp32 on CPU (bf16 matmuls are slow and lossy there); bf16 on GPUs that support it, else fp16."""
     if dtype not in (None, "auto"):
+        if dtype not in DTYPES:
+            raise UserError(f"unknown dtype {dtype!r} ({', '.join(DTYPES)} or auto)")
         return getattr(torch, str(dtype))
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -79,6 +98,35 @@ def load_causal_lm(
         raise UserError(f"{name}: could not load model ({str(exc).splitlines()[0]})") from None
     model.to(target)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
     return model, tokenizer
+
+
+def chat_prompt(tokenizer: Any, prompt: str) -> str:
+    """``prompt`` as the user's turn of the tokenizer's chat template, ready for the assistant's
+    reply, as text. A BOS the template writes is dropped when the tokenizer adds its own, so that
+    tokenising the result (as every backend and trainer does) gives the template's tokens once."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("this tokenizer has no chat template (leave the chat-template option off)")
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    bos = tokenizer.bos_token
+    adds_bos = bos is not None and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]
+    return text[len(bos) :] if adds_bos and text.startswith(bos) else text
+
+
+def with_chat_template(task: T, tokenizer: Any) -> T:
+    """A copy of ``task`` whose prompts go through the chat template (for instruction-tuned models).
+
+    Everything that builds a state calls ``task.format_prompt``, so search, trees, training rows and
+    critics all see the same templated prompt. Off by default: base models (ours included) model
+    plain documents and have no template.
+    """
+    chat_prompt(tokenizer, "")  # fail early, with one line, when there is no template
+    wrapped = copy.copy(task)
+    plain = task.format_prompt  # type: ignore[attr-defined]
+    # An instance attribute shadows the method, for outside callers and format_document alike.
+    wrapped.format_prompt = lambda problem: chat_prompt(tokenizer, plain(problem))  # type: ignore[attr-defined]
+    return wrapped
 
 
 class TransformersLM:

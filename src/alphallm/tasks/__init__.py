@@ -7,6 +7,7 @@ from alphallm.tasks.arith import ArithTask
 from alphallm.tasks.base import SPLITS, Problem, Task, load_problems
 from alphallm.tasks.game24 import Game24Task
 from alphallm.tasks.gsm8k import GSM8KTask
+from alphallm.tasks.math import MATHTask
 
 __all__ = [
     "SPLITS",
@@ -14,13 +15,19 @@ __all__ = [
     "ArithTask",
     "GSM8KTask",
     "Game24Task",
+    "MATHTask",
     "Problem",
     "Task",
     "get_task",
     "load_problems",
 ]
 
-TASKS: dict[str, type[Task]] = {"arith": ArithTask, "game24": Game24Task, "gsm8k": GSM8KTask}
+TASKS: dict[str, type[Task]] = {
+    "arith": ArithTask,
+    "game24": Game24Task,
+    "gsm8k": GSM8KTask,
+    "math": MATHTask,
+}
 
 
 def get_task(name: str) -> Task:

@@ -2,12 +2,12 @@
 
 Soft targets stay soft (0.875 is 0.875: TRL's PRMTrainer truncated them to ints), the loss is a
 weighted binary cross-entropy on the head's logit, problems are held out as whole groups, and the
-epoch with the lowest held-out loss is kept.
+epoch with the lowest held-out loss is kept. With ``lora_r > 0`` the backbone gets LoRA adapters
+(kept unmerged: see ``critics/learned.py``) and the head is trained in full.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -20,6 +20,7 @@ import torch
 from alphallm.critics.learned import CriticModel, encode_batch
 from alphallm.critics.metrics import auc, brier, expected_calibration_error, spearman
 from alphallm.train.labels import LabelRow
+from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
 
 __all__ = ["CriticTrainConfig", "critic_metrics", "split_by_group", "train_critic"]
 
@@ -35,12 +36,16 @@ class CriticTrainConfig:
     holdout: float = field(default=0.2, metadata={"help": "fraction of problems held out for early stopping"})
     max_rows: int | None = field(default=None, metadata={"help": "sample at most this many training rows"})
     seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank of the backbone (0: full fine-tuning)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scale alpha (the update is alpha/r * BA)"})
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError("holdout must lie in [0, 1)")
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise ValueError("lora_r must be non-negative and lora_alpha positive")
 
 
 def split_by_group(
@@ -103,7 +108,8 @@ def train_critic(
     config: CriticTrainConfig,
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[CriticModel, dict[str, Any]]:
-    """Fine-tunes ``base`` (a causal LM, e.g. the policy) with a fresh head on ``rows``."""
+    """Fine-tunes ``base`` (a causal LM, e.g. the policy) with a fresh head on ``rows``. With LoRA,
+    adapters are injected into ``base`` itself (PEFT works in place): pass a model you can spare."""
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     train_rows, held_rows = split_by_group(rows, config.holdout, config.seed)
@@ -111,11 +117,14 @@ def train_critic(
         train_rows = rng.sample(train_rows, config.max_rows)
     if not train_rows:
         raise ValueError("no training rows (are there verified outcomes in the trees?)")
-    model = CriticModel(base, kind)
     device = next(base.parameters()).device
+    if config.lora_r:
+        base = add_lora(base, r=config.lora_r, alpha=config.lora_alpha)
+    model = CriticModel(base, kind)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    best: tuple[float, dict[str, Any] | None] = (math.inf, None)
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    best: tuple[float, dict[str, torch.Tensor] | None] = (math.inf, None)
     history = []
     started, step = time.perf_counter(), 0
     for epoch in range(config.epochs):
@@ -123,7 +132,7 @@ def train_critic(
         for batch in _batches(train_rows, config.batch_size, rng):
             loss = _loss(model, tokenizer, batch, device)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if on_step is not None:
@@ -132,14 +141,15 @@ def train_critic(
         held_loss = _held_out_loss(model, tokenizer, held_rows, device) if held_rows else -epoch
         history.append({"epoch": epoch, "held_out_loss": held_loss})
         if held_loss < best[0]:
-            best = (held_loss, copy.deepcopy(model.state_dict()))
+            best = (held_loss, snapshot_trainable(model))
     if best[1] is not None:
-        model.load_state_dict(best[1])
+        restore_trainable(model, best[1])
     model.eval()
     metrics: dict[str, Any] = {
         "kind": kind,
         "train_rows": len(train_rows),
         "held_out_rows": len(held_rows),
+        "trainable_parameters": sum(p.numel() for p in params),
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
         "config": asdict(config),

@@ -2,10 +2,13 @@
 
 The traps of TRL's DPOTrainer are avoided by construction (../shared/papers/qstar.md §3):
 - the reference is the model object passed in (the previous round's policy), never something
-  reloaded from ``config._name_or_path``; its log-probs are computed once, up front;
+  reloaded from ``config._name_or_path``; its log-probs are computed once, up front (so
+  ``ref_model=None`` can mean "the starting weights", which with LoRA is the base with its fresh
+  adapters at zero: no second copy of a big model);
 - each pair starts at the same state (prompt + the shared prefix) and both sides are completed to a
   terminal, so the EOS appended to them is genuine (r->Q* assumes trajectories end at terminals);
-- everything stays in fp32 on CPU.
+- everything stays in fp32 on CPU;
+- with ``lora_r > 0`` only LoRA adapters are trained, then merged into the model (``train/lora.py``).
 Loss: ``-log sigmoid(beta * [(log pi - log ref)(chosen) - (log pi - log ref)(rejected)])``, plus an
 optional NLL term on the chosen side (RPO) against likelihood displacement.
 """
@@ -17,11 +20,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from alphallm.train.common import encode_pairs, sequence_logprobs
+from alphallm.train.lora import add_lora, merge_lora, trainable_parameters
 
 __all__ = ["DPOConfig", "Pair", "dpo"]
 
@@ -46,10 +51,14 @@ class DPOConfig:
     sft_weight: float = field(default=0.0, metadata={"help": "weight of the NLL on chosen completions (RPO)"})
     max_length: int = field(default=512, metadata={"help": "longest prompt + completion in tokens"})
     seed: int = field(default=0, metadata={"help": "shuffling seed"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scale alpha (the update is alpha/r * BA)"})
 
     def __post_init__(self) -> None:
         if self.beta <= 0 or self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.sft_weight < 0:
             raise ValueError("beta, lr, epochs and batch_size must be positive; sft_weight non-negative")
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise ValueError("lora_r must be non-negative and lora_alpha positive")
 
 
 def _logps(model: Any, tokenizer: Any, pairs: Sequence[Pair], config: DPOConfig) -> tuple[torch.Tensor, ...]:
@@ -85,23 +94,33 @@ def _reference(
 
 def dpo(
     model: Any,
-    ref_model: Any,
+    ref_model: Any | None,
     tokenizer: Any,
     pairs: Sequence[Pair],
     *,
     config: DPOConfig,
     on_step: Callable[[int, float], None] | None = None,
+    adapter_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Trains ``model`` in place against the frozen ``ref_model``; returns loss and reward metrics."""
+    """Trains ``model`` in place against the frozen ``ref_model``; returns loss and reward metrics.
+
+    ``ref_model=None`` takes ``model``'s own starting weights as the reference. With
+    ``config.lora_r > 0`` the adapters are merged into ``model`` at the end; ``adapter_dir`` also
+    saves them first (PEFT format).
+    """
     if model is ref_model:
-        raise ValueError("the reference must be a separate model (the previous round's policy)")
+        raise ValueError("the reference must be a separate model (the previous round's policy) or None")
     if not pairs:
         raise ValueError("no preference pairs")
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    reference = _reference(ref_model, tokenizer, pairs, config)
+    # Before any adapter exists and before any update: None means the starting weights.
+    reference = _reference(ref_model if ref_model is not None else model, tokenizer, pairs, config)
+    if config.lora_r:
+        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha)
     indices = list(range(len(pairs)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     history, step, started = [], 0, time.perf_counter()
     for _ in range(config.epochs):
         rng.shuffle(indices)
@@ -116,7 +135,7 @@ def dpo(
             if config.sft_weight:
                 loss = loss + config.sft_weight * (-chosen.sum() / count.sum().clamp(min=1))
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             history.append(
@@ -131,10 +150,15 @@ def dpo(
                 on_step(step, loss.item())
             step += 1
     model.eval()
+    if config.lora_r:
+        if adapter_dir is not None:
+            model.save_pretrained(str(adapter_dir))
+        merge_lora(model)
     tail = history[-max(1, math.ceil(len(history) / 4)) :]
     return {
         "pairs": len(pairs),
         "steps": step,
+        "trainable_parameters": sum(p.numel() for p in params),
         "first_loss": history[0]["loss"],
         "final": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]},
         "seconds": round(time.perf_counter() - started, 1),

@@ -1,22 +1,30 @@
 """Supervised fine-tuning of the policy on verified solutions (a lean loop: CPU-friendly, seeded).
 
 Loss on completion tokens only, EOS appended (every row is a complete solution), linear warm-up
-then linear decay (AlphaLLM §4.5), early stopping on a held-out loss.
+then linear decay (AlphaLLM §4.5), early stopping on a held-out loss. With ``lora_r > 0`` only LoRA
+adapters are trained and then merged into the model (``train/lora.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from alphallm.train.common import encode_pairs, sequence_logprobs
+from alphallm.train.lora import (
+    add_lora,
+    merge_lora,
+    restore_trainable,
+    snapshot_trainable,
+    trainable_parameters,
+)
 
 __all__ = ["SFTConfig", "sft"]
 
@@ -33,12 +41,16 @@ class SFTConfig:
     holdout: float = field(default=0.1, metadata={"help": "fraction of rows held out for early stopping"})
     max_length: int = field(default=512, metadata={"help": "longest prompt + completion in tokens"})
     seed: int = field(default=0, metadata={"help": "shuffling seed"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scale alpha (the update is alpha/r * BA)"})
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
         if not 0.0 <= self.holdout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("holdout and warmup_ratio must lie in [0, 1)")
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise ValueError("lora_r must be non-negative and lora_alpha positive")
 
 
 def _mean_nll(model: Any, tokenizer: Any, rows: Sequence[tuple[str, str]], config: SFTConfig) -> torch.Tensor:
@@ -64,11 +76,18 @@ def sft(
     *,
     config: SFTConfig,
     on_step: Callable[[int, float], None] | None = None,
+    adapter_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Trains ``model`` in place on (prompt, completion) rows; returns metrics. The weights of the
-    epoch with the lowest held-out loss are kept."""
+    epoch with the lowest held-out loss are kept.
+
+    With ``config.lora_r > 0`` the adapters are merged into ``model`` at the end, so it stays a
+    plain model; ``adapter_dir`` also saves them first (PEFT format, reloadable on the base).
+    """
     if not rows:
         raise ValueError("no SFT rows")
+    if config.lora_r:
+        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha)
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     shuffled = list(rows)
@@ -78,13 +97,14 @@ def sft(
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     warmup = max(1, int(total * config.warmup_ratio))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
     )
     best_loss = _held_out(model, tokenizer, held, config) if held else math.inf
-    best_state = copy.deepcopy(model.state_dict()) if held else None
+    best_state = snapshot_trainable(model) if held else None
     history: list[dict[str, float]] = [{"epoch": -1, "held_out_loss": best_loss}] if held else []
     started, step = time.perf_counter(), 0
     for epoch in range(config.epochs):
@@ -95,7 +115,7 @@ def sft(
         for batch in batches:
             loss = _mean_nll(model, tokenizer, batch, config)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -106,14 +126,19 @@ def sft(
             loss_now = _held_out(model, tokenizer, held, config)
             history.append({"epoch": epoch, "held_out_loss": loss_now})
             if loss_now < best_loss:
-                best_loss, best_state = loss_now, copy.deepcopy(model.state_dict())
+                best_loss, best_state = loss_now, snapshot_trainable(model)
     if best_state is not None:
-        model.load_state_dict(best_state)
+        restore_trainable(model, best_state)
     model.eval()
+    if config.lora_r:
+        if adapter_dir is not None:
+            model.save_pretrained(str(adapter_dir))
+        merge_lora(model)
     return {
         "rows": len(rows),
         "train_rows": len(train),
         "steps": step,
+        "trainable_parameters": sum(p.numel() for p in params),
         "held_out_loss": best_loss if math.isfinite(best_loss) else None,
         "history": history,
         "seconds": round(time.perf_counter() - started, 1),
