@@ -25,9 +25,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from alphallm.distributed.config import RayConfig
 from alphallm.io import atomic_dir, write_json, write_text
 from alphallm.loop_config import LoopConfig
-from alphallm.solve import SolveConfig
+from alphallm.solve import SolveConfig, SolveReport
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
 
@@ -171,20 +172,19 @@ class Loop:
         return {"problems": len(problems), **stats}
 
     def _stage_search(self, k: int) -> dict[str, Any]:
-        from alphallm.lm import load_lm
-        from alphallm.solve import solve
-
         problems = self._problems(k)
         config = self._with_critics(
             self.config.search, self.critics(k - 1) if self.config.critics.use_in_search else {}
         )
         config = replace(config, seed=self.seed(k, "search"))
         with self.ui.progress(f"round {k} search", len(problems)) as advance:
-            report = solve(
+            report = solve_with(
                 self.task,
                 problems,
-                policy=load_lm(self.policy(k - 1)),
+                policy=self.policy(k - 1),
                 config=config,
+                ray=self.config.ray,
+                chunks=self.round_dir(k) / "search.chunks",
                 keep_trees=True,
                 progress=advance,
             )
@@ -293,6 +293,8 @@ class Loop:
             seed=self.config.seed,
             ui=self.ui,
             label=f"round {round_}",
+            ray=self.config.ray,
+            chunks=self.round_dir(round_) / "eval.chunks",
         )
 
     def _stage_evaluate(self, k: int) -> dict[str, Any]:
@@ -335,14 +337,48 @@ class Loop:
         return replace(config, critic_dirs=critics, weights=weights)
 
 
-def evaluate_policy(
-    task: Any, policy: str, critics: dict[str, str], settings: Any, *, seed: int, ui: Any, label: str
-) -> dict[str, Any]:
-    """Test-split accuracy and compute of a policy: greedy, eta-MCTS with the task's verifier, eta-MCTS
-    with only the learned critics (no verifier), and self-consistency at eta-MCTS's token budget."""
-    from alphallm.evaluation import evaluate
+def solve_with(
+    task: Any,
+    problems: list[Problem],
+    *,
+    policy: str,
+    config: SolveConfig,
+    ray: RayConfig | None = None,
+    chunks: Path | None = None,
+    lm: Any = None,
+    **kwargs: Any,
+) -> SolveReport:
+    """``solve`` here (with ``lm``, or ``policy`` loaded), or over Ray actors when ``ray`` is enabled,
+    its finished chunks kept in ``chunks`` so that a killed stage resumes mid-way."""
+    if ray is not None and ray.enabled and chunks is not None:
+        from alphallm.distributed import solve_on_ray
+
+        return solve_on_ray(
+            task, problems, model=policy, config=config, ray_config=ray, out_dir=chunks, **kwargs
+        )
     from alphallm.lm import load_lm
     from alphallm.solve import solve
+
+    return solve(task, problems, policy=lm if lm is not None else load_lm(policy), config=config, **kwargs)
+
+
+def evaluate_policy(
+    task: Any,
+    policy: str,
+    critics: dict[str, str],
+    settings: Any,
+    *,
+    seed: int,
+    ui: Any,
+    label: str,
+    ray: RayConfig | None = None,
+    chunks: Path | None = None,
+) -> dict[str, Any]:
+    """Test-split accuracy and compute of a policy: greedy, eta-MCTS with the task's verifier, eta-MCTS
+    with only the learned critics (no verifier), and self-consistency at eta-MCTS's token budget.
+    With ``ray`` enabled the searches run on Ray actors (greedy decoding stays here: it is cheap)."""
+    from alphallm.evaluation import evaluate
+    from alphallm.lm import load_lm
 
     lm = load_lm(policy)
     test = task.problems("test")
@@ -364,7 +400,16 @@ def evaluate_policy(
         )
     for name, config in runs.items():
         with ui.progress(f"{label} eval {name}", len(problems)) as advance:
-            report = solve(task, problems, policy=lm, config=config, progress=advance)
+            report = solve_with(
+                task,
+                problems,
+                policy=policy,
+                lm=lm,
+                config=config,
+                ray=ray,
+                chunks=chunks / name if chunks else None,
+                progress=advance,
+            )
         out[name] = {
             "accuracy": report.accuracy,
             "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
@@ -374,10 +419,13 @@ def evaluate_policy(
             2,
             min(64, round(out["mcts"]["tokens_per_problem"] / max(1.0, out["greedy"]["tokens_per_problem"]))),
         )
-        report = solve(
+        report = solve_with(
             task,
             problems,
-            policy=lm,
+            policy=policy,
+            lm=lm,
+            ray=ray,
+            chunks=chunks / "sc" if chunks else None,
             config=replace(
                 settings.search, method="sc", samples=samples, temperature=settings.sc_temperature, seed=seed
             ),

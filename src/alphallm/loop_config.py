@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
 from alphallm.solve import SolveConfig
 from alphallm.train.critic import CriticTrainConfig
@@ -117,6 +118,9 @@ class LoopConfig:
     learn: LearnSettings = field(default_factory=LearnSettings)
     critics: CriticSettings = field(default_factory=CriticSettings)
     evaluate: EvalSettings = field(default_factory=EvalSettings)
+    ray: RayConfig = field(
+        default_factory=RayConfig, metadata={"help": "Ray scale-out of the search and evaluate stages"}
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

@@ -283,24 +283,34 @@ def solve(
     keep_trees: bool = False,
     progress: Callable[[int], None] | None = None,
     device: str | None = None,
+    offset: int = 0,
 ) -> SolveReport:
     """Searches every problem with ``config.method`` and reads out one solution per problem.
 
     Compute is metered per model: ``usage["policy"]`` and ``usage["rollout"]`` (the rollout model
     defaults to the policy itself, decoded greedily, but is counted apart).
+
+    ``offset`` is the index of ``problems[0]`` in a larger problem set (a multiple of
+    ``config.batch_size``): a shard solved with its offset gets the same results as in a run over
+    the whole set, since each batch is seeded by (seed, its position) alone.
     """
+    if offset % config.batch_size:
+        raise ValueError("offset must be a multiple of batch_size (shards are whole batches)")
     critics = _build_critics(task, config, policy, device)
     policy_view = Metered(policy)
     rollout_view = Metered(rollout_lm if rollout_lm is not None else policy)
-    rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
     results: list[ProblemResult] = []
     answer_fn = task.extract_answer
     for start in range(0, len(problems), config.batch_size):
         batch = problems[start : start + config.batch_size]
+        # A batch's randomness depends on (seed, its position in the whole set) only, not on the
+        # batches before it, so shards on other processes reproduce it (distributed/). [seed, 0]
+        # seeds exactly like default_rng(seed), so the first batch is as it always was.
+        rng = np.random.default_rng([config.seed, offset + start])
         tree, readout = _run_batch(task, batch, config, policy_view, rollout_view, critics, rng)
         found = [read_out(tree, b, readout, answer_fn) for b in range(len(batch))]
-        choices = _complete_unfinished(task, tree, found, policy_view, seed=config.seed + start)
+        choices = _complete_unfinished(task, tree, found, policy_view, seed=config.seed + offset + start)
         for b, problem in enumerate(batch):
             choice = choices[b]
             solution = task.truncate(choice.solution)

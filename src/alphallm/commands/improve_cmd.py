@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from alphallm.commands.search_cmd import add_ray_arguments, ray_config
 from alphallm.errors import UserError
 
 
@@ -18,6 +19,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--name", help="run name (default: the config's)")
     p.add_argument("--rounds", type=int, help="number of rounds (default: the config's)")
     p.add_argument("--out-dir", help="parent directory of runs (default: the config's, usually runs)")
+    add_ray_arguments(p)
     p.set_defaults(run=run_improve)
 
     d = sub.add_parser(
@@ -50,7 +52,8 @@ def _run(config: Any, resume: bool) -> int:
         raise UserError(f"{config.run_dir} exists: pass --resume to continue it, or --name for a new run")
     loop = Loop(config, ui=RichUI())
     started = time.perf_counter()
-    metrics = loop.run()
+    with _ray_session(config):
+        metrics = loop.run()
     report = loop.report()
     first, last = metrics[0], metrics[-1]
     rows: dict[str, Any] = {}
@@ -66,13 +69,27 @@ def _run(config: Any, resume: bool) -> int:
     return 0
 
 
+def _ray_session(config: Any) -> Any:
+    """One Ray session for every stage of the run (not a cluster start per stage)."""
+    from contextlib import nullcontext
+
+    if not config.ray.enabled:
+        return nullcontext()
+    from alphallm.distributed import ray_session
+
+    return ray_session(config.ray)
+
+
 def run_improve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from alphallm.loop_config import load_config
 
     overrides = {
         k: v for k, v in {"name": args.name, "rounds": args.rounds, "out_dir": args.out_dir}.items() if v
     }
-    return _run(load_config(args.config, overrides), args.resume)
+    config = load_config(args.config, overrides)
+    return _run(replace(config, ray=ray_config(args, config.ray)), args.resume)
 
 
 def run_demo(args: argparse.Namespace) -> int:

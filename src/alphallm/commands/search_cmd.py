@@ -52,7 +52,50 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--save-trees", metavar="DIR", help="write every tree as JSON (one file per problem)")
     p.add_argument("--out", help="JSON results (default runs/search/<task>-<model>-<method>.json)")
+    add_ray_arguments(p)
     p.set_defaults(run=run)
+
+
+def add_ray_arguments(p: Any) -> None:
+    ray = p.add_argument_group("Ray scale-out")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="shard problems over Ray actors: join ADDRESS ('auto', HOST:PORT); alone: a local cluster",
+    )
+    ray.add_argument(
+        "--ray-workers", type=int, metavar="N", help="Ray actors, each with its own model replica (default 2)"
+    )
+    ray.add_argument(
+        "--ray-gpus",
+        type=float,
+        metavar="G",
+        help="GPUs per Ray actor (default 0: CPU; 0.5: two share a GPU)",
+    )
+
+
+def ray_config(args: argparse.Namespace, base: Any = None) -> Any:
+    """The RayConfig of ``--ray``/``--ray-workers``/``--ray-gpus`` on top of ``base`` (a config's)."""
+    from dataclasses import replace
+
+    from alphallm.distributed.config import RayConfig
+
+    base = base if base is not None else RayConfig()
+    changes: dict[str, Any] = {}
+    if args.ray is not None:
+        changes.update(enabled=True, address=None if args.ray == "local" else args.ray)
+    if args.ray_workers is not None:
+        changes["workers"] = args.ray_workers
+    if args.ray_gpus is not None:
+        changes["gpus_per_worker"] = args.ray_gpus
+    if changes and not changes.get("enabled", base.enabled):
+        raise UserError("--ray-workers and --ray-gpus need --ray")
+    try:
+        return replace(base, **changes)
+    except ValueError as exc:
+        raise UserError(f"--ray: {exc}") from None
 
 
 _FLAG_TO_FIELD = {
@@ -127,22 +170,39 @@ def run(args: argparse.Namespace) -> int:
     from alphallm.tasks import get_task
 
     config = build_config(args)
+    distributed = ray_config(args)
     task = get_task(args.task)
     problems = select_problems(task, args)
     model = args.model or f"{task.name}-base"
-    policy = load_lm(model, device=args.device)
-    rollout_lm = load_lm(args.rollout_model, device=args.device) if args.rollout_model else None
+    out = Path(args.out or f"runs/search/{task.name}-{Path(model).name}-{args.method}.json")
     with progress_bar(f"{args.method} {task.name}", len(problems)) as advance:
-        report = solve(
-            task,
-            problems,
-            policy=policy,
-            config=config,
-            rollout_lm=rollout_lm,
-            keep_trees=bool(args.save_trees),
-            progress=advance,
-            device=args.device,
-        )
+        if distributed.enabled:
+            from alphallm.distributed import solve_on_ray
+
+            # Finished chunks stream into <out>.chunks/; rerunning the same command resumes there.
+            report = solve_on_ray(
+                task,
+                problems,
+                model=model,
+                config=config,
+                ray_config=distributed,
+                out_dir=out.with_suffix(".chunks"),
+                rollout_model=args.rollout_model,
+                keep_trees=bool(args.save_trees),
+                progress=advance,
+                device=args.device,
+            )
+        else:
+            report = solve(
+                task,
+                problems,
+                policy=load_lm(model, device=args.device),
+                config=config,
+                rollout_lm=load_lm(args.rollout_model, device=args.device) if args.rollout_model else None,
+                keep_trees=bool(args.save_trees),
+                progress=advance,
+                device=args.device,
+            )
     summary = report.summary()
     rows: dict[str, Any] = {"problems": summary["problems"], "accuracy": summary["accuracy"]}
     for name, usage in report.usage.items():
@@ -156,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
     if args.save_trees:
         _save_trees(report, Path(args.save_trees), task.name)
         console.print(f"trees: {args.save_trees}")
-    out = Path(args.out or f"runs/search/{task.name}-{Path(model).name}-{args.method}.json")
     results = [{k: v for k, v in vars(r).items() if k != "tree"} for r in report.results]
     write_json(
         out, {"task": task.name, "model": model, **summary, "config": report.config, "results": results}
