@@ -363,3 +363,24 @@ def test_gsm8k_pipeline_search_data_sft_eval(tiny_model_dir: Path, tmp_path: Pat
     )
     result = json.loads(eval_out.read_text())
     assert result["problems"] == len(result["records"]) == 20 and 0.0 <= result["metrics"]["accuracy"] <= 1.0
+
+
+def test_search_cli_with_chat_template_puts_the_template_in_every_tree(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    model_dir = tmp_path / "chat-model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    _, tokenizer = load_causal_lm(model_dir)
+    tokenizer.chat_template = TEMPLATE
+    tokenizer.save_pretrained(model_dir)
+    trees, out = tmp_path / "trees", tmp_path / "search.json"
+    argv = ["search", "--task", "arith", "--model", str(model_dir), "--limit", "2", "--simulations", "2"]
+    argv += ["--save-trees", str(trees), "--out", str(out), "--chat-template", "--dtype", "float32"]
+    assert main(argv) == 0
+    roots = [json.loads(f.read_text())["root"] for f in sorted(trees.glob("*.json"))]
+    assert len(roots) == 2
+    assert all(r.startswith("<|user|>Q: ") and r.endswith("<|assistant|>") for r in roots)
+    # Without a template, the flag is a one-line error.
+    assert main(["search", "--task", "arith", "--model", str(tiny_model_dir), "--chat-template"]) == 2

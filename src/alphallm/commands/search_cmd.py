@@ -50,6 +50,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, help="problems searched together")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--dtype", default="auto", help="float32, bfloat16, float16 or auto (fp32 on CPU, bf16/fp16 on GPU)"
+    )
+    p.add_argument(
+        "--chat-template",
+        action="store_true",
+        help="wrap prompts in the tokenizer's chat template (instruction-tuned models; off for base models)",
+    )
     p.add_argument("--save-trees", metavar="DIR", help="write every tree as JSON (one file per problem)")
     p.add_argument("--out", help="JSON results (default runs/search/<task>-<model>-<method>.json)")
     add_ray_arguments(p)
@@ -147,6 +155,15 @@ def _pairs(items: list[str], flag: str, convert: Any) -> dict[str, Any]:
     return out
 
 
+def _with_chat_template(task: Any, model: str) -> Any:
+    """The task with its prompts in ``model``'s chat template (the tokenizer alone is loaded)."""
+    from transformers import AutoTokenizer
+
+    from alphallm.lm.hf import resolve_model_path, with_chat_template
+
+    return with_chat_template(task, AutoTokenizer.from_pretrained(resolve_model_path(model)))
+
+
 def _load_yaml(path: str) -> dict[str, Any]:
     import yaml
 
@@ -174,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     problems = select_problems(task, args)
     model = args.model or f"{task.name}-base"
+    if args.chat_template:
+        task = _with_chat_template(task, model)
     out = Path(args.out or f"runs/search/{task.name}-{Path(model).name}-{args.method}.json")
     with progress_bar(f"{args.method} {task.name}", len(problems)) as advance:
         if distributed.enabled:
@@ -191,14 +210,19 @@ def run(args: argparse.Namespace) -> int:
                 keep_trees=bool(args.save_trees),
                 progress=advance,
                 device=args.device,
+                dtype=args.dtype,
             )
         else:
             report = solve(
                 task,
                 problems,
-                policy=load_lm(model, device=args.device),
+                policy=load_lm(model, device=args.device, dtype=args.dtype),
                 config=config,
-                rollout_lm=load_lm(args.rollout_model, device=args.device) if args.rollout_model else None,
+                rollout_lm=(
+                    load_lm(args.rollout_model, device=args.device, dtype=args.dtype)
+                    if args.rollout_model
+                    else None
+                ),
                 keep_trees=bool(args.save_trees),
                 progress=advance,
                 device=args.device,

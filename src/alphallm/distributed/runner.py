@@ -67,6 +67,7 @@ def solve_on_ray(
     keep_trees: bool = False,
     progress: Callable[[int], None] | None = None,
     device: str | None = None,
+    dtype: str | None = None,
     crash_once: tuple[int, str] | None = None,
 ) -> SolveReport:
     """Like ``solve`` (same results for the same seed), with the problems sharded over
@@ -86,6 +87,9 @@ def solve_on_ray(
         "rollout_model": rollout_model,
         "config": config.to_dict(),
         "keep_trees": keep_trees,
+        "dtype": dtype,
+        # The prompt as the task writes it: a chat template changes every state the search sees.
+        "prompt": task.format_prompt(problems[0]) if problems else None,
     }
     store = ChunkStore(out_dir, work)
     done: dict[int, dict[str, Any]] = {}
@@ -105,6 +109,7 @@ def solve_on_ray(
                 "model": model,
                 "rollout_model": rollout_model,
                 "device": device,
+                "dtype": dtype,
                 "crash_once": crash_once,
             }
             _run_chunks(todo, problems, config, ray_config, store, done, actor_options, keep_trees, progress)

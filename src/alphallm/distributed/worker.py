@@ -23,7 +23,7 @@ class SolveWorker:
         task: the task (pickled to the actor as it is, so custom tasks work too).
         model: policy model name or directory; ``rollout_model`` likewise, or None.
         device: ``None``/``auto``: the GPU Ray assigned to the actor when ``gpus`` > 0, else the CPU
-            (never a GPU the actor did not reserve).
+            (never a GPU the actor did not reserve). ``dtype``: as ``load_lm`` (auto: fp32 on CPU).
         threads: torch CPU threads; one per reserved CPU, or actors sharing a machine thrash.
         crash_once: a test hook ``(chunk index, marker file)``: the first actor to start that chunk
             exits its process abruptly (as a killed or OOM-ed worker would), once per marker file.
@@ -36,6 +36,7 @@ class SolveWorker:
         *,
         rollout_model: str | None = None,
         device: str | None = None,
+        dtype: str | None = None,
         threads: int = 1,
         gpus: float = 0.0,
         crash_once: tuple[int, str] | None = None,
@@ -49,8 +50,8 @@ class SolveWorker:
             device = "cuda" if gpus > 0 else "cpu"
         self.task = task
         self.device = device
-        self.policy = load_lm(model, device=device)
-        self.rollout_lm = load_lm(rollout_model, device=device) if rollout_model else None
+        self.policy = load_lm(model, device=device, dtype=dtype)
+        self.rollout_lm = load_lm(rollout_model, device=device, dtype=dtype) if rollout_model else None
         self.crash_once = crash_once
 
     def ready(self) -> bool:
