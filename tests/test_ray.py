@@ -103,7 +103,8 @@ def test_two_workers_one_crashing_equal_one_process_and_the_cli_resumes_from_dis
     assert saved == [{k: v for k, v in row.items() if k != "tree"} for row in _rows(single)]
 
     # Other work (here: no trees kept) does not take those chunks.
-    work = {"task": "arith", "model": MODEL, "rollout_model": None, "config": CONFIG.to_dict()}
+    work = {"task": "arith", "model": MODEL, "rollout_model": None, "config": CONFIG.to_dict(), "dtype": None}
+    work["prompt"] = task.format_prompt(problems[0])
     first = plan_chunks(len(problems), batch_size=2, chunk_batches=1)[0]
     assert ChunkStore(chunks, {**work, "keep_trees": True}).load(first, problems[:2]) is not None
     assert ChunkStore(chunks, {**work, "keep_trees": False}).load(first, problems[:2]) is None

@@ -87,7 +87,7 @@ def solve_on_ray(
         "rollout_model": rollout_model,
         "config": config.to_dict(),
         "keep_trees": keep_trees,
-        "dtype": dtype,
+        "dtype": None if dtype in (None, "auto") else dtype,  # auto is the default either way
         # The prompt as the task writes it: a chat template changes every state the search sees.
         "prompt": task.format_prompt(problems[0]) if problems else None,
     }
