@@ -174,3 +174,16 @@ def test_user_problem_files(tmp_path: Path) -> None:
         load_problems(get_task("game24"), tmp_path / "missing.jsonl")
     with pytest.raises(UserError, match="unknown task"):
         get_task("chess")
+
+
+def test_arith_parse_question_never_raises_on_garbage() -> None:
+    # Imagined problems are model output: a shape the canonical reduction cannot walk is refused,
+    # never a crash of the loop (it once was: "(3)+4" raised IndexError inside imagination).
+    task = get_task("arith")
+    for text in ["(3)+4", "2*(3)", "3+(4)", "(((1)))+2", "3(4+5)", "1+2(3)", "((3))4"]:
+        assert task.parse_question(text) is None
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice("0123456789+-*/()") for _ in range(rng.randint(1, 14)))
+        problem = task.parse_question(text)
+        assert problem is None or task.check(problem, f"Answer: {problem.answer}\n")

@@ -104,6 +104,9 @@ def _canonical_path(expression: str, max_value: int) -> list[tuple[str, str, int
             calc, rest, value = reduce_once(current)
         except ZeroDivisionError:
             return None
+        except (IndexError, KeyError, ValueError):
+            # A shape with no canonical step, e.g. "(3)+4" or "2(3)": imagined problems can be anything.
+            return None
         if value.denominator != 1 or not 0 <= value <= max_value:
             return None
         path.append((calc, rest, int(value)))
