@@ -24,6 +24,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="problems decoded together")
+    add_model_arguments(p)
+    p.add_argument("--out", help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json)")
+    p.set_defaults(run=run)
+
+
+def add_model_arguments(p: Any) -> None:
+    """--device, --dtype and --chat-template, shared by the commands that load a policy."""
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument(
         "--dtype", default="auto", help="float32, bfloat16, float16 or auto (fp32 on CPU, bf16/fp16 on GPU)"
@@ -33,8 +40,6 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="wrap prompts in the tokenizer's chat template (instruction-tuned models; off for base models)",
     )
-    p.add_argument("--out", help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json)")
-    p.set_defaults(run=run)
 
 
 def select_problems(task: Any, args: argparse.Namespace) -> list[Any]:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alphallm.commands.eval_cmd import add_model_arguments
 from alphallm.errors import UserError
 
 
@@ -49,15 +50,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--readout", choices=("auto", "most_visited", "best_value", "vote"), help="mcts read-out")
     p.add_argument("--batch-size", type=int, help="problems searched together")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--dtype", default="auto", help="float32, bfloat16, float16 or auto (fp32 on CPU, bf16/fp16 on GPU)"
-    )
-    p.add_argument(
-        "--chat-template",
-        action="store_true",
-        help="wrap prompts in the tokenizer's chat template (instruction-tuned models; off for base models)",
-    )
+    add_model_arguments(p)
     p.add_argument("--save-trees", metavar="DIR", help="write every tree as JSON (one file per problem)")
     p.add_argument("--out", help="JSON results (default runs/search/<task>-<model>-<method>.json)")
     add_ray_arguments(p)
