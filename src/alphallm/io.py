@@ -97,3 +97,18 @@ def load_trees(path: Path) -> list[dict[str, Any]]:
 def read_trees(inputs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Every saved search tree in the files and directories given (``search --save-trees``)."""
     return [tree for path in tree_files(inputs) for tree in load_trees(path)]
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file of settings as a dict; a missing file, bad YAML or a non-mapping is one line."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings")
+    return data

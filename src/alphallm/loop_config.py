@@ -157,17 +157,10 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LoopConfig:
     """A LoopConfig from a YAML file (top-level ``overrides`` win)."""
-    import yaml
+    from alphallm.io import read_yaml_mapping
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of settings")
+    data = read_yaml_mapping(path)
     data.update(overrides or {})
     try:
         return build(LoopConfig, data)

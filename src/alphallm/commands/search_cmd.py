@@ -9,6 +9,7 @@ from typing import Any
 
 from alphallm.commands.eval_cmd import add_model_arguments
 from alphallm.errors import UserError
+from alphallm.io import read_yaml_mapping
 
 
 def add_parser(sub: Any) -> None:
@@ -115,7 +116,7 @@ def build_config(args: argparse.Namespace) -> Any:
     """SolveConfig from an optional YAML file, then the flags on top."""
     from alphallm.solve import SolveConfig
 
-    data: dict[str, Any] = _load_yaml(args.config) if args.config else {}
+    data: dict[str, Any] = read_yaml_mapping(args.config) if args.config else {}
     data["mcts"] = dict(data.get("mcts") or {})
     if args.simulations is not None:
         data["mcts"]["num_simulations"] = args.simulations
@@ -155,20 +156,6 @@ def _with_chat_template(task: Any, model: str) -> Any:
     from alphallm.lm.hf import resolve_model_path, with_chat_template
 
     return with_chat_template(task, AutoTokenizer.from_pretrained(resolve_model_path(model)))
-
-
-def _load_yaml(path: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of settings")
-    return data
 
 
 def run(args: argparse.Namespace) -> int:

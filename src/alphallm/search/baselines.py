@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from alphallm.search.tree import ROOT, Tree
-from alphallm.search.types import EvalRequest, EvaluateFn, ExpandFn, ExpandRequest
+from alphallm.search.types import EvaluateFn, ExpandFn, ExpandRequest
 
 __all__ = ["beam_search", "best_first", "sample_chains"]
 
@@ -53,16 +53,7 @@ def _expand_and_add(
 
 
 def _evaluate(tree: Tree, nodes: list[tuple[int, int]], evaluate_fn: EvaluateFn) -> None:
-    requests = [
-        EvalRequest(
-            tree=b,
-            node=node,
-            parent_state=tree.state(b, int(tree.parent[b, node])),
-            option=tree.options[b][node],  # type: ignore[arg-type]
-            depth=int(tree.depth[b, node]),
-        )
-        for b, node in nodes
-    ]
+    requests = [tree.eval_request(b, node) for b, node in nodes]
     for (b, node), evaluation in zip(nodes, evaluate_fn(requests) if requests else []):
         tree.set_evaluation(b, node, evaluation)
         tree.backup(b, node, evaluation.value)

@@ -252,16 +252,7 @@ def _evaluate_roots(tree: Tree, evaluate_fn: EvaluateFn) -> None:
 def _evaluate(
     tree: Tree, new_nodes: list[tuple[int, int]], evaluate_fn: EvaluateFn, config: MCTSConfig
 ) -> None:
-    requests = [
-        EvalRequest(
-            tree=b,
-            node=node,
-            parent_state=tree.state(b, int(tree.parent[b, node])),
-            option=tree.options[b][node],  # type: ignore[arg-type]
-            depth=int(tree.depth[b, node]),
-        )
-        for b, node in new_nodes
-    ]
+    requests = [tree.eval_request(b, node) for b, node in new_nodes]
     evaluations = evaluate_fn(requests) if requests else []
     if len(evaluations) != len(requests):
         raise ValueError(f"evaluate_fn returned {len(evaluations)} evaluations for {len(requests)} nodes")

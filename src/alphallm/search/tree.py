@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from alphallm.search.types import Evaluation, Option, Rollout
+from alphallm.search.types import EvalRequest, Evaluation, Option, Rollout
 
 __all__ = ["NO_PARENT", "ROOT", "Tree"]
 
@@ -162,6 +162,16 @@ class Tree:
 
     def state(self, b: int, node: int) -> str:
         return self.roots[b] + self.solution(b, node)
+
+    def eval_request(self, b: int, node: int) -> EvalRequest:
+        """What a critic needs to value the (non-root) ``node``: its parent's state and its option."""
+        return EvalRequest(
+            tree=b,
+            node=node,
+            parent_state=self.state(b, int(self.parent[b, node])),
+            option=self.options[b][node],  # type: ignore[arg-type]
+            depth=int(self.depth[b, node]),
+        )
 
     def terminals(self, b: int) -> np.ndarray:
         return np.flatnonzero(self.terminal[b, : self.num_nodes[b]])
