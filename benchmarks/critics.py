@@ -1,11 +1,14 @@
 """Critics trained from search trees: their quality on held-out problems and their effect on search.
 
     python benchmarks/critics.py [--tasks arith game24] [--train-problems 300] [--dev-problems 150]
+                                 [--confidence arith]
 
 For each task, with the shipped base model:
 1. search train-split and dev-split problems with eta-MCTS and fast rollouts, saving the trees
    (the verifier labels every terminal and rollout);
-2. train a value, a PRM and an ORM critic on the train trees (``alphallm train-critic``);
+2. train a value, a PRM and an ORM critic on the train trees (``alphallm train-critic``; for the
+   tasks in ``--confidence``, a frozen backbone whose head also reads the base model's own token
+   log-probs, ``--confidence``: arith's errors are the policy's slips);
 3. measure them on the dev trees (``alphallm eval-critic``): ORM AUC, PRM step AUC, value Spearman
    and calibration;
 4. run eta-MCTS on test problems three ways at the same number of simulations: no critics, the
@@ -79,8 +82,20 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 str(work / f"{task}-{split}-search.json"),
             )
     # 2-3. Critics and their held-out quality.
+    confidence = task in args.confidence
+    suffix = "-confidence" if confidence else ""
+    # A frozen backbone trains only its head: more epochs at a higher rate cost less than full tuning.
+    settings = (
+        ["--confidence", "--epochs", str(args.epochs + 2), "--lr", "1e-3"]
+        if confidence
+        else [
+            "--epochs",
+            str(args.epochs),
+        ]
+    )
+    out["confidence"] = confidence
     for kind in ("value", "prm", "orm"):
-        critic = work / f"{task}-{kind}"
+        critic = work / f"{task}-{kind}{suffix}"
         if not critic.exists():
             _cli(
                 "train-critic",
@@ -92,12 +107,11 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 f"{task}-base",
                 "--out",
                 str(critic),
-                "--epochs",
-                str(args.epochs),
+                *settings,
                 "--max-rows",
                 str(args.max_rows),
             )
-        metrics_path = work / f"{task}-{kind}-dev.json"
+        metrics_path = work / f"{task}-{kind}{suffix}-dev.json"
         _cli(
             "eval-critic",
             "--critic",
@@ -112,11 +126,11 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["search"] = {}
     for mode, extra in SEARCH_MODES.items():
         config = _search_config(task, work, extra)
-        result = work / f"{task}-test-{mode.replace(' ', '-')}.json"
         critic_flags = []
         if mode == "learned critics":
             for kind in ("value", "prm", "orm"):
-                critic_flags += ["--critic", f"{kind}={work / f'{task}-{kind}'}"]
+                critic_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffix}'}"]
+        result = work / f"{task}-test-{mode.replace(' ', '-')}{suffix if critic_flags else ''}.json"
         _cli(
             "search",
             "--task",
@@ -149,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-problems", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-rows", type=int, default=8000)
+    parser.add_argument(
+        "--confidence",
+        nargs="*",
+        default=["arith"],
+        help="tasks whose critics also read the base model's token log-probs (frozen backbone)",
+    )
     parser.add_argument("--work", default="runs/bench-critics")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)

@@ -1,8 +1,9 @@
 """Self-improvement across rounds: the full loop, its ablations, and rejection-sampling self-training.
 
-    python benchmarks/self_improvement.py --tasks arith game24 --variants full rest [--rounds 5]
+    python benchmarks/self_improvement.py --tasks arith game24 --variants full rest [--rounds 5] [--small]
 
-Each variant is the task's config in ``configs/improve/<task>.yaml`` with a patch:
+Each variant is the task's config in ``configs/improve/<task>.yaml`` (``<task>-small.yaml`` with
+``--small``: the sizes a 2-core CPU affords in an hour or two) with a patch:
 
     full            eta-MCTS search, critics refreshed every round, SFT + step-DPO
     frozen_critics  critics trained in round 1, then frozen (as in AlphaLLM)
@@ -15,8 +16,8 @@ Each variant is the task's config in ``configs/improve/<task>.yaml`` with a patc
                     problem, keep the verified ones, SFT; N is set so a round generates about as many
                     tokens as the full loop's search (measured from its round 1)
 
-Runs go to ``runs/bench-improve/<task>-<variant>`` (resumable: re-running continues them). Prints
-a table per task, writes ``self_improvement.json`` and ``self_improvement.png``.
+Runs go to ``runs/bench-improve/<task>[-small]-<variant>`` (resumable: re-running continues them).
+Prints a table per task, writes ``self_improvement[-small].json`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -57,29 +58,30 @@ def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _rest_samples(task: str, work: Path) -> int:
+def _rest_samples(prefix: str, work: Path) -> int:
     """Samples per problem that match the full loop's round-1 search tokens (greedy-sized chains)."""
-    full = work / f"{task}-full"
+    full = work / f"{prefix}-full"
     search = json.loads((full / "round-1" / "search.json").read_text())
     evaluation = json.loads((full / "round-0" / "eval.json").read_text())
     per_problem = search["generated_tokens"] / max(1, search["problems"])
     return max(2, round(per_problem / max(1.0, evaluation["greedy"]["tokens_per_problem"])))
 
 
-def run_variant(task: str, variant: str, rounds: int, work: Path) -> list[dict[str, Any]]:
-    base = yaml.safe_load((ROOT / "configs" / "improve" / f"{task}.yaml").read_text())
+def run_variant(task: str, variant: str, rounds: int, work: Path, small: bool) -> list[dict[str, Any]]:
+    prefix = f"{task}-small" if small else task
+    base = yaml.safe_load((ROOT / "configs" / "improve" / f"{prefix}.yaml").read_text())
     config = _merge(base, VARIANTS[variant])
-    config.update(name=f"{task}-{variant}", out_dir=str(work), rounds=rounds)
+    config.update(name=f"{prefix}-{variant}", out_dir=str(work), rounds=rounds)
     if variant == "rest":
-        config["search"]["samples"] = _rest_samples(task, work)
-    path = work / f"{task}-{variant}.yaml"
+        config["search"]["samples"] = _rest_samples(prefix, work)
+    path = work / f"{prefix}-{variant}.yaml"
     work.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    run_dir = work / f"{task}-{variant}"
+    run_dir = work / f"{prefix}-{variant}"
     args = ["improve", "--config", str(path)] + (["--resume"] if run_dir.exists() else [])
     print("$ alphallm " + " ".join(args), flush=True)
     if alphallm(args) != 0:
-        raise SystemExit(f"{task}-{variant} failed")
+        raise SystemExit(f"{prefix}-{variant} failed")
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=["arith", "game24"])
     parser.add_argument("--variants", nargs="+", default=["full", "rest"], choices=list(VARIANTS))
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--small", action="store_true", help="the reduced configs (configs/improve/<task>-small.yaml)"
+    )
     parser.add_argument("--work", default="runs/bench-improve")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -124,17 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task in args.tasks:
-        results[task] = {variant: run_variant(task, variant, args.rounds, work) for variant in variants}
+        results[task] = {
+            variant: run_variant(task, variant, args.rounds, work, args.small) for variant in variants
+        }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "self_improvement.json").write_text(json.dumps(results, indent=2))
-    plot(results, out / "self_improvement.png")
+    stem = "self_improvement-small" if args.small else "self_improvement"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / f"{stem}.png")
     for task, by_variant in results.items():
         print(f"\n{task}: test accuracy per round (greedy / eta-MCTS)")
         for variant, metrics in by_variant.items():
             cells = "  ".join(f"{m['greedy']['accuracy']:.2f}/{m['mcts']['accuracy']:.2f}" for m in metrics)
             print(f"  {variant:15s} {cells}")
-    print(f"\nwrote {out / 'self_improvement.json'} and {out / 'self_improvement.png'}")
+    print(f"\nwrote {out / stem}.json and {out / stem}.png")
     return 0
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from alphallm.critics.base import CriticInput
 from alphallm.critics.combine import combine
 from alphallm.critics.implicit_q import ImplicitQCritic, split_last_option
-from alphallm.critics.learned import CriticModel, LearnedCritic
+from alphallm.critics.learned import CriticModel, LearnedCritic, confidence_features, encode_batch
 from alphallm.critics.metrics import auc, expected_calibration_error, spearman
 from alphallm.critics.tool import ToolCritic
 from alphallm.lm.hf import load_causal_lm
@@ -126,3 +127,68 @@ def test_implicit_q_is_zero_against_itself_and_antisymmetric(tiny_model_dir: Pat
     scores = ImplicitQCritic(task, a, b, beta=0.1).score(items)
     assert (scores[0] > 0.5) == (forward[0] > forward[1])  # type: ignore[operator]
     assert split_last_option("x\ny\n") == ("x\n", "y\n")
+
+
+def test_confidence_features_read_only_the_marked_tokens() -> None:
+    logp = torch.tensor([[-9.0, -0.5, -2.0, -0.1], [-9.0, -9.0, -9.0, -9.0]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 0]])
+    features = confidence_features(logp, mask)
+    # min -2 (the prompt's -9 is ignored), mean -2.6/3, sum -2.6, one token below -1.
+    assert features[0].tolist() == pytest.approx([-2.0 / 5, -2.6 / 3, -2.6 / 20, 1 / 4])
+    assert features[1].tolist() == [0.0, 0.0, 0.0, 0.0]  # nothing marked: the root's empty solution
+
+
+def _slip_rows(n: int, seed: int) -> tuple[list[LabelRow], list[Any]]:
+    """arith solutions from a noisy teacher, labelled by the checker: a wrong answer always comes
+    from a slipped calculation, a token the shipped base model finds unlikely."""
+    task = get_task("arith")
+    rng = random.Random(seed)
+    problems = task.generate(rng, n)
+    rows = []
+    for i, problem in enumerate(problems):
+        solution = task.teacher_solution(problem, rng, noise=0.25)
+        rows.append(
+            LabelRow(
+                task.format_prompt(problem),
+                solution,
+                float(bool(task.check(problem, solution))),
+                group=f"g{i}",
+            )
+        )
+    return rows, problems
+
+
+def test_a_confidence_critic_sees_the_policys_slips_with_its_backbone_frozen(tmp_path: Path) -> None:
+    from alphallm.lm.hf import resolve_model_path
+
+    base, tokenizer = load_causal_lm(resolve_model_path("arith-base"))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    rows, _ = _slip_rows(240, 0)
+    assert 0.2 < sum(r.target for r in rows) / len(rows) < 0.8
+    config = CriticTrainConfig(epochs=6, lr=3e-3, batch_size=32, holdout=0.25, seed=0, confidence=True)
+    model, metrics = train_critic(rows, base=base, tokenizer=tokenizer, kind="orm", config=config)
+    assert metrics["held_out"]["auc"] > 0.85  # 0.68 without the features (full fine-tuning)
+    assert metrics["trainable_parameters"] == sum(p.numel() for p in model.head.parameters())
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())  # the backbone is untouched
+    model.save(tmp_path / "critic", tokenizer, {"base": "arith-base"})
+    loaded, tokenizer2, meta = CriticModel.load(tmp_path / "critic")
+    assert meta["confidence"] is True and loaded.confidence
+    fresh, _ = _slip_rows(16, 1)
+    assert predict(loaded, tokenizer2, fresh) == pytest.approx(predict(model, tokenizer, fresh), abs=1e-6)
+
+
+def test_a_lora_confidence_critic_reads_the_base_without_its_adapters(tiny_model_dir: Path) -> None:
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    reference, _ = load_causal_lm(str(tiny_model_dir))
+    rows = _synthetic_rows(64, 0)
+    config = CriticTrainConfig(epochs=2, lr=1e-2, batch_size=16, holdout=0.0, lora_r=4, confidence=True)
+    model, _ = train_critic(rows, base=base, tokenizer=tokenizer, kind="value", config=config)
+    batch = encode_batch(tokenizer, ["Q: x\n"], ["123\n"], torch.device("cpu"))
+    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        adapted = model.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        plain = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert not torch.allclose(adapted, plain, atol=1e-4)  # the adapters did train
+    expected = torch.log_softmax(plain[:, :-1], -1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    got = model._token_logprobs(batch["input_ids"], batch["attention_mask"], positions, None)  # type: ignore[arg-type]
+    assert got == pytest.approx(expected, abs=1e-5)

@@ -29,6 +29,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--lora-r", type=int, default=0, help="LoRA rank of the backbone (0: full fine-tuning, the default)"
     )
+    p.add_argument(
+        "--confidence",
+        action="store_true",
+        help="also read the base model's own token log-probs of the solution (its slips); "
+        "the backbone stays frozen (with --lora-r: features from the base without adapters)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument(
         "--dtype",
@@ -81,6 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
             max_rows=args.max_rows,
             seed=args.seed,
             lora_r=args.lora_r,
+            confidence=args.confidence,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

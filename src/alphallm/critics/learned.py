@@ -8,11 +8,19 @@ One architecture serves the three critics of AlphaLLM (§4.4); they differ in th
 - ``orm``: whether a complete solution is right (None on partial ones).
 
 The backbone starts from the policy's base model, as in the paper; the head is
-``Linear(h, h) -> GELU -> Linear(h, 1)`` with a sigmoid. A critic directory holds the backbone
-(``save_pretrained``), its tokenizer, ``head.safetensors`` and ``critic.json``. A LoRA-trained
-backbone (``lora_r > 0``) is stored as its PEFT adapter only, and ``critic.json`` names the base it
-sits on (``lora_base``, an absolute path or hub id): a critic of a 7B policy is then megabytes,
-and loading it needs that base where it was.
+``Linear(h, h) -> GELU -> Linear(h, 1)`` with a sigmoid.
+
+With ``confidence=True`` the head also reads how the *unchanged* base model rated the solution's own
+tokens (min, mean and sum of the token log-probs, and how many fell below -1): a policy's slips
+are its low-probability tokens, which a head on one hidden state cannot see (the hidden state
+predicts the *next* token; it does not record whether the previous one was the likely one).
+Then the backbone stays frozen (only the head trains) or, with LoRA, the features come from
+the base with its adapters switched off, so they keep their meaning while the critic trains.
+
+A critic directory holds the backbone (``save_pretrained``), its tokenizer, ``head.safetensors``
+and ``critic.json``. A LoRA-trained backbone (``lora_r > 0``) is stored as its PEFT adapter only,
+and ``critic.json`` names the base it sits on (``lora_base``, an absolute path or hub id): a critic
+of a 7B policy is then megabytes, and loading it needs that base where it was.
 """
 
 from __future__ import annotations
@@ -30,34 +38,89 @@ from alphallm.errors import UserError
 from alphallm.lm.base import Usage
 from alphallm.train.lora import is_peft_model, unwrap
 
-__all__ = ["KINDS", "CriticModel", "LearnedCritic"]
+__all__ = ["KINDS", "CriticModel", "LearnedCritic", "confidence_features", "encode_batch"]
 
 KINDS = ("value", "prm", "orm")
+N_CONFIDENCE = 4
+
+
+def confidence_features(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 4) from token log-probs (B, L) over the tokens ``mask`` marks: the lowest, the mean,
+    the sum and the number below -1 (a token the model gave under 37%), scaled to about [-3, 3].
+    Zeros when nothing is marked (the empty solution at the root)."""
+    marked = mask.bool()
+    masked = torch.where(marked, logp, torch.zeros_like(logp))
+    count = marked.sum(-1)
+    total = masked.sum(-1)
+    features = [
+        masked.min(-1).values / 5,
+        total / count.clamp(min=1),
+        total / 20,
+        ((logp < -1) & marked).sum(-1) / 4,
+    ]
+    return torch.stack(features, -1).float()
 
 
 class CriticModel(nn.Module):
     """Backbone + scalar head. ``forward`` returns one logit per sequence.  # (B,)"""
 
-    def __init__(self, backbone: Any, kind: str) -> None:
+    def __init__(self, backbone: Any, kind: str, *, confidence: bool = False) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         self.kind = kind
+        self.confidence = confidence
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        inputs = hidden + (N_CONFIDENCE if confidence else 0)
+        self.head = nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        solution_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One logit per sequence (B,). ``solution_mask`` (B, T) marks the solution's tokens (the
+        confidence features are read over them only; the prompt's numbers are random draws)."""
         # The transformer without its LM head: hidden states (B, T, H); left padding puts every
         # sequence's last token in the last column.
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        # A PEFT wrapper's .base_model is its tuner, not the transformer: unwrap first.
-        hidden = (
-            unwrap(self.backbone)
-            .base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
-            .last_hidden_state
-        )
-        return self.head(hidden[:, -1].float()).squeeze(-1)
+        frozen = not any(p.requires_grad for p in self.backbone.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            # A PEFT wrapper's .base_model is its tuner, not the transformer: unwrap first.
+            hidden = (
+                unwrap(self.backbone)
+                .base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
+                .last_hidden_state
+            )
+        pooled = hidden[:, -1].float()
+        if self.confidence:
+            if solution_mask is None:
+                raise ValueError("a confidence critic needs the solution mask (encode_batch with prompts)")
+            logp = self._token_logprobs(input_ids, attention_mask, positions, hidden)
+            pooled = torch.cat([pooled, confidence_features(logp, solution_mask[:, 1:])], -1)
+        return self.head(pooled).squeeze(-1)
+
+    @torch.no_grad()
+    def _token_logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+        hidden: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, T-1): the unchanged base model's log-prob of each token given the ones before it."""
+        model = unwrap(self.backbone)
+        if is_peft_model(self.backbone):  # the base as it was: adapters off
+            with self.backbone.disable_adapter():
+                logits = model(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+                ).logits
+        else:  # frozen backbone: this pass's hidden states are the base's
+            logits = model.get_output_embeddings()(hidden)
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)
+        return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, directory: str | Path, tokenizer: Any, meta: dict[str, Any]) -> None:
@@ -72,7 +135,8 @@ class CriticModel(nn.Module):
             {k: v.contiguous() for k, v in self.head.state_dict().items()},
             str(directory / "head.safetensors"),
         )
-        (directory / "critic.json").write_text(json.dumps({"kind": self.kind, **meta}, indent=2) + "\n")
+        meta = {"kind": self.kind, "confidence": self.confidence, **meta}
+        (directory / "critic.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(
@@ -97,7 +161,7 @@ class CriticModel(nn.Module):
         else:
             backbone, _ = load_causal_lm(directory / "backbone", device=device, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory / "backbone")
-        model = cls(backbone, meta["kind"])
+        model = cls(backbone, meta["kind"], confidence=bool(meta.get("confidence", False)))
         model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
         model.to(pick_device(device)).eval()
         return model, tokenizer, meta
@@ -108,17 +172,36 @@ def _base_path(name: str) -> str:
     return str(Path(name).resolve()) if Path(name).is_dir() else name
 
 
-def encode_batch(tokenizer: Any, texts: Sequence[str], device: torch.device, max_length: int = 1024) -> dict:
-    """Left-padded ids and mask (the last column is every text's last token)."""
-    encoded = [tokenizer(t)["input_ids"][-max_length:] for t in texts]
+def encode_batch(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    solutions: Sequence[str],
+    device: torch.device,
+    max_length: int = 1024,
+) -> dict:
+    """Left-padded ids, attention mask and solution mask of prompt + solution texts (the last
+    column is every text's last token; a text longer than ``max_length`` loses its start)."""
+    encoded, starts = [], []
+    for prompt, solution in zip(prompts, solutions):
+        full = tokenizer(prompt + solution)["input_ids"]
+        start = len(tokenizer(prompt)["input_ids"]) if solution else len(full)
+        cut = max(0, len(full) - max_length)
+        encoded.append(full[cut:])
+        starts.append(max(0, start - cut))
     width = max(len(e) for e in encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, seq in enumerate(encoded):
+    solution_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, (seq, start) in enumerate(zip(encoded, starts)):
         ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
         mask[row, width - len(seq) :] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        solution_mask[row, width - len(seq) + start :] = 1
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "solution_mask": solution_mask.to(device),
+    }
 
 
 class LearnedCritic:
@@ -142,12 +225,13 @@ class LearnedCritic:
         return self.model.kind
 
     @torch.no_grad()
-    def score_texts(self, texts: Sequence[str]) -> list[float]:
-        """Probabilities for full texts (prompt + solution)."""
+    def score_texts(self, prompts: Sequence[str], solutions: Sequence[str]) -> list[float]:
+        """Probabilities for prompt + solution texts."""
         device = next(self.model.parameters()).device
         out: list[float] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = encode_batch(self.tokenizer, texts[start : start + self.batch_size], device)
+        for start in range(0, len(prompts), self.batch_size):
+            end = start + self.batch_size
+            batch = encode_batch(self.tokenizer, prompts[start:end], solutions[start:end], device)
             self.usage.calls += 1
             self.usage.forward_passes += 1
             self.usage.prefill_tokens += int(batch["attention_mask"].sum())
@@ -161,7 +245,9 @@ class LearnedCritic:
             for i, item in enumerate(items)
             if (self.name != "orm" or item.terminal) and (self.name != "prm" or item.solution)
         ]
-        scores = self.score_texts([self.format_prompt(items[i].problem) + items[i].solution for i in wanted])
+        scores = self.score_texts(
+            [self.format_prompt(items[i].problem) for i in wanted], [items[i].solution for i in wanted]
+        )
         out: list[float | None] = [None] * len(items)
         for i, score in zip(wanted, scores):
             out[i] = score

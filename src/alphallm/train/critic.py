@@ -38,6 +38,14 @@ class CriticTrainConfig:
     seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank of the backbone (0: full fine-tuning)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scale alpha (the update is alpha/r * BA)"})
+    confidence: bool = field(
+        default=False,
+        metadata={
+            "help": "also feed the head the base model's own token log-probs of the solution (min, mean, "
+            "sum, slips); the backbone then stays frozen, or with LoRA the features come from the "
+            "adapter-free base"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -69,7 +77,7 @@ def _batches(rows: list[LabelRow], size: int, rng: random.Random) -> list[list[L
 def _loss(
     model: CriticModel, tokenizer: Any, batch: Sequence[LabelRow], device: torch.device
 ) -> torch.Tensor:
-    logits = model(**encode_batch(tokenizer, [r.text for r in batch], device))
+    logits = model(**encode_batch(tokenizer, [r.prompt for r in batch], [r.solution for r in batch], device))
     targets = torch.tensor([r.target for r in batch], device=device)
     weights = torch.tensor([r.weight for r in batch], device=device)
     losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -84,7 +92,8 @@ def predict(
     device = next(model.parameters()).device
     out: list[float] = []
     for start in range(0, len(rows), batch_size):
-        batch = encode_batch(tokenizer, [r.text for r in rows[start : start + batch_size]], device)
+        chunk = rows[start : start + batch_size]
+        batch = encode_batch(tokenizer, [r.prompt for r in chunk], [r.solution for r in chunk], device)
         out.extend(torch.sigmoid(model(**batch)).tolist())
     return out
 
@@ -120,7 +129,9 @@ def train_critic(
     device = next(base.parameters()).device
     if config.lora_r:
         base = add_lora(base, r=config.lora_r, alpha=config.lora_alpha)
-    model = CriticModel(base, kind)
+    elif config.confidence:  # the features must keep meaning what the base model thinks
+        base.requires_grad_(False)
+    model = CriticModel(base, kind, confidence=config.confidence)
     model.to(device)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
