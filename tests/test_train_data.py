@@ -45,3 +45,20 @@ def test_dpo_pairs_start_at_a_shared_state_and_end_at_terminals() -> None:
     assert pair.rejected.startswith("3*4=13 -> 2+13\n")
     assert pair.rejected.endswith("\n")
     assert dpo_pairs([_tree()], min_gap=1.01) == []
+    assert pair.terminal  # EOS follows both sides
+
+
+def test_step_dpo_pairs_are_the_two_sibling_options_without_eos() -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    from alphallm.lm.tokenizer import build_char_tokenizer
+    from alphallm.train.common import encode_pairs
+
+    (pair,) = dpo_pairs([_tree()], min_gap=0.5, span="step")
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Q: 2+3*4\n", "3*4=12 -> 2+12\n", "3*4=13 -> 2+13\n")
+    assert not pair.terminal
+    tokenizer: PreTrainedTokenizerFast = build_char_tokenizer()
+    batch = encode_pairs(tokenizer, [pair.prompt] * 2, [pair.chosen] * 2, add_eos=[pair.terminal, True])
+    learned = [row[mask.bool()].tolist() for row, mask in zip(batch.input_ids, batch.completion_mask)]
+    assert learned[0] == tokenizer(pair.chosen, add_special_tokens=False)["input_ids"]
+    assert learned[1] == learned[0] + [tokenizer.eos_token_id]

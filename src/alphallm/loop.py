@@ -198,7 +198,9 @@ class Loop:
         trees = self._trees(range(k, k + 1))
         learn = self.config.learn
         rows = sft_rows(trees, per_problem=learn.solutions_per_problem)
-        pairs = dpo_pairs(trees, min_gap=learn.dpo_min_gap, per_tree=learn.dpo_pairs_per_tree)
+        pairs = dpo_pairs(
+            trees, min_gap=learn.dpo_min_gap, per_tree=learn.dpo_pairs_per_tree, span=learn.dpo_span
+        )
         solved = sum(1 for t in trees if any(n.get("verified") for n in t["nodes"]) or _rollout_solved(t))
         return {"sft": rows, "pairs": [asdict(p) for p in pairs], "problems": len(trees), "solved": solved}
 

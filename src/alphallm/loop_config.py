@@ -63,6 +63,17 @@ class LearnSettings:
         default=0.5, metadata={"help": "least success-rate gap between paired siblings"}
     )
     dpo_pairs_per_tree: int = field(default=4, metadata={"help": "most pairs taken from one tree"})
+    dpo_span: str = field(
+        default="completion",
+        metadata={
+            "help": "what a DPO pair compares: 'completion' (both sides continued to a terminal) or "
+            "'step' (the two sibling options only, Step-DPO)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.dpo_span not in ("completion", "step"):
+            raise ValueError(f"learn.dpo_span must be 'completion' or 'step', not {self.dpo_span!r}")
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,19 @@ def encode_pairs(
     prompts: Sequence[str],
     completions: Sequence[str],
     *,
-    add_eos: bool = True,
+    add_eos: bool | Sequence[bool] = True,
     max_length: int = 1024,
     device: torch.device | None = None,
 ) -> PairBatch:
     """Prompt and completion are tokenised apart (no merge across the boundary); EOS ends a
-    completion only when ``add_eos`` — right for complete solutions, wrong for a single step."""
+    completion only when ``add_eos`` (one flag, or one per row) — right for complete solutions,
+    wrong for a single step."""
+    eos = [add_eos] * len(prompts) if isinstance(add_eos, bool) else list(add_eos)
     rows = []
-    for prompt, completion in zip(prompts, completions):
+    for prompt, completion, with_eos in zip(prompts, completions, eos):
         prompt_ids = list(tokenizer(prompt)["input_ids"])
         completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-        if add_eos:
+        if with_eos:
             completion_ids.append(tokenizer.eos_token_id)
         ids = (prompt_ids + completion_ids)[:max_length]
         rows.append((ids, min(len(prompt_ids), len(ids))))

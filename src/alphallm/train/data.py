@@ -4,8 +4,10 @@
   the highest critic score, deduplicated (AlphaLLM §4.5 keeps one; ``per_problem`` keeps more).
 - Step-DPO pairs (r->Q*; qstar.md §4.2): at a node with two rated children, the child with the
   higher verified success rate (and a correct completion below it) against one with a clearly lower
-  rate (and a wrong completion below it). Both sides continue to a terminal, so each starts at the
-  shared state and ends at a real end of solution.
+  rate (and a wrong completion below it). ``span="completion"`` (the default) continues both sides to
+  a terminal, so each ends at a real end of solution (r->Q*); ``span="step"`` keeps only the two
+  sibling options (Step-DPO, Lai et al.: the loss sits on the step that differs, and no EOS follows
+  it). The verified completions decide the pair either way.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from alphallm.train.dpo import Pair
 from alphallm.train.labels import success_counts
 
-__all__ = ["Completion", "complete_solutions", "dpo_pairs", "sft_rows"]
+__all__ = ["SPANS", "Completion", "complete_solutions", "dpo_pairs", "sft_rows"]
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,21 @@ def _subtree(nodes: dict[int, Mapping[str, Any]], root: int) -> set[int]:
     return out
 
 
+SPANS = ("step", "completion")
+
+
 def dpo_pairs(
-    trees: Iterable[Mapping[str, Any]], *, min_gap: float = 0.5, min_samples: int = 1, per_tree: int = 4
+    trees: Iterable[Mapping[str, Any]],
+    *,
+    min_gap: float = 0.5,
+    min_samples: int = 1,
+    per_tree: int = 4,
+    span: str = "completion",
 ) -> list[Pair]:
-    """Sibling preference pairs completed to terminals (at most one per parent, ``per_tree`` per tree)."""
+    """Sibling preference pairs, each grounded in a verified-correct and a wrong completion (at most
+    one per parent, ``per_tree`` per tree); see the module docstring for ``span``."""
+    if span not in SPANS:
+        raise ValueError(f"span must be one of {SPANS}")
     pairs: list[Pair] = []
     for tree in trees:
         nodes = {int(n["id"]): n for n in tree["nodes"]}
@@ -114,7 +127,13 @@ def dpo_pairs(
             bad = _pick(completions, _subtree(nodes, worst), prefix, verified=False)
             if good is None or bad is None or good == bad:
                 continue
-            pairs.append(Pair(tree["root"] + prefix, good, bad))
+            if span == "step":
+                if nodes[best]["text"] == nodes[worst]["text"]:  # duplicate siblings: no preference
+                    continue
+                both_end = bool(nodes[best].get("terminal")) and bool(nodes[worst].get("terminal"))
+                pairs.append(Pair(tree["root"] + prefix, nodes[best]["text"], nodes[worst]["text"], both_end))
+            else:
+                pairs.append(Pair(tree["root"] + prefix, good, bad))
             made += 1
             if made >= per_tree:
                 break

@@ -5,8 +5,9 @@ The traps of TRL's DPOTrainer are avoided by construction (../shared/papers/qsta
   reloaded from ``config._name_or_path``; its log-probs are computed once, up front (so
   ``ref_model=None`` can mean "the starting weights", which with LoRA is the base with its fresh
   adapters at zero: no second copy of a big model);
-- each pair starts at the same state (prompt + the shared prefix) and both sides are completed to a
-  terminal, so the EOS appended to them is genuine (r->Q* assumes trajectories end at terminals);
+- each pair starts at the same state (prompt + the shared prefix); EOS is appended only to a pair
+  whose sides end at terminals (r->Q* assumes trajectories end there), never to a single step
+  (TRL appends it to every string, so a step would be taught to end the solution);
 - everything stays in fp32 on CPU;
 - with ``lora_r > 0`` only LoRA adapters are trained, then merged into the model (``train/lora.py``).
 Loss: ``-log sigmoid(beta * [(log pi - log ref)(chosen) - (log pi - log ref)(rejected)])``, plus an
@@ -33,11 +34,13 @@ __all__ = ["DPOConfig", "Pair", "dpo"]
 
 @dataclass(frozen=True)
 class Pair:
-    """A preference at one state: ``prompt`` is the problem prompt plus the shared solution prefix."""
+    """A preference at one state: ``prompt`` is the problem prompt plus the shared solution prefix.
+    ``terminal``: both sides end a solution (EOS follows them); False for a pair of single steps."""
 
     prompt: str
     chosen: str
     rejected: str
+    terminal: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,17 +67,27 @@ class DPOConfig:
 def _logps(model: Any, tokenizer: Any, pairs: Sequence[Pair], config: DPOConfig) -> tuple[torch.Tensor, ...]:
     """Summed log-probs of chosen and rejected completions, and the chosen token counts."""
     device = next(model.parameters()).device
-    prompts = [p.prompt for p in pairs]
+    prompts, eos = [p.prompt for p in pairs], [p.terminal for p in pairs]
     chosen, chosen_count = sequence_logprobs(
         model,
         encode_pairs(
-            tokenizer, prompts, [p.chosen for p in pairs], max_length=config.max_length, device=device
+            tokenizer,
+            prompts,
+            [p.chosen for p in pairs],
+            add_eos=eos,
+            max_length=config.max_length,
+            device=device,
         ),
     )
     rejected, _ = sequence_logprobs(
         model,
         encode_pairs(
-            tokenizer, prompts, [p.rejected for p in pairs], max_length=config.max_length, device=device
+            tokenizer,
+            prompts,
+            [p.rejected for p in pairs],
+            add_eos=eos,
+            max_length=config.max_length,
+            device=device,
         ),
     )
     return chosen, rejected, chosen_count
