@@ -82,3 +82,12 @@ def test_orm_rows_and_sibling_pairs() -> None:
     pairs = sibling_pairs([_tree()], min_samples=1)
     assert len(pairs) == 1
     assert pairs[0].better == "3*4=12 -> 2+12\n" and pairs[0].gap == 1.0
+
+
+def test_identical_siblings_make_no_pair() -> None:
+    tree = _tree()
+    tree["nodes"][2]["text"] = tree["nodes"][1]["text"]  # a re-sampled duplicate whose rollouts failed
+    (pair,) = sibling_pairs([tree], min_samples=1)
+    assert (pair.better, pair.worse) == ("3*4=12 -> 2+12\n", "2+3=5 -> 5*4\n")  # the pruned step instead
+    tree["nodes"][0]["children"] = [1, 2]
+    assert sibling_pairs([tree], min_samples=1) == []

@@ -170,7 +170,12 @@ def sibling_pairs(
             ]
             if len(rated) < 2:
                 continue
-            (low, worst), (high, best) = min(rated), max(rated)
+            high, best = max(rated)
+            # An identical sibling (a re-sampled duplicate) differs only by rollout luck: not a rival.
+            rivals = [(rate, c) for rate, c in rated if nodes[c]["text"] != nodes[best]["text"]]
+            if not rivals:
+                continue
+            low, worst = min(rivals)
             if high - low >= min_gap:
                 pairs.append(
                     SiblingPair(
