@@ -68,28 +68,15 @@ def _logps(model: Any, tokenizer: Any, pairs: Sequence[Pair], config: DPOConfig)
     """Summed log-probs of chosen and rejected completions, and the chosen token counts."""
     device = next(model.parameters()).device
     prompts, eos = [p.prompt for p in pairs], [p.terminal for p in pairs]
-    chosen, chosen_count = sequence_logprobs(
-        model,
-        encode_pairs(
-            tokenizer,
-            prompts,
-            [p.chosen for p in pairs],
-            add_eos=eos,
-            max_length=config.max_length,
-            device=device,
-        ),
-    )
-    rejected, _ = sequence_logprobs(
-        model,
-        encode_pairs(
-            tokenizer,
-            prompts,
-            [p.rejected for p in pairs],
-            add_eos=eos,
-            max_length=config.max_length,
-            device=device,
-        ),
-    )
+
+    def side(completions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = encode_pairs(
+            tokenizer, prompts, completions, add_eos=eos, max_length=config.max_length, device=device
+        )
+        return sequence_logprobs(model, batch)
+
+    chosen, chosen_count = side([p.chosen for p in pairs])
+    rejected, _ = side([p.rejected for p in pairs])
     return chosen, rejected, chosen_count
 
 
