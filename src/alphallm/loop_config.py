@@ -18,6 +18,7 @@ from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
 from alphallm.solve import SolveConfig
 from alphallm.train.critic import CriticTrainConfig
+from alphallm.train.data import SPANS
 from alphallm.train.dpo import DPOConfig
 from alphallm.train.sft import SFTConfig
 
@@ -72,8 +73,8 @@ class LearnSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.dpo_span not in ("completion", "step"):
-            raise ValueError(f"learn.dpo_span must be 'completion' or 'step', not {self.dpo_span!r}")
+        if self.dpo_span not in SPANS:
+            raise ValueError(f"learn.dpo_span must be one of {SPANS}, not {self.dpo_span!r}")
 
 
 @dataclass(frozen=True)
