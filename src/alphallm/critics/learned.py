@@ -36,6 +36,7 @@ from torch import nn
 from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
 from alphallm.lm.base import Usage
+from alphallm.lm.hf import token_logprobs
 from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = ["KINDS", "CriticModel", "LearnedCritic", "confidence_features", "encode_batch"]
@@ -119,8 +120,7 @@ class CriticModel(nn.Module):
                 ).logits
         else:  # frozen backbone: this pass's hidden states are the base's
             logits = model.get_output_embeddings()(hidden)
-        logp = torch.log_softmax(logits[:, :-1].float(), -1)
-        return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        return token_logprobs(logits, input_ids)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, directory: str | Path, tokenizer: Any, meta: dict[str, Any]) -> None:

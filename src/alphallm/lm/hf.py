@@ -32,14 +32,22 @@ __all__ = [
     "pick_device",
     "pick_dtype",
     "resolve_model_path",
+    "token_logprobs",
     "with_chat_template",
 ]
+
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DTYPES = ("float32", "bfloat16", "float16")
 T = TypeVar("T")
+
+
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T-1): log p(token t+1 | tokens up to t) from logits (B, T, V) over ``input_ids`` (B, T)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
 def resolve_model_path(name: str | Path) -> str:
@@ -423,8 +431,6 @@ class TransformersLM:
         self.usage.forward_passes += 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
-        logp = (
-            torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        )  # (B, T-1)
+        logp = token_logprobs(logits, ids)
         width = ids.shape[1]
         return [logp[row, width - 1 - len(c) :].tolist() if c else [] for row, (_, c) in enumerate(pairs)]

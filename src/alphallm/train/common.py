@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from alphallm.lm.hf import token_logprobs
+
 __all__ = ["PairBatch", "encode_pairs", "sequence_logprobs"]
 
 
@@ -56,8 +58,7 @@ def encode_pairs(
 
 def sequence_logprobs(model: Any, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of log pi over each row's completion tokens, and their count. Shapes: (B,), (B,)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-    logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): position t predicts token t+1
-    token_logp = logp.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    token_logp = token_logprobs(logits, batch.input_ids)  # (B, T-1)
     mask = batch.completion_mask[:, 1:].float()
     return (token_logp * mask).sum(-1), mask.sum(-1)
