@@ -85,14 +85,9 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     confidence = task in args.confidence
     suffix = "-confidence" if confidence else ""
     # A frozen backbone trains only its head: more epochs at a higher rate cost less than full tuning.
-    settings = (
-        ["--confidence", "--epochs", str(args.epochs + 2), "--lr", "1e-3"]
-        if confidence
-        else [
-            "--epochs",
-            str(args.epochs),
-        ]
-    )
+    settings = ["--epochs", str(args.epochs)]
+    if confidence:
+        settings = ["--confidence", "--epochs", str(args.epochs + 2), "--lr", "1e-3"]
     out["confidence"] = confidence
     for kind in ("value", "prm", "orm"):
         critic = work / f"{task}-{kind}{suffix}"
