@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alphallm.train.dpo import Pair
-from alphallm.train.labels import success_counts
+from alphallm.train.labels import node_solutions, rated_siblings, success_counts, tree_nodes
 
 __all__ = ["SPANS", "Completion", "complete_solutions", "dpo_pairs", "sft_rows"]
 
@@ -32,18 +32,10 @@ class Completion:
     score: float
 
 
-def _solutions(nodes: dict[int, Mapping[str, Any]]) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for node_id, node in nodes.items():
-        parent = int(node["parent"])
-        out[node_id] = (out[parent] if parent >= 0 else "") + node["text"]
-    return out
-
-
 def complete_solutions(tree: Mapping[str, Any]) -> list[Completion]:
     """Every terminal path and every rollout in the tree, with its verified outcome."""
-    nodes = {int(n["id"]): n for n in tree["nodes"]}
-    solutions = _solutions(nodes)
+    nodes = tree_nodes(tree)
+    solutions = node_solutions(nodes)
     out = []
     for node_id, node in nodes.items():
         if node.get("terminal"):
@@ -107,29 +99,21 @@ def dpo_pairs(
         raise ValueError(f"span must be one of {SPANS}")
     pairs: list[Pair] = []
     for tree in trees:
-        nodes = {int(n["id"]): n for n in tree["nodes"]}
-        solutions, counts = _solutions(nodes), success_counts(tree)
+        nodes = tree_nodes(tree)
+        solutions, counts = node_solutions(nodes), success_counts(tree)
         completions = complete_solutions(tree)
         made = 0
-        for node_id, node in nodes.items():
-            rated = [
-                (counts[c][0] / counts[c][1], int(c))
-                for c in node.get("children", [])
-                if counts[int(c)][1] >= min_samples
-            ]
-            if len(rated) < 2:
+        for node_id in nodes:
+            found = rated_siblings(nodes, counts, node_id, min_samples=min_samples)
+            if found is None or found[0] - found[2] < min_gap:
                 continue
-            (low, worst), (high, best) = min(rated), max(rated)
-            if high - low < min_gap:
-                continue
+            _, best, _, worst = found
             prefix = solutions[node_id]
             good = _pick(completions, _subtree(nodes, best), prefix, verified=True)
             bad = _pick(completions, _subtree(nodes, worst), prefix, verified=False)
             if good is None or bad is None or good == bad:
                 continue
             if span == "step":
-                if nodes[best]["text"] == nodes[worst]["text"]:  # duplicate siblings: no preference
-                    continue
                 both_end = bool(nodes[best].get("terminal")) and bool(nodes[worst].get("terminal"))
                 pairs.append(Pair(tree["root"] + prefix, nodes[best]["text"], nodes[worst]["text"], both_end))
             else:

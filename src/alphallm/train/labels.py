@@ -21,7 +21,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LabelRow", "SiblingPair", "orm_rows", "prm_rows", "sibling_pairs", "success_counts", "value_rows"]
+__all__ = [
+    "LabelRow",
+    "SiblingPair",
+    "orm_rows",
+    "prm_rows",
+    "rated_siblings",
+    "sibling_pairs",
+    "success_counts",
+    "value_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -52,11 +61,11 @@ class SiblingPair:
     group: str = ""
 
 
-def _nodes(tree: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+def tree_nodes(tree: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
     return {int(n["id"]): n for n in tree["nodes"]}
 
 
-def _solutions(nodes: dict[int, Mapping[str, Any]]) -> dict[int, str]:
+def node_solutions(nodes: dict[int, Mapping[str, Any]]) -> dict[int, str]:
     """The text after the prompt at each node (nodes are listed parents first)."""
     out: dict[int, str] = {}
     for node_id, node in nodes.items():
@@ -67,7 +76,7 @@ def _solutions(nodes: dict[int, Mapping[str, Any]]) -> dict[int, str]:
 
 def success_counts(tree: Mapping[str, Any]) -> dict[int, tuple[int, int]]:
     """``node -> (correct, verified)`` over its subtree's terminals, rollouts and pruned steps."""
-    nodes = _nodes(tree)
+    nodes = tree_nodes(tree)
     counts = {node_id: [0, 0] for node_id in nodes}
     for node_id, node in nodes.items():
         own = [0, 0]
@@ -98,7 +107,8 @@ def value_rows(
     """Success-rate targets for every node with at least ``min_samples`` verified outcomes below it."""
     rows = []
     for tree in trees:
-        nodes, solutions, counts = _nodes(tree), _solutions(_nodes(tree)), success_counts(tree)
+        nodes = tree_nodes(tree)
+        solutions, counts = node_solutions(nodes), success_counts(tree)
         for node_id in nodes:
             correct, total = counts[node_id]
             if total >= min_samples:
@@ -118,7 +128,8 @@ def prm_rows(trees: Iterable[Mapping[str, Any]], *, min_samples: int = 2) -> lis
     """Hard step labels: 1 before the first error, 0 at it (see the module docstring)."""
     rows = []
     for tree in trees:
-        nodes, solutions, counts = _nodes(tree), _solutions(_nodes(tree)), success_counts(tree)
+        nodes = tree_nodes(tree)
+        solutions, counts = node_solutions(nodes), success_counts(tree)
         for node_id, node in nodes.items():
             parent = int(node["parent"])
             if parent < 0:
@@ -139,7 +150,8 @@ def orm_rows(trees: Iterable[Mapping[str, Any]]) -> list[LabelRow]:
     rows = []
     seen: set[tuple[str, str]] = set()
     for tree in trees:
-        nodes, solutions = _nodes(tree), _solutions(_nodes(tree))
+        nodes = tree_nodes(tree)
+        solutions = node_solutions(nodes)
         for node_id, node in nodes.items():
             candidates = []
             if node.get("terminal") and node.get("verified") is not None:
@@ -154,6 +166,31 @@ def orm_rows(trees: Iterable[Mapping[str, Any]]) -> list[LabelRow]:
     return rows
 
 
+def rated_siblings(
+    nodes: Mapping[int, Mapping[str, Any]],
+    counts: Mapping[int, tuple[int, int]],
+    node_id: int,
+    *,
+    min_samples: int,
+) -> tuple[float, int, float, int] | None:
+    """``(high, best, low, worst)``: the children of ``node_id`` with the highest and the lowest verified
+    success rate among those with ``min_samples`` outcomes, or None without two distinct ones. An
+    identical sibling (a re-sampled duplicate) differs only by rollout luck, so it is never the rival."""
+    rated = [
+        (counts[int(c)][0] / counts[int(c)][1], int(c))
+        for c in nodes[node_id].get("children", [])
+        if counts[int(c)][1] >= min_samples
+    ]
+    if len(rated) < 2:
+        return None
+    high, best = max(rated)
+    rivals = [(rate, c) for rate, c in rated if nodes[c]["text"] != nodes[best]["text"]]
+    if not rivals:
+        return None
+    low, worst = min(rivals)
+    return high, best, low, worst
+
+
 def sibling_pairs(
     trees: Iterable[Mapping[str, Any]], *, min_samples: int = 2, min_gap: float = 0.3
 ) -> list[SiblingPair]:
@@ -161,22 +198,12 @@ def sibling_pairs(
     by at least ``min_gap``: pairs for ranking losses and step-DPO."""
     pairs = []
     for tree in trees:
-        nodes, solutions, counts = _nodes(tree), _solutions(_nodes(tree)), success_counts(tree)
-        for node_id, node in nodes.items():
-            rated = [
-                (counts[c][0] / counts[c][1], c)
-                for c in node.get("children", [])
-                if counts[c][1] >= min_samples
-            ]
-            if len(rated) < 2:
-                continue
-            high, best = max(rated)
-            # An identical sibling (a re-sampled duplicate) differs only by rollout luck: not a rival.
-            rivals = [(rate, c) for rate, c in rated if nodes[c]["text"] != nodes[best]["text"]]
-            if not rivals:
-                continue
-            low, worst = min(rivals)
-            if high - low >= min_gap:
+        nodes = tree_nodes(tree)
+        solutions, counts = node_solutions(nodes), success_counts(tree)
+        for node_id in nodes:
+            found = rated_siblings(nodes, counts, node_id, min_samples=min_samples)
+            if found is not None and found[0] - found[2] >= min_gap:
+                high, best, low, worst = found
                 pairs.append(
                     SiblingPair(
                         tree["root"],
