@@ -105,3 +105,48 @@ def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixtur
     config.write_text(yaml.safe_dump({**TINY, "rounds": 0}))
     assert main(["improve", "--config", str(config)]) == 2
     assert "rounds must be at least 1" in capsys.readouterr().err
+
+
+def _gate_loop(tmp_path: Path, dev: dict[str, float], *, dpo_ran: bool = True) -> object:
+    """A Loop whose round-1 dev accuracies are given per policy directory name."""
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
+    (loop.round_dir(1)).mkdir(parents=True)
+    (loop.round_dir(1) / "dpo.json").write_text(json.dumps({} if dpo_ran else {"skipped": True}))
+    loop._dev_accuracy = lambda policy: dev[Path(policy).name]  # type: ignore[method-assign]
+    return loop
+
+
+@pytest.mark.parametrize(
+    ("dev", "dpo_ran", "kept", "policy"),
+    [
+        ({"arith-base": 0.5, "policy": 0.4, "sft": 0.6}, True, "sft", "round-1/sft"),  # DPO hurt
+        ({"arith-base": 0.5, "policy": 0.7, "sft": 0.6}, True, "policy", "round-1/policy"),
+        ({"arith-base": 0.5, "policy": 0.6, "sft": 0.6}, True, "policy", "round-1/policy"),  # tie: SFT + DPO
+        ({"arith-base": 0.5, "policy": 0.3, "sft": 0.4}, True, "sft", "arith-base"),  # both worse: rejected
+        ({"arith-base": 0.5, "policy": 0.6}, False, "policy", "round-1/policy"),  # no DPO: one candidate
+    ],
+)
+def test_gate_keeps_the_best_candidate_of_the_round(
+    tmp_path: Path, dev: dict[str, float], dpo_ran: bool, kept: str, policy: str
+) -> None:
+    loop = _gate_loop(tmp_path, dev, dpo_ran=dpo_ran)
+    gate = loop._stage_gate(1)  # type: ignore[attr-defined]
+    assert gate["kept"] == kept
+    assert set(gate["candidates"]) == ({"policy", "sft"} if dpo_ran else {"policy"})
+    (loop.round_dir(1) / "gate.json").write_text(json.dumps(gate))  # type: ignore[attr-defined]
+    assert loop.policy(1).endswith(policy)  # type: ignore[attr-defined]
+
+
+def test_learn_settings_refuse_sft_from_start_without_replay() -> None:
+    from alphallm.errors import UserError
+    from alphallm.loop_config import LoopConfig, build
+
+    config = build(LoopConfig, {**TINY, "learn": {"sft_from": "start"}, "imagine": {"fresh": False}})
+    assert config.learn.sft_from == "start" and not config.imagine.fresh
+    with pytest.raises(UserError, match=r"learn: learn\.sft_from must be one of"):
+        build(LoopConfig, {**TINY, "learn": {"sft_from": "scratch"}})
+    with pytest.raises(UserError, match=r"needs learn\.replay: true"):
+        build(LoopConfig, {**TINY, "learn": {"sft_from": "start", "replay": False}})

@@ -72,11 +72,12 @@ class Loop:
         return self.config.seed * 1_000_003 + k * 100_000 + STAGE_SEEDS[stage]
 
     def policy(self, k: int) -> str:
-        """The policy kept after round k (round 0: the starting policy)."""
+        """The policy kept after round k (round 0: the starting policy): the gate's pick of the
+        round's candidates (``policy``: SFT + DPO, ``sft``: SFT alone), or the one before it."""
         if k == 0:
             return self.config.policy
         gate = json.loads((self.round_dir(k) / "gate.json").read_text())
-        return str(self.round_dir(k) / "policy") if gate["accepted"] else self.policy(k - 1)
+        return str(self.round_dir(k) / gate.get("kept", "policy")) if gate["accepted"] else self.policy(k - 1)
 
     def critics(self, k: int) -> dict[str, str]:
         """The learned critics after round k (none before round 1; frozen ones come from round 1)."""
@@ -155,7 +156,7 @@ class Loop:
         from alphallm.lm import load_lm
 
         settings = self.config.imagine
-        pool = {p.question for j in range(1, k) for p in self._problems(j)}
+        pool = {p.question for j in range(1, k) for p in self._problems(j)} if settings.fresh else set()
         problems, stats = mix_problems(
             self.task,
             load_lm(self.policy(k - 1)),
@@ -208,12 +209,15 @@ class Loop:
         from alphallm.lm.hf import load_causal_lm
         from alphallm.train.sft import sft
 
-        rounds = range(1, k + 1) if self.config.learn.replay else range(k, k + 1)
-        rows = [tuple(r) for j in rounds for r in self._read(j, "data")["sft"]]
-        model, tokenizer = load_causal_lm(self.policy(k - 1), dtype="float32")
+        learn = self.config.learn
+        rounds = range(1, k + 1) if learn.replay else range(k, k + 1)
+        # A problem drawn again in a later round may find a solution it found before: train on it once.
+        rows = list(dict.fromkeys(tuple(r) for j in rounds for r in self._read(j, "data")["sft"]))
+        start = self.config.policy if learn.sft_from == "start" else self.policy(k - 1)
+        model, tokenizer = load_causal_lm(start, dtype="float32")
         metrics: dict[str, Any] = {"rows": 0}
         if rows:
-            config = replace(self.config.learn.sft, seed=self.seed(k, "sft"))
+            config = replace(learn.sft, seed=self.seed(k, "sft"))
             with self.ui.progress(
                 f"round {k} SFT", config.epochs * -(-len(rows) // config.batch_size)
             ) as advance:
@@ -281,10 +285,19 @@ class Loop:
         return out
 
     def _stage_gate(self, k: int) -> dict[str, Any]:
+        """Keeps the round's best candidate on dev if it is not worse than the policy before it.
+        When DPO ran, SFT alone is a candidate too: a DPO step that hurts costs the round nothing."""
         previous = self._dev_accuracy(self.policy(k - 1))
-        candidate = self._dev_accuracy(str(self.round_dir(k) / "policy"))
-        accepted = candidate >= previous - self.config.evaluate.gate_tolerance
-        return {"accepted": accepted, "dev_accuracy": candidate, "previous_dev_accuracy": previous}
+        names = ["policy"] if self._read(k, "dpo").get("skipped") else ["policy", "sft"]
+        scores = {name: self._dev_accuracy(str(self.round_dir(k) / name)) for name in names}
+        kept = max(names, key=lambda name: (scores[name], name == "policy"))  # a tie keeps SFT + DPO
+        return {
+            "accepted": scores[kept] >= previous - self.config.evaluate.gate_tolerance,
+            "kept": kept,
+            "dev_accuracy": scores[kept],
+            "candidates": scores,
+            "previous_dev_accuracy": previous,
+        }
 
     def _evaluate(self, policy: str, critics: dict[str, str], round_: int) -> dict[str, Any]:
         return evaluate_policy(

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+SFT_STARTS = ("previous", "start")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,14 @@ class ImagineSettings:
     )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of imagination"})
     difficulty: dict[str, Any] | None = field(default=None, metadata={"help": "task generator difficulty"})
+    fresh: bool = field(
+        default=True,
+        metadata={
+            "help": "problems must be new against earlier rounds (False: a round may draw earlier rounds' "
+            "problems again and search them with the better policy, as STaR / ReST-EM re-attempt their "
+            "whole set; for tasks with a small problem space such as game24)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.problems < 1 or not 0.0 <= self.imagined_fraction <= 1.0:
@@ -60,6 +69,13 @@ class LearnSettings:
     use_dpo: bool = field(default=True, metadata={"help": "run step-DPO after SFT"})
     solutions_per_problem: int = field(default=2, metadata={"help": "verified solutions kept per problem"})
     replay: bool = field(default=True, metadata={"help": "also train on earlier rounds' SFT rows"})
+    sft_from: str = field(
+        default="previous",
+        metadata={
+            "help": "where each round's SFT starts: 'previous' (the policy kept after the last round) or "
+            "'start' (the starting policy, on every row so far, as ReST-EM: no compounding epochs)"
+        },
+    )
     dpo_min_gap: float = field(
         default=0.5, metadata={"help": "least success-rate gap between paired siblings"}
     )
@@ -75,6 +91,13 @@ class LearnSettings:
     def __post_init__(self) -> None:
         if self.dpo_span not in SPANS:
             raise ValueError(f"learn.dpo_span must be one of {SPANS}, not {self.dpo_span!r}")
+        if self.sft_from not in SFT_STARTS:
+            raise ValueError(f"learn.sft_from must be one of {SFT_STARTS}, not {self.sft_from!r}")
+        if self.sft_from == "start" and not self.replay:
+            raise ValueError(
+                "learn.sft_from: start retrains the starting policy on every round's rows; "
+                "it needs learn.replay: true"
+            )
 
 
 @dataclass(frozen=True)
