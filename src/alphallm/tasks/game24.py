@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from alphallm.tasks.base import Problem, Task, solution_lines
 from alphallm.tasks.expr import ExprError, evaluate_node, format_number, leaves, parse
 
-__all__ = ["Game24Task", "legal_moves", "solve_numbers"]
+__all__ = ["Game24Task", "legal_moves", "sample_solutions", "solve_numbers"]
 
 TARGET = Fraction(24)
 # In a move, a fractional operand is parenthesised so "1/(2/3)" cannot be misread as "(1/2)/3".
@@ -100,6 +100,32 @@ def solve_numbers(numbers: Sequence[int | Fraction]) -> list[Move] | None:
     """A sequence of moves reaching 24, or None when the puzzle has no solution."""
     found = _solve_sorted(tuple(sorted(Fraction(x) for x in numbers)))
     return None if found is None else list(found)
+
+
+def sample_solutions(numbers: Sequence[int | Fraction], k: int, rng: random.Random) -> list[list[Move]]:
+    """Up to ``k`` distinct move sequences that reach 24, in random order (a depth-first search
+    over shuffled legal moves that stops after ``20 k`` solutions, so large counts stay cheap)."""
+    found: dict[tuple[Move, ...], None] = {}  # equal numbers make the same moves twice: kept once
+    path: list[Move] = []
+
+    def walk(pool: tuple[Fraction, ...]) -> None:
+        if len(found) >= 20 * k:
+            return
+        if len(pool) == 1:
+            if pool[0] == TARGET:
+                found[tuple(path)] = None
+            return
+        moves = legal_moves(pool)
+        rng.shuffle(moves)
+        for i, j, move in moves:
+            path.append(move)
+            walk(tuple(sorted([x for n, x in enumerate(pool) if n not in (i, j)] + [move[3]])))
+            path.pop()
+
+    walk(tuple(sorted(Fraction(x) for x in numbers)))
+    out = [list(moves) for moves in found]
+    rng.shuffle(out)
+    return out[:k]
 
 
 def _wrap(expr: str, prec: int, op: str, right: bool) -> str:
@@ -222,7 +248,7 @@ class Game24Task(Task):
     def solve(self, problem: Problem) -> str | None:
         """A reference solution from the solver, or None if the puzzle is unsolvable."""
         moves = solve_numbers(self._key(problem.question))
-        return None if moves is None else self._write(problem, moves)
+        return None if moves is None else self.write_solution(problem, moves)
 
     def teacher_solution(self, problem: Problem, rng: random.Random, *, noise: float = 0.0) -> str:
         """Random legal moves to the end, then the expression they built (whatever its value).
@@ -244,7 +270,8 @@ class Game24Task(Task):
         lines.append(f"{self.answer_prefix} {expr}={format_number(value)}")
         return "".join(line + "\n" for line in lines)
 
-    def _write(self, problem: Problem, moves: list[Move]) -> str:
+    def write_solution(self, problem: Problem, moves: Sequence[Move]) -> str:
+        """The solution document of a sequence of moves (one line each, then the expression)."""
         pool = _Pool([Fraction(x) for x in self._key(problem.question)])
         lines = []
         for a, op, b, result in moves:
