@@ -61,10 +61,16 @@ def _search_config(task: str, work: Path, extra: dict[str, Any]) -> Path:
 
 def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"task": task}
-    # 1. Trees with many verified outcomes: two sampled rollouts per node.
-    data_config = _search_config(task, work, {"rollouts": 2, "rollout_temperature": 1.0, "batch_size": 64})
+    # 1. Trees with many verified outcomes: sampled rollouts at every node (two by default; more give
+    # success rates with fewer ties and less luck, for training and for measuring).
+    rollouts = args.label_rollouts
+    tag = "" if rollouts == 2 else f"-r{rollouts}"
+    data_config = _search_config(
+        task, work, {"rollouts": rollouts, "rollout_temperature": 1.0, "batch_size": 64}
+    )
+    out["label_rollouts"] = rollouts
     for split, limit in (("train", args.train_problems), ("dev", args.dev_problems)):
-        trees = work / f"{task}-{split}-trees"
+        trees = work / f"{task}-{split}-trees{tag}"
         if not trees.exists():
             _cli(
                 "search",
@@ -79,11 +85,11 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "--save-trees",
                 str(trees),
                 "--out",
-                str(work / f"{task}-{split}-search.json"),
+                str(work / f"{task}-{split}-search{tag}.json"),
             )
     # 2-3. Critics and their held-out quality.
     confidence = task in args.confidence
-    suffix = "-confidence" if confidence else ""
+    suffix = ("-confidence" if confidence else "") + tag
     # A frozen backbone trains only its head: more epochs at a higher rate cost less than full tuning.
     settings = ["--epochs", str(args.epochs)]
     if confidence:
@@ -97,7 +103,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "--kind",
                 kind,
                 "--trees",
-                str(work / f"{task}-train-trees"),
+                str(work / f"{task}-train-trees{tag}"),
                 "--base",
                 f"{task}-base",
                 "--out",
@@ -112,7 +118,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "--critic",
             str(critic),
             "--trees",
-            str(work / f"{task}-dev-trees"),
+            str(work / f"{task}-dev-trees{tag}"),
             "--out",
             str(metrics_path),
         )
@@ -148,6 +154,18 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """Adds this run's results to the file, replacing earlier ones of the same task and settings."""
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["task"], r.get("confidence", False), r.get("label_rollouts", 2)
+
+    kept = json.loads(path.read_text())["results"] if path.exists() else []
+    fresh = {key(r) for r in results}
+    merged = [r for r in kept if key(r) not in fresh] + [{**r, "args": vars(args)} for r in results]
+    path.write_text(json.dumps({"results": merged}, indent=2))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-problems", type=int, default=120)
     parser.add_argument("--test-problems", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--label-rollouts", type=int, default=2, help="sampled rollouts per node in the label trees"
+    )
     parser.add_argument("--max-rows", type=int, default=8000)
     parser.add_argument(
         "--confidence",
@@ -173,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_task(task, args, work) for task in args.tasks]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "critics.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    _save(out / "critics.json", args, results)
     print(f"\n{'task':8s} {'critic':6s} {'AUC':>6s} {'Spearman':>9s} {'ECE':>6s} {'rows':>6s}")
     for r in results:
         for kind in ("value", "prm", "orm"):
