@@ -75,3 +75,20 @@ def test_search_cli_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureF
     config.write_text("sampels: 3\n")
     assert main(["search", "--task", "arith", "--config", str(config)]) == 2
     assert "unknown search setting(s): sampels" in capsys.readouterr().err
+
+
+def test_empty_weights_mean_no_critics(tmp_path: Path) -> None:
+    """``weights: {}`` searches with no critic at all (no verifier sneaks in as a default)."""
+    from alphallm.cli import _build_parser
+    from alphallm.commands.search_cmd import build_config
+
+    def weights_of(text: str | None, *flags: str) -> dict[str, float]:
+        argv = ["search", "--task", "arith", *flags]
+        if text is not None:
+            (tmp_path / "c.yaml").write_text(text)
+            argv += ["--config", str(tmp_path / "c.yaml")]
+        return build_config(_build_parser().parse_args(argv)).weights
+
+    assert weights_of("weights: {}\n") == {}
+    assert weights_of("weights: {}\n", "--weight", "orm=2") == {"orm": 2.0}
+    assert weights_of("rollouts: 1\n") == weights_of(None) == SolveConfig().weights

@@ -124,7 +124,8 @@ def build_config(args: argparse.Namespace) -> Any:
         if getattr(args, flag) is not None:
             data[name] = getattr(args, flag)
     data["critic_dirs"] = {**(data.get("critic_dirs") or {}), **_pairs(args.critic, "--critic", str)}
-    weights = data.get("weights") or {"tool": 1.0, "rollout": 1.0}
+    # ``weights: {}`` means no critics at all; only a missing key takes the default weights.
+    weights = data["weights"] if data.get("weights") is not None else SolveConfig().weights
     data["weights"] = {**weights, **_pairs(args.weight, "--weight", float)}
     for kind in data["critic_dirs"]:
         data["weights"].setdefault(kind, 1.0)
