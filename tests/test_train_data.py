@@ -62,3 +62,12 @@ def test_step_dpo_pairs_are_the_two_sibling_options_without_eos() -> None:
     learned = [row[mask.bool()].tolist() for row, mask in zip(batch.input_ids, batch.completion_mask)]
     assert learned[0] == tokenizer(pair.chosen, add_special_tokens=False)["input_ids"]
     assert learned[1] == learned[0] + [tokenizer.eos_token_id]
+
+
+def test_a_step_the_verifier_rejected_is_a_step_pair_without_a_completion() -> None:
+    tree = _tree()
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    nodes[0]["children"] = [1, 7]  # the only rival of the good step is the pruned one
+    (pair,) = dpo_pairs([tree], min_gap=0.5, span="step")
+    assert (pair.chosen, pair.rejected) == ("3*4=12 -> 2+12\n", "2+3=5 -> 5*4\n")
+    assert dpo_pairs([tree], min_gap=0.5, span="completion") == []  # nothing below it to complete

@@ -111,6 +111,10 @@ def dpo_pairs(
             prefix = solutions[node_id]
             good = _pick(completions, _subtree(nodes, best), prefix, verified=True)
             bad = _pick(completions, _subtree(nodes, worst), prefix, verified=False)
+            # A step the tool verifier rejected is wrong by itself: a step pair needs no completion
+            # below it (with a step verifier, wrong steps are pruned, so they rarely have one).
+            if span == "step" and bad is None and nodes[worst].get("pruned"):
+                bad = nodes[worst]["text"]
             if good is None or bad is None or good == bad:
                 continue
             if span == "step":
