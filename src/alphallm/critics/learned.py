@@ -76,6 +76,11 @@ class CriticModel(nn.Module):
         inputs = hidden + (N_CONFIDENCE if confidence else 0)
         self.head = nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
+    @property
+    def frozen(self) -> bool:
+        """True when only the head trains: the features of a text then never change."""
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -84,11 +89,20 @@ class CriticModel(nn.Module):
     ) -> torch.Tensor:
         """One logit per sequence (B,). ``solution_mask`` (B, T) marks the solution's tokens (the
         confidence features are read over them only; the prompt's numbers are random draws)."""
+        return self.head(self.features(input_ids, attention_mask, solution_mask)).squeeze(-1)
+
+    def features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        solution_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """What the head reads (B, H [+ 4]): the last token's hidden state, and with ``confidence``
+        the base model's log-prob features of the solution."""
         # The transformer without its LM head: hidden states (B, T, H); left padding puts every
         # sequence's last token in the last column.
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        frozen = not any(p.requires_grad for p in self.backbone.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             # A PEFT wrapper's .base_model is its tuner, not the transformer: unwrap first.
             hidden = (
                 unwrap(self.backbone)
@@ -101,7 +115,7 @@ class CriticModel(nn.Module):
                 raise ValueError("a confidence critic needs the solution mask (encode_batch with prompts)")
             logp = self._token_logprobs(input_ids, attention_mask, positions, hidden)
             pooled = torch.cat([pooled, confidence_features(logp, solution_mask[:, 1:])], -1)
-        return self.head(pooled).squeeze(-1)
+        return pooled
 
     @torch.no_grad()
     def _token_logprobs(

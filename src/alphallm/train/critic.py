@@ -135,13 +135,19 @@ def train_critic(
     model.to(device)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # A frozen backbone gives every text the same features in every epoch: read them once.
+    data: _Texts | _Features = (
+        _Features(model, tokenizer, train_rows, held_rows, device)
+        if model.frozen
+        else _Texts(tokenizer, train_rows, held_rows, device)
+    )
     best: tuple[float, dict[str, torch.Tensor] | None] = (math.inf, None)
     history = []
     started, step = time.perf_counter(), 0
     for epoch in range(config.epochs):
         model.train()
-        for batch in _batches(train_rows, config.batch_size, rng):
-            loss = _loss(model, tokenizer, batch, device)
+        for batch in data.batches(config.batch_size, rng):
+            loss = data.loss(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -149,7 +155,7 @@ def train_critic(
             if on_step is not None:
                 on_step(step, loss.item())
             step += 1
-        held_loss = _held_out_loss(model, tokenizer, held_rows, device) if held_rows else -epoch
+        held_loss = data.held_out_loss(model) if held_rows else float(-epoch)
         history.append({"epoch": epoch, "held_out_loss": held_loss})
         if held_loss < best[0]:
             best = (held_loss, snapshot_trainable(model))
@@ -166,8 +172,91 @@ def train_critic(
         "config": asdict(config),
     }
     if held_rows:
-        metrics["held_out"] = critic_metrics(kind, predict(model, tokenizer, held_rows), held_rows)
+        metrics["held_out"] = critic_metrics(kind, data.held_out_scores(model), held_rows)
     return model, metrics
+
+
+class _Texts:
+    """Training rows read through the whole model at every step (the backbone learns too)."""
+
+    def __init__(
+        self, tokenizer: Any, train_rows: list[LabelRow], held_rows: list[LabelRow], device: torch.device
+    ) -> None:
+        self.tokenizer, self.train, self.held, self.device = tokenizer, train_rows, held_rows, device
+
+    def batches(self, size: int, rng: random.Random) -> list[Any]:
+        return _batches(self.train, size, rng)
+
+    def loss(self, model: CriticModel, batch: Any) -> torch.Tensor:
+        return _loss(model, self.tokenizer, batch, self.device)
+
+    def held_out_loss(self, model: CriticModel) -> float:
+        return _held_out_loss(model, self.tokenizer, self.held, self.device)
+
+    def held_out_scores(self, model: CriticModel) -> list[float]:
+        return predict(model, self.tokenizer, self.held)
+
+
+class _Features:
+    """The head's inputs of every training and held-out row, computed once (frozen backbone)."""
+
+    def __init__(
+        self,
+        model: CriticModel,
+        tokenizer: Any,
+        train_rows: Sequence[LabelRow],
+        held_rows: Sequence[LabelRow],
+        device: torch.device,
+    ) -> None:
+        self.train = self._read(model, tokenizer, train_rows, device)
+        self.held = self._read(model, tokenizer, held_rows, device) if held_rows else None
+
+    @staticmethod
+    @torch.no_grad()
+    def _read(
+        model: CriticModel, tokenizer: Any, rows: Sequence[LabelRow], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(features (N, F), targets (N,), weights (N,)), in the rows' order."""
+        model.eval()
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i].text))  # similar lengths: less padding
+        parts: dict[int, torch.Tensor] = {}
+        for start in range(0, len(order), 128):
+            chunk = order[start : start + 128]
+            batch = encode_batch(
+                tokenizer, [rows[i].prompt for i in chunk], [rows[i].solution for i in chunk], device
+            )
+            for i, feature in zip(chunk, model.features(**batch)):
+                parts[i] = feature
+        features = torch.stack([parts[i] for i in range(len(rows))])
+        targets = torch.tensor([r.target for r in rows], device=device)
+        weights = torch.tensor([r.weight for r in rows], device=device)
+        return features, targets, weights
+
+    def batches(self, size: int, rng: random.Random) -> list[Any]:
+        order = list(range(len(self.train[0])))
+        rng.shuffle(order)
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    @staticmethod
+    def _weighted_loss(model: CriticModel, data: tuple[torch.Tensor, ...], index: Any) -> torch.Tensor:
+        features, targets, weights = (t[index] for t in data)
+        logits = model.head(features).squeeze(-1)
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return (losses * weights).sum() / weights.sum()
+
+    def loss(self, model: CriticModel, batch: Any) -> torch.Tensor:
+        return self._weighted_loss(model, self.train, batch)
+
+    @torch.no_grad()
+    def held_out_loss(self, model: CriticModel) -> float:
+        assert self.held is not None
+        model.eval()
+        return self._weighted_loss(model, self.held, slice(None)).item()
+
+    @torch.no_grad()
+    def held_out_scores(self, model: CriticModel) -> list[float]:
+        assert self.held is not None
+        return torch.sigmoid(model.head(self.held[0]).squeeze(-1)).tolist()
 
 
 @torch.no_grad()
