@@ -135,6 +135,7 @@ def train_critic(
     model.to(device)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    started, step = time.perf_counter(), 0
     # A frozen backbone gives every text the same features in every epoch: read them once.
     data: _Texts | _Features = (
         _Features(model, tokenizer, train_rows, held_rows, device)
@@ -143,7 +144,6 @@ def train_critic(
     )
     best: tuple[float, dict[str, torch.Tensor] | None] = (math.inf, None)
     history = []
-    started, step = time.perf_counter(), 0
     for epoch in range(config.epochs):
         model.train()
         for batch in data.batches(config.batch_size, rng):
