@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from alphallm.cli import main
+from alphallm.errors import UserError
 from alphallm.lm import load_lm
 from alphallm.search import MCTSConfig
 from alphallm.solve import METHODS, SolveConfig, solve
@@ -92,3 +93,10 @@ def test_empty_weights_mean_no_critics(tmp_path: Path) -> None:
     assert weights_of("weights: {}\n") == {}
     assert weights_of("weights: {}\n", "--weight", "orm=2") == {"orm": 2.0}
     assert weights_of("rollouts: 1\n") == weights_of(None) == SolveConfig().weights
+    # --critic adds weight 1 to default weights, never to weights the config spells out.
+    assert weights_of(None, "--critic", "prm=p")["prm"] == 1.0
+    assert weights_of("weights: {prm: 1}\n", "--critic", "prm=p") == {"prm": 1.0}
+    only_prm = "weights: {prm: 1}\n"
+    assert weights_of(only_prm, "--critic", "orm=o", "--weight", "orm=0") == {"prm": 1.0, "orm": 0.0}
+    with pytest.raises(UserError, match=r"--critic value: .* without 'value'"):
+        weights_of("weights: {prm: 1}\n", "--critic", "value=v")

@@ -124,10 +124,19 @@ def build_config(args: argparse.Namespace) -> Any:
         if getattr(args, flag) is not None:
             data[name] = getattr(args, flag)
     data["critic_dirs"] = {**(data.get("critic_dirs") or {}), **_pairs(args.critic, "--critic", str)}
-    # ``weights: {}`` means no critics at all; only a missing key takes the default weights.
-    weights = data["weights"] if data.get("weights") is not None else SolveConfig().weights
+    # ``weights: {}`` means no critics at all; only a missing key takes the default weights, and only
+    # then does a ``--critic`` get weight 1. Weights the config spells out are kept as they are: a
+    # critic they leave out would silently change the search (a "PRM only" run that also used the
+    # value and ORM heads), so it must get its weight explicitly (0 for an ORM that only scores rollouts).
+    explicit = data.get("weights") is not None
+    weights = data["weights"] if explicit else SolveConfig().weights
     data["weights"] = {**weights, **_pairs(args.weight, "--weight", float)}
     for kind in data["critic_dirs"]:
+        if kind not in data["weights"] and explicit:
+            raise UserError(
+                f"--critic {kind}: {args.config} sets weights without {kind!r}; add it there or pass "
+                f"--weight {kind}=W (0 to load it only for scoring rollouts)"
+            )
         data["weights"].setdefault(kind, 1.0)
     data.update(method=args.method, seed=args.seed)
     try:
