@@ -150,3 +150,19 @@ def test_learn_settings_refuse_sft_from_start_without_replay() -> None:
         build(LoopConfig, {**TINY, "learn": {"sft_from": "scratch"}})
     with pytest.raises(UserError, match=r"needs learn\.replay: true"):
         build(LoopConfig, {**TINY, "learn": {"sft_from": "start", "replay": False}})
+
+
+def test_metrics_are_written_as_rounds_finish(tmp_path: Path) -> None:
+    """Every finished round is in ``metrics.jsonl`` at once; later rounds are simply absent."""
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
+    for k, name in ((0, "eval.json"), (1, "evaluate.json")):
+        loop.round_dir(k).mkdir(parents=True)
+        (loop.round_dir(k) / name).write_text(json.dumps({"greedy": {"accuracy": 0.1 * k}, "seconds": 3}))
+    loop._write_metrics()  # type: ignore[attr-defined]
+    assert _metrics(loop.dir) == [
+        {"round": 0, "greedy": {"accuracy": 0.0}},
+        {"round": 1, "greedy": {"accuracy": 0.1}},
+    ]

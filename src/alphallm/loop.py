@@ -104,6 +104,7 @@ class Loop:
         if not (self.round_dir(0) / "eval.json").exists():
             self.ui.message("round 0: evaluating the starting policy")
             write_json(self.round_dir(0) / "eval.json", self._evaluate(self.policy(0), {}, round_=0))
+        self._write_metrics()
         for k in range(1, self.config.rounds + 1):
             for stage in STAGES:
                 output = self.round_dir(k) / f"{stage}.json"
@@ -114,6 +115,11 @@ class Loop:
                 result = getattr(self, f"_stage_{stage}")(k)
                 result["seconds"] = round(time.perf_counter() - started, 1)
                 write_json(output, result)  # written last: the stage is done
+            self._write_metrics()
+        return self._write_metrics()
+
+    def _write_metrics(self) -> list[dict[str, Any]]:
+        """``metrics.jsonl`` after every round, so a long run can be followed (and plotted) as it goes."""
         metrics = self.metrics()
         write_text(self.dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
         return metrics
