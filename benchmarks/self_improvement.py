@@ -18,6 +18,12 @@ Each variant is the task's config in ``configs/improve/<task>.yaml`` (``<task>-s
 
 Runs go to ``runs/bench-improve/<task>[-small]-<variant>`` (resumable: re-running continues them).
 Prints a table per task, writes ``self_improvement[-small].json`` and ``.png``.
+
+    python benchmarks/self_improvement.py --tasks arith game24 --variants full --summarize
+
+reads the rounds finished so far (the runs may still be going) without running anything, prints a
+markdown table per run (test accuracy, the gate's dev scores, training-search solve rate, data sizes) and
+writes ``self_improvement[-small]-partial.json`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -85,6 +91,64 @@ def run_variant(task: str, variant: str, rounds: int, work: Path, small: bool) -
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def round_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Each finished round's test metrics with what the round trained on and what the gate saw."""
+    metrics = []
+    for k in range(1000):  # read from the round directories: a run still going has no final metrics
+        round_dir = run_dir / f"round-{k}"
+        evaluation = _read(round_dir / ("eval.json" if k == 0 else "evaluate.json"))
+        if not evaluation:
+            break
+        evaluation.pop("seconds", None)
+        m = {"round": k, **evaluation}
+        metrics.append(m)
+        search, data = _read(round_dir / "search.json"), _read(round_dir / "data.json")
+        m["train"] = {
+            "search_accuracy": search.get("accuracy"),
+            "search_tokens": search.get("generated_tokens"),
+            "problems": data.get("problems"),
+            "sft_rows": _read(round_dir / "sft.json").get("rows"),
+            "dpo_pairs": _read(round_dir / "dpo.json").get("pairs"),
+        }
+        m["gate"] = {k: v for k, v in _read(round_dir / "gate.json").items() if k != "seconds"}
+    return metrics
+
+
+def markdown(name: str, records: list[dict[str, Any]]) -> str:
+    """The README's per-run table."""
+
+    def cell(metric: dict[str, Any] | None) -> str:
+        return f"{metric['accuracy']:.2f} ({metric['tokens_per_problem']:.0f} tok)" if metric else "-"
+
+    def gate(g: dict[str, Any]) -> str:
+        if not g:
+            return "-"
+        candidates = ", ".join(f"{k} {v:.2f}" for k, v in sorted(g.get("candidates", {}).items()))
+        verdict = f"kept {g['kept']}" if g.get("accepted") else "rejected"
+        return f"{verdict} (previous {g['previous_dev_accuracy']:.2f}; {candidates})"
+
+    lines = [
+        f"| {name} round | greedy (test) | eta-MCTS + verifier | eta-MCTS + learned critics "
+        "| self-consistency (matched tokens) | gate (dev greedy) | training search solved "
+        "| SFT rows / DPO pairs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in records:
+        t = m["train"]
+        solved = f"{t['search_accuracy']:.2f} of {t['problems']}" if t["search_accuracy"] is not None else "-"
+        data = f"{t['sft_rows']} / {t['dpo_pairs'] if t['dpo_pairs'] is not None else '(no DPO)'}"
+        lines.append(
+            f"| {m['round']} | {cell(m.get('greedy'))} | {cell(m.get('mcts'))} "
+            f"| {cell(m.get('mcts_critics'))} | {cell(m.get('sc'))} | {gate(m['gate'])} | {solved} "
+            f"| {data if t['sft_rows'] else '-'} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:
     import matplotlib
 
@@ -120,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--small", action="store_true", help="the reduced configs (configs/improve/<task>-small.yaml)"
     )
+    parser.add_argument(
+        "--summarize", action="store_true", help="run nothing: tabulate the rounds finished so far"
+    )
     parser.add_argument("--work", default="runs/bench-improve")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -127,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = (
         ["full", *[v for v in args.variants if v != "full"]] if "rest" in args.variants else args.variants
     )
+    if args.summarize:
+        return summarize(args.tasks, variants, work, Path(args.out), args.small)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task in args.tasks:
         results[task] = {
@@ -142,6 +211,25 @@ def main(argv: list[str] | None = None) -> int:
         for variant, metrics in by_variant.items():
             cells = "  ".join(f"{m['greedy']['accuracy']:.2f}/{m['mcts']['accuracy']:.2f}" for m in metrics)
             print(f"  {variant:15s} {cells}")
+    print(f"\nwrote {out / stem}.json and {out / stem}.png")
+    return 0
+
+
+def summarize(tasks: list[str], variants: list[str], work: Path, out: Path, small: bool) -> int:
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for task in tasks:
+        prefix = f"{task}-small" if small else task
+        for variant in variants:
+            records = round_records(work / f"{prefix}-{variant}")
+            if records:
+                results.setdefault(task, {})[variant] = records
+                print(f"\n{markdown(f'{prefix}-{variant}', records)}")
+    if not results:
+        raise SystemExit(f"no finished rounds under {work}")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"self_improvement{'-small' if small else ''}-partial"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / f"{stem}.png")
     print(f"\nwrote {out / stem}.json and {out / stem}.png")
     return 0
 
