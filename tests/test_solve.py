@@ -100,3 +100,38 @@ def test_empty_weights_mean_no_critics(tmp_path: Path) -> None:
     assert weights_of(only_prm, "--critic", "orm=o", "--weight", "orm=0") == {"prm": 1.0, "orm": 0.0}
     with pytest.raises(UserError, match=r"--critic value: .* without 'value'"):
         weights_of("weights: {prm: 1}\n", "--critic", "value=v")
+
+
+def test_solve_in_chunks_equals_one_solve_and_resumes_a_killed_run(tmp_path: Path) -> None:
+    """Without Ray, a search streamed chunk by chunk gets one ``solve``'s results; after a kill it redoes
+    only the chunks that are missing or were made for other work."""
+    import shutil
+    from dataclasses import asdict
+
+    from alphallm.distributed import solve_in_chunks
+
+    task = get_task("arith")
+    problems = task.problems("test")[:4]
+    config = SolveConfig(method="mcts", batch_size=2, rollouts=1, mcts=MCTSConfig(num_simulations=3), seed=7)
+    lm = load_lm("arith-base", device="cpu")
+
+    def rows(report: object) -> list[dict[str, object]]:
+        return json.loads(json.dumps([asdict(r) for r in report.results], default=str))  # type: ignore[attr-defined]
+
+    whole = solve(task, problems, policy=lm, config=config, keep_trees=True)
+    out = tmp_path / "chunks"
+
+    def chunked(config: SolveConfig = config, out: Path = out) -> object:
+        return solve_in_chunks(
+            task, problems, model="arith-base", policy=lm, config=config, out_dir=out, keep_trees=True
+        )
+
+    first = chunked()
+    assert rows(first) == rows(whole) and first.usage == whole.usage  # type: ignore[attr-defined]
+    files = sorted(out.glob("chunk-*.json"))
+    assert len(files) == 2
+    files[0].unlink()  # killed before it was written
+    other = chunked(replace(config, seed=8), tmp_path / "other")  # a chunk of other work in its place
+    assert rows(other)[2:] != rows(whole)[2:]
+    shutil.copy(tmp_path / "other" / files[1].name, files[1])
+    assert rows(chunked()) == rows(whole)

@@ -18,6 +18,7 @@ the same result as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -104,6 +105,7 @@ class Loop:
         if not (self.round_dir(0) / "eval.json").exists():
             self.ui.message("round 0: evaluating the starting policy")
             write_json(self.round_dir(0) / "eval.json", self._evaluate(self.policy(0), {}, round_=0))
+            _drop_chunks(self.round_dir(0))
         self._write_metrics()
         for k in range(1, self.config.rounds + 1):
             for stage in STAGES:
@@ -115,6 +117,7 @@ class Loop:
                 result = getattr(self, f"_stage_{stage}")(k)
                 result["seconds"] = round(time.perf_counter() - started, 1)
                 write_json(output, result)  # written last: the stage is done
+                _drop_chunks(self.round_dir(k))
             self._write_metrics()
         return self._write_metrics()
 
@@ -369,8 +372,8 @@ def solve_with(
     lm: Any = None,
     **kwargs: Any,
 ) -> SolveReport:
-    """``solve`` here (with ``lm``, or ``policy`` loaded), or over Ray actors when ``ray`` is enabled,
-    its finished chunks kept in ``chunks`` so that a killed stage resumes mid-way."""
+    """``solve`` here (with ``lm``, or ``policy`` loaded), or over Ray actors when ``ray`` is enabled;
+    either way its finished chunks are kept in ``chunks`` so that a killed stage resumes mid-way."""
     if ray is not None and ray.enabled and chunks is not None:
         from alphallm.distributed import solve_on_ray
 
@@ -378,9 +381,17 @@ def solve_with(
             task, problems, model=policy, config=config, ray_config=ray, out_dir=chunks, **kwargs
         )
     from alphallm.lm import load_lm
+
+    lm = lm if lm is not None else load_lm(policy)
+    if chunks is not None:
+        from alphallm.distributed import solve_in_chunks
+
+        return solve_in_chunks(
+            task, problems, model=policy, policy=lm, config=config, out_dir=chunks, **kwargs
+        )
     from alphallm.solve import solve
 
-    return solve(task, problems, policy=lm if lm is not None else load_lm(policy), config=config, **kwargs)
+    return solve(task, problems, policy=lm, config=config, **kwargs)
 
 
 def evaluate_policy(
@@ -457,6 +468,12 @@ def evaluate_policy(
             "samples": samples,
         }
     return out
+
+
+def _drop_chunks(round_dir: Path) -> None:
+    """A finished stage's search chunks (its resume points) are in its output now."""
+    for chunks in round_dir.glob("*.chunks"):
+        shutil.rmtree(chunks, ignore_errors=True)
 
 
 def _rollout_solved(tree: dict[str, Any]) -> bool:

@@ -5,6 +5,6 @@ single-process run for the same seed. Ray itself is imported only when a run sta
 from __future__ import annotations
 
 from alphallm.distributed.config import RayConfig
-from alphallm.distributed.runner import ray_session, solve_on_ray
+from alphallm.distributed.runner import ray_session, solve_in_chunks, solve_on_ray
 
-__all__ = ["RayConfig", "ray_session", "solve_on_ray"]
+__all__ = ["RayConfig", "ray_session", "solve_in_chunks", "solve_on_ray"]

@@ -5,6 +5,7 @@ more and a slow or restarting one holds back a single chunk. A finished chunk is
 (``store.py``); a chunk whose actor died (a crash, a kill, an OOM) goes back to the front of the
 queue for the next idle actor, while Ray restarts the dead one (``max_restarts``). An error raised
 by the search itself is not retried: it would fail again, so it is raised as it is.
+``solve_in_chunks`` is the same streaming without Ray, in this process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ from alphallm.distributed.config import RayConfig
 from alphallm.distributed.store import Chunk, ChunkStore, plan_chunks
 from alphallm.distributed.worker import SolveWorker
 from alphallm.errors import UserError
-from alphallm.solve import ProblemResult, SolveConfig, SolveReport
+from alphallm.lm.base import LanguageModel
+from alphallm.solve import ProblemResult, SolveConfig, SolveReport, solve
 from alphallm.tasks.base import Problem, Task
 
-__all__ = ["ray_session", "solve_on_ray"]
+__all__ = ["ray_session", "solve_in_chunks", "solve_on_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +84,7 @@ def solve_on_ray(
             resolve_model_path(name)
     started = time.perf_counter()
     chunks = plan_chunks(len(problems), batch_size=config.batch_size, chunk_batches=ray_config.chunk_batches)
-    work = {
-        "task": task.name,
-        "model": model,
-        "rollout_model": rollout_model,
-        "config": config.to_dict(),
-        "keep_trees": keep_trees,
-        "dtype": None if dtype in (None, "auto") else dtype,  # auto is the default either way
-        # The prompt as the task writes it: a chat template changes every state the search sees.
-        "prompt": task.format_prompt(problems[0]) if problems else None,
-    }
-    store = ChunkStore(out_dir, work)
+    store = ChunkStore(out_dir, _work(task, problems, model, rollout_model, config, keep_trees, dtype))
     done: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         payload = store.load(chunk, problems[chunk.start : chunk.stop])
@@ -114,6 +107,76 @@ def solve_on_ray(
             }
             _run_chunks(todo, problems, config, ray_config, store, done, actor_options, keep_trees, progress)
     return _report(chunks, done, config, time.perf_counter() - started)
+
+
+def solve_in_chunks(
+    task: Task,
+    problems: Sequence[Problem],
+    *,
+    model: str,
+    policy: LanguageModel,
+    config: SolveConfig,
+    out_dir: str | Path,
+    chunk_batches: int = 1,
+    keep_trees: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> SolveReport:
+    """``solve`` in this process, one chunk of whole batches at a time, each saved as it finishes, so
+    that a killed hour-long search keeps its finished chunks. Same results as one ``solve`` call (each
+    batch is seeded by its position) and the same chunk files as ``solve_on_ray`` with as many batches
+    per chunk. ``model`` names ``policy`` for the chunks' fingerprint."""
+    started = time.perf_counter()
+    chunks = plan_chunks(len(problems), batch_size=config.batch_size, chunk_batches=chunk_batches)
+    store = ChunkStore(out_dir, _work(task, problems, model, None, config, keep_trees, None))
+    done: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        shard = list(problems[chunk.start : chunk.stop])
+        payload = store.load(chunk, shard)
+        if payload is None:
+            report = solve(
+                task,
+                shard,
+                policy=policy,
+                config=config,
+                keep_trees=keep_trees,
+                progress=progress,
+                offset=chunk.start,
+            )
+            payload = store.save(
+                chunk,
+                shard,
+                {
+                    "results": [asdict(r) for r in report.results],
+                    "usage": report.usage,
+                    "seconds": report.wall_seconds,
+                },
+            )
+        elif progress is not None:
+            progress(chunk.size)
+        done[chunk.index] = payload
+    return _report(chunks, done, config, time.perf_counter() - started)
+
+
+def _work(
+    task: Task,
+    problems: Sequence[Problem],
+    model: str,
+    rollout_model: str | None,
+    config: SolveConfig,
+    keep_trees: bool,
+    dtype: str | None,
+) -> dict[str, Any]:
+    """What every chunk of a run shares; a saved chunk is reused only for the same work."""
+    return {
+        "task": task.name,
+        "model": model,
+        "rollout_model": rollout_model,
+        "config": config.to_dict(),
+        "keep_trees": keep_trees,
+        "dtype": None if dtype in (None, "auto") else dtype,  # auto is the default either way
+        # The prompt as the task writes it: a chat template changes every state the search sees.
+        "prompt": task.format_prompt(problems[0]) if problems else None,
+    }
 
 
 def _run_chunks(
