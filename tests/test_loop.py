@@ -166,3 +166,20 @@ def test_metrics_are_written_as_rounds_finish(tmp_path: Path) -> None:
         {"round": 0, "greedy": {"accuracy": 0.0}},
         {"round": 1, "greedy": {"accuracy": 0.1}},
     ]
+
+
+def test_a_resumed_run_records_changed_settings(tmp_path: Path) -> None:
+    """Resuming with other settings is allowed (rounds done keep theirs) but written into meta.json."""
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))._write_meta()  # type: ignore[attr-defined]
+    same = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
+    same._write_meta()  # type: ignore[attr-defined]
+    assert "config_changes" not in json.loads((same.dir / "meta.json").read_text())
+    changed = {**TINY, "out_dir": str(tmp_path), "critics": {**TINY["critics"], "use_in_search": False}}
+    loop = Loop(build(LoopConfig, changed))
+    loop._write_meta()  # type: ignore[attr-defined]
+    [record] = json.loads((loop.dir / "meta.json").read_text())["config_changes"]
+    assert record["changes"] == ["critics.use_in_search: True -> False"]
+    assert record["rounds_done"] == 0

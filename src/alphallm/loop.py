@@ -151,13 +151,28 @@ class Loop:
         from alphallm import __version__
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.dir / "config.yaml", yaml.safe_dump(asdict(self.config), sort_keys=False))
-        meta_path = self.dir / "meta.json"
-        if not meta_path.exists():
-            write_json(
-                meta_path,
-                {"version": __version__, "git": _git_hash(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
-            )
+        text = yaml.safe_dump(asdict(self.config), sort_keys=False)
+        config = yaml.safe_load(text)  # as it reads back, so that tuples compare equal to lists
+        config_path, meta_path = self.dir / "config.yaml", self.dir / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if not meta:
+            meta = {"version": __version__, "git": _git_hash(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        elif config_path.exists():
+            # A resumed run may be given other settings; the rounds already done keep theirs, so the
+            # run's record says from when on each change applies.
+            changes = _changed(yaml.safe_load(config_path.read_text()) or {}, config)
+            if changes:
+                done = [
+                    k
+                    for k in range(1, self.config.rounds + 1)
+                    if (self.round_dir(k) / "evaluate.json").exists()
+                ]
+                meta.setdefault("config_changes", []).append(
+                    {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "rounds_done": len(done), "changes": changes}
+                )
+                self.ui.message("resuming with changed settings: " + "; ".join(changes))
+        write_json(meta_path, meta)
+        write_text(config_path, text)
 
     # -- stages (each returns the record written to round-k/<stage>.json) ------------------------
     def _stage_imagine(self, k: int) -> dict[str, Any]:
@@ -468,6 +483,17 @@ def evaluate_policy(
             "samples": samples,
         }
     return out
+
+
+def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs between two nested mappings."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            line
+            for key in sorted(set(before) | set(after), key=str)
+            for line in _changed(before.get(key), after.get(key), f"{prefix}{key}.")
+        ]
+    return [] if before == after else [f"{prefix[:-1]}: {before!r} -> {after!r}"]
 
 
 def _drop_chunks(round_dir: Path) -> None:
