@@ -26,10 +26,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from alphallm.distributed.config import RayConfig
 from alphallm.io import atomic_dir, write_json, write_text
 from alphallm.loop_config import LoopConfig
-from alphallm.solve import SolveConfig, SolveReport
+from alphallm.loop_solve import evaluate_policy, solve_with
+from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
 
@@ -374,115 +374,6 @@ class Loop:
             return config
         weights = {**config.weights, **{kind: config.weights.get(kind, 1.0) for kind in critics}}
         return replace(config, critic_dirs=critics, weights=weights)
-
-
-def solve_with(
-    task: Any,
-    problems: list[Problem],
-    *,
-    policy: str,
-    config: SolveConfig,
-    ray: RayConfig | None = None,
-    chunks: Path | None = None,
-    lm: Any = None,
-    **kwargs: Any,
-) -> SolveReport:
-    """``solve`` here (with ``lm``, or ``policy`` loaded), or over Ray actors when ``ray`` is enabled;
-    either way its finished chunks are kept in ``chunks`` so that a killed stage resumes mid-way."""
-    if ray is not None and ray.enabled and chunks is not None:
-        from alphallm.distributed import solve_on_ray
-
-        return solve_on_ray(
-            task, problems, model=policy, config=config, ray_config=ray, out_dir=chunks, **kwargs
-        )
-    from alphallm.lm import load_lm
-
-    lm = lm if lm is not None else load_lm(policy)
-    if chunks is not None:
-        from alphallm.distributed import solve_in_chunks
-
-        return solve_in_chunks(
-            task, problems, model=policy, policy=lm, config=config, out_dir=chunks, **kwargs
-        )
-    from alphallm.solve import solve
-
-    return solve(task, problems, policy=lm, config=config, **kwargs)
-
-
-def evaluate_policy(
-    task: Any,
-    policy: str,
-    critics: dict[str, str],
-    settings: Any,
-    *,
-    seed: int,
-    ui: Any,
-    label: str,
-    ray: RayConfig | None = None,
-    chunks: Path | None = None,
-) -> dict[str, Any]:
-    """Test-split accuracy and compute of a policy: greedy, eta-MCTS with the task's verifier, eta-MCTS
-    with only the learned critics (no verifier), and self-consistency at eta-MCTS's token budget.
-    With ``ray`` enabled the searches run on Ray actors (greedy decoding stays here: it is cheap)."""
-    from alphallm.evaluation import evaluate
-    from alphallm.lm import load_lm
-
-    lm = load_lm(policy)
-    test = task.problems("test")
-    out: dict[str, Any] = {}
-    greedy = evaluate(task, lm, test[: settings.test_problems], method="greedy")
-    out["greedy"] = {
-        "accuracy": greedy.metrics["accuracy"],
-        "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),
-    }
-    problems = test[: settings.search_problems]
-    runs = {"mcts": replace(settings.search, seed=seed)}
-    if critics:
-        runs["mcts_critics"] = replace(
-            settings.search,
-            seed=seed,
-            critic_dirs=critics,
-            prune=False,
-            weights={**{kind: 1.0 for kind in critics}, "rollout": 1.0},
-        )
-    for name, config in runs.items():
-        with ui.progress(f"{label} eval {name}", len(problems)) as advance:
-            report = solve_with(
-                task,
-                problems,
-                policy=policy,
-                lm=lm,
-                config=config,
-                ray=ray,
-                chunks=chunks / name if chunks else None,
-                progress=advance,
-            )
-        out[name] = {
-            "accuracy": report.accuracy,
-            "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
-        }
-    if settings.self_consistency:
-        samples = max(
-            2,
-            min(64, round(out["mcts"]["tokens_per_problem"] / max(1.0, out["greedy"]["tokens_per_problem"]))),
-        )
-        report = solve_with(
-            task,
-            problems,
-            policy=policy,
-            lm=lm,
-            ray=ray,
-            chunks=chunks / "sc" if chunks else None,
-            config=replace(
-                settings.search, method="sc", samples=samples, temperature=settings.sc_temperature, seed=seed
-            ),
-        )
-        out["sc"] = {
-            "accuracy": report.accuracy,
-            "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
-            "samples": samples,
-        }
-    return out
 
 
 def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:
