@@ -80,6 +80,11 @@ def _loss(
     logits = model(**encode_batch(tokenizer, [r.prompt for r in batch], [r.solution for r in batch], device))
     targets = torch.tensor([r.target for r in batch], device=device)
     weights = torch.tensor([r.weight for r in batch], device=device)
+    return _weighted_bce(logits, targets, weights)
+
+
+def _weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy against soft targets, each row counted by its weight (its outcomes)."""
     losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     return (losses * weights).sum() / weights.sum()
 
@@ -240,9 +245,7 @@ class _Features:
     @staticmethod
     def _weighted_loss(model: CriticModel, data: tuple[torch.Tensor, ...], index: Any) -> torch.Tensor:
         features, targets, weights = (t[index] for t in data)
-        logits = model.head(features).squeeze(-1)
-        losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        return (losses * weights).sum() / weights.sum()
+        return _weighted_bce(model.head(features).squeeze(-1), targets, weights)
 
     def loss(self, model: CriticModel, batch: Any) -> torch.Tensor:
         return self._weighted_loss(model, self.train, batch)
