@@ -16,12 +16,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from alphallm.distributed.config import RayConfig
-from alphallm.distributed.store import Chunk, ChunkStore, plan_chunks
+from alphallm.distributed.store import Chunk, ChunkStore, chunk_payload, plan_chunks
 from alphallm.distributed.worker import SolveWorker
 from alphallm.errors import UserError
 from alphallm.lm.base import LanguageModel
@@ -142,15 +141,7 @@ def solve_in_chunks(
                 progress=progress,
                 offset=chunk.start,
             )
-            payload = store.save(
-                chunk,
-                shard,
-                {
-                    "results": [asdict(r) for r in report.results],
-                    "usage": report.usage,
-                    "seconds": report.wall_seconds,
-                },
-            )
+            payload = store.save(chunk, shard, chunk_payload(report))
         elif progress is not None:
             progress(chunk.size)
         done[chunk.index] = payload

@@ -18,7 +18,7 @@ from typing import Any
 from alphallm.io import write_json
 from alphallm.tasks.base import Problem
 
-__all__ = ["Chunk", "ChunkStore", "plan_chunks"]
+__all__ = ["Chunk", "ChunkStore", "chunk_payload", "plan_chunks"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,15 @@ class Chunk:
     @property
     def size(self) -> int:
         return self.stop - self.start
+
+
+def chunk_payload(report: Any) -> dict[str, Any]:
+    """A solved chunk as plain data: its results (trees included), model usage and seconds."""
+    return {
+        "results": [asdict(r) for r in report.results],
+        "usage": report.usage,
+        "seconds": report.wall_seconds,
+    }
 
 
 def plan_chunks(count: int, *, batch_size: int, chunk_batches: int) -> list[Chunk]:

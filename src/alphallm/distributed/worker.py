@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from alphallm.distributed.store import chunk_payload
 from alphallm.solve import SolveConfig, solve
 from alphallm.tasks.base import Problem, Task
 
@@ -77,9 +77,4 @@ class SolveWorker:
             device=self.device,
             offset=offset,
         )
-        return {
-            "results": [asdict(r) for r in report.results],
-            "usage": report.usage,
-            "seconds": report.wall_seconds,
-            "pid": os.getpid(),
-        }
+        return {**chunk_payload(report), "pid": os.getpid()}
