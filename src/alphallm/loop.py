@@ -119,7 +119,7 @@ class Loop:
                 write_json(output, result)  # written last: the stage is done
                 _drop_chunks(self.round_dir(k))
             self._write_metrics()
-        return self._write_metrics()
+        return self.metrics()
 
     def _write_metrics(self) -> list[dict[str, Any]]:
         """``metrics.jsonl`` after every round, so a long run can be followed (and plotted) as it goes."""
@@ -162,13 +162,11 @@ class Loop:
             # run's record says from when on each change applies.
             changes = _changed(yaml.safe_load(config_path.read_text()) or {}, config)
             if changes:
-                done = [
-                    k
-                    for k in range(1, self.config.rounds + 1)
-                    if (self.round_dir(k) / "evaluate.json").exists()
-                ]
+                done = sum(
+                    (self.round_dir(k) / "evaluate.json").exists() for k in range(1, self.config.rounds + 1)
+                )
                 meta.setdefault("config_changes", []).append(
-                    {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "rounds_done": len(done), "changes": changes}
+                    {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "rounds_done": done, "changes": changes}
                 )
                 self.ui.message("resuming with changed settings: " + "; ".join(changes))
         write_json(meta_path, meta)
