@@ -1,0 +1,111 @@
+"""Does step-DPO help at any setting? One finished loop round's DPO stage, re-run with variations.
+
+    python benchmarks/dpo_sweep.py --run runs/bench-improve/arith-full --round 3
+
+The loop's gate keeps SFT alone whenever SFT + DPO scores lower on dev. This re-runs the round's
+DPO stage exactly as the loop did (the round's SFT model, its tree-derived pairs, the previous
+round's kept policy as the reference, the round's DPO seed) and with one setting changed at a time:
+
+    loop            the run's DPO settings as they are (reproduces the gate's figure)
+    lr / 4          a quarter of the learning rate
+    beta 0.5        a stronger implicit KL (5x beta)
+    no RPO          no NLL term on the chosen side
+    reference SFT   the round's SFT model as its own reference (the margin starts at 0)
+    1 epoch         half the passes
+
+Each candidate is scored as the gate scores it: greedy accuracy on the run's dev problems. Prints a
+table and writes ``dpo_sweep-<run>-round<k>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from alphallm.evaluation import evaluate
+from alphallm.io import write_json
+from alphallm.lm import load_lm
+from alphallm.lm.hf import load_causal_lm
+from alphallm.loop import Loop
+from alphallm.loop_config import load_config
+from alphallm.train.dpo import DPOConfig, Pair, dpo
+
+VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (DPOConfig changes, reference = SFT model)
+    "loop": ({}, False),
+    "lr / 4": ({"lr_scale": 0.25}, False),
+    "beta 0.5": ({"beta": 0.5}, False),
+    "no RPO": ({"sft_weight": 0.0}, False),
+    "reference SFT": ({}, True),
+    "1 epoch": ({"epochs": 1}, False),
+}
+
+
+def dev_accuracy(loop: Loop, policy: str) -> float:
+    problems = loop.task.problems("dev")[: loop.config.evaluate.dev_problems]
+    return evaluate(loop.task, load_lm(policy), problems, method="greedy").metrics["accuracy"]
+
+
+def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str) -> dict[str, Any]:
+    changes, self_reference = VARIANTS[name]
+    changes = dict(changes)
+    base = replace(loop.config.learn.dpo, seed=loop.seed(k, "dpo"))
+    if "lr_scale" in changes:
+        changes["lr"] = base.lr * changes.pop("lr_scale")
+    config: DPOConfig = replace(base, **changes)
+    model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype="float32")
+    reference = None if self_reference else load_causal_lm(loop.policy(k - 1), dtype="float32")[0]
+    metrics = dpo(model, reference, tokenizer, pairs, config=config)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        accuracy = dev_accuracy(loop, tmp)
+    return {
+        "variant": name,
+        "dev_accuracy": accuracy,
+        "final_margin": metrics["final"]["margin"],
+        "final_pair_accuracy": metrics["final"]["accuracy"],
+        "config": asdict(config),
+        "reference": "sft" if self_reference else loop.policy(k - 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
+    parser.add_argument("--round", type=int, required=True, help="a finished round (k >= 1)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    run, k = Path(args.run), args.round
+    if not (run / f"round-{k}" / "gate.json").is_file():
+        raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
+    loop = Loop(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
+    pairs = [Pair(**p) for p in json.loads((loop.round_dir(k) / "data.json").read_text())["pairs"]]
+    gate = json.loads((loop.round_dir(k) / "gate.json").read_text())
+    rows = [{"variant": "SFT alone (no DPO)", "dev_accuracy": gate["candidates"]["sft"]}]
+    for name in args.variants:
+        rows.append(run_variant(loop, k, pairs, name))
+        print(f"{name}: dev greedy {rows[-1]['dev_accuracy']:.3f}", flush=True)
+    print(
+        f"\n{run.name} round {k}: {len(pairs)} pairs, previous policy dev {gate['previous_dev_accuracy']:.3f}"
+    )
+    print("| DPO variant | dev greedy | final margin | pairs ranked right |\n|---|---|---|---|")
+    for row in rows:
+        margin, ranked = row.get("final_margin"), row.get("final_pair_accuracy")
+        extra = f"{margin:.2f} | {ranked:.2f}" if margin is not None else "- | -"
+        print(f"| {row['variant']} | {row['dev_accuracy']:.3f} | {extra} |")
+    out = Path(args.out) / f"dpo_sweep-{run.name}-round{k}.json"
+    write_json(out, {"run": str(run), "round": k, "pairs": len(pairs), "gate": gate, "rows": rows})
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
