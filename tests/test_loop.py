@@ -95,6 +95,38 @@ def test_a_second_run_with_the_same_name_needs_resume(
     assert "pass --resume" in capsys.readouterr().err
 
 
+def test_a_run_in_use_by_another_process_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second `improve` on a live run stops with one line; the lock dies with its holder."""
+    from alphallm.cli import main
+    from alphallm.io import exclusive
+
+    run = tmp_path / "runs" / "tiny"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from alphallm.io import exclusive\n"
+            f"with exclusive({str(run)!r}, 'test'):\n    print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "runs")}))
+        assert main(["improve", "--config", str(config), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by another `alphallm improve` (pid {holder.pid})" in err
+        assert not (run / "round-0").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(run, "test"):  # SIGKILL left no stale lock behind
+        pass
+
+
 def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from alphallm.cli import main
 

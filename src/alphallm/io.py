@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: a killed process never leaves a half-written output behind."""
+"""Atomic file and directory writes (a killed process never leaves a half-written output behind) and
+the lock that keeps two processes out of one run directory."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from alphallm.errors import UserError
 
-__all__ = ["atomic_dir", "load_trees", "read_trees", "tree_files", "write_json", "write_text"]
+__all__ = ["atomic_dir", "exclusive", "load_trees", "read_trees", "tree_files", "write_json", "write_text"]
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -56,6 +57,36 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def exclusive(directory: str | Path, what: str) -> Iterator[None]:
+    """Holds ``directory``'s lock file while the block runs; a second process is refused with a
+    one-line error. The OS drops the lock when its holder dies, so a killed run leaves none behind."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unguarded rather than not at all
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"{directory} is in use by another {what} (pid {holder}); wait for it or stop it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def tree_files(inputs: Sequence[str | Path]) -> list[Path]:

@@ -26,7 +26,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from alphallm.io import atomic_dir, write_json, write_text
+from alphallm.io import atomic_dir, exclusive, write_json, write_text
 from alphallm.loop_config import LoopConfig
 from alphallm.loop_solve import evaluate_policy, solve_with
 from alphallm.solve import SolveConfig
@@ -101,6 +101,11 @@ class Loop:
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         """Runs (or resumes) every round; returns one metrics record per round, round 0 first."""
+        # Two processes on one run would train over each other's stages (a resumed run beside a live one).
+        with exclusive(self.dir, "`alphallm improve`"):
+            return self._run()
+
+    def _run(self) -> list[dict[str, Any]]:
         self._write_meta()
         if not (self.round_dir(0) / "eval.json").exists():
             self.ui.message("round 0: evaluating the starting policy")
