@@ -73,6 +73,16 @@ def _rest_samples(prefix: str, work: Path) -> int:
     return max(2, round(per_problem / max(1.0, evaluation["greedy"]["tokens_per_problem"])))
 
 
+def _with_prerequisites(variants: list[str], prefix: Path) -> list[str]:
+    """``rest`` sizes its sampling by the full loop's round-1 search: run that first if it is missing
+    (and only then: the full run may be going on in another process)."""
+    if "rest" not in variants:
+        return variants
+    others = [v for v in variants if v != "full"]
+    needed = "full" in variants or not (Path(f"{prefix}-full") / "round-1" / "search.json").exists()
+    return ["full", *others] if needed else others
+
+
 def run_variant(task: str, variant: str, rounds: int, work: Path, small: bool) -> list[dict[str, Any]]:
     prefix = f"{task}-small" if small else task
     base = yaml.safe_load((ROOT / "configs" / "improve" / f"{prefix}.yaml").read_text())
@@ -191,15 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     work = Path(args.work)
-    variants = (
-        ["full", *[v for v in args.variants if v != "full"]] if "rest" in args.variants else args.variants
-    )
     if args.summarize:
-        return summarize(args.tasks, variants, work, Path(args.out), args.small)
+        return summarize(args.tasks, args.variants, work, Path(args.out), args.small)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task in args.tasks:
         results[task] = {
-            variant: run_variant(task, variant, args.rounds, work, args.small) for variant in variants
+            variant: run_variant(task, variant, args.rounds, work, args.small)
+            for variant in _with_prerequisites(
+                args.variants, work / f"{task}{'-small' if args.small else ''}"
+            )
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
