@@ -117,12 +117,13 @@ def round_records(run_dir: Path) -> list[dict[str, Any]]:
         m = {"round": k, **evaluation}
         metrics.append(m)
         search, data = _read(round_dir / "search.json"), _read(round_dir / "data.json")
+        dpo = _read(round_dir / "dpo.json")
         m["train"] = {
             "search_accuracy": search.get("accuracy"),
             "search_tokens": search.get("generated_tokens"),
             "problems": data.get("problems"),
             "sft_rows": _read(round_dir / "sft.json").get("rows"),
-            "dpo_pairs": _read(round_dir / "dpo.json").get("pairs"),
+            "dpo_pairs": None if dpo.get("skipped") else dpo.get("pairs"),
         }
         m["gate"] = {k: v for k, v in _read(round_dir / "gate.json").items() if k != "seconds"}
     return metrics
