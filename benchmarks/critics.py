@@ -1,14 +1,16 @@
 """Critics trained from search trees: their quality on held-out problems and their effect on search.
 
     python benchmarks/critics.py [--tasks arith game24] [--train-problems 300] [--dev-problems 150]
-                                 [--confidence arith]
+                                 [--confidence arith] [--backbone arith=DIR]
 
 For each task, with the shipped base model:
 1. search train-split and dev-split problems with eta-MCTS and fast rollouts, saving the trees
    (the verifier labels every terminal and rollout);
 2. train a value, a PRM and an ORM critic on the train trees (``alphallm train-critic``; for the
    tasks in ``--confidence``, a frozen backbone whose head also reads the base model's own token
-   log-probs, ``--confidence``: arith's errors are the policy's slips);
+   log-probs, ``--confidence``: arith's errors are the policy's slips). The backbone is the base
+   model unless ``--backbone TASK=DIR`` names another, such as a self-improved policy from
+   ``runs/bench-improve``: the trees, the labels and the searching policy stay the base model's;
 3. measure them on the dev trees (``alphallm eval-critic``): ORM AUC, PRM step AUC, value Spearman
    and calibration;
 4. run eta-MCTS on test problems three ways at the same number of simulations: no critics, the
@@ -59,6 +61,20 @@ def _search_config(task: str, work: Path, extra: dict[str, Any]) -> Path:
     return path
 
 
+def _pairs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    pairs = dict(item.split("=", 1) for item in items if "=" in item)
+    if len(pairs) != len(items):
+        parser.error(f"--backbone takes TASK=DIR, got: {' '.join(items)}")
+    return pairs
+
+
+def _backbone_tag(task: str, backbone: str) -> str:
+    """'' for the base model, else a short digest of the backbone's path (the critics' directory name)."""
+    if backbone == f"{task}-base":
+        return ""
+    return "-bb" + hashlib.blake2b(backbone.encode(), digest_size=3).hexdigest()
+
+
 def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"task": task}
     # 1. Trees with many verified outcomes: sampled rollouts at every node (two by default; more give
@@ -89,7 +105,9 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
     # 2-3. Critics and their held-out quality.
     confidence = task in args.confidence
-    suffix = ("-confidence" if confidence else "") + tag
+    backbone = args.backbone.get(task, f"{task}-base")
+    out["backbone"] = backbone
+    suffix = ("-confidence" if confidence else "") + tag + _backbone_tag(task, backbone)
     # A frozen backbone trains only its head: more epochs at a higher rate cost less than full tuning.
     settings = ["--epochs", str(args.epochs)]
     if confidence:
@@ -105,7 +123,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "--trees",
                 str(work / f"{task}-train-trees{tag}"),
                 "--base",
-                f"{task}-base",
+                backbone,
                 "--out",
                 str(critic),
                 *settings,
@@ -158,7 +176,12 @@ def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -
     """Adds this run's results to the file, replacing earlier ones of the same task and settings."""
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return r["task"], r.get("confidence", False), r.get("label_rollouts", 2)
+        return (
+            r["task"],
+            r.get("confidence", False),
+            r.get("label_rollouts", 2),
+            r.get("backbone", f"{r['task']}-base"),
+        )
 
     kept = json.loads(path.read_text())["results"] if path.exists() else []
     fresh = {key(r) for r in results}
@@ -185,9 +208,17 @@ def main(argv: list[str] | None = None) -> int:
         default=["arith"],
         help="tasks whose critics also read the base model's token log-probs (frozen backbone)",
     )
+    parser.add_argument(
+        "--backbone",
+        nargs="*",
+        default=[],
+        metavar="TASK=DIR",
+        help="the critics' backbone for a task (default: the shipped base model)",
+    )
     parser.add_argument("--work", default="runs/bench-critics")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
+    args.backbone = _pairs(parser, args.backbone)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
