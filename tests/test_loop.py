@@ -107,7 +107,7 @@ def test_a_run_in_use_by_another_process_is_refused(
         [
             sys.executable,
             "-c",
-            "import sys, time; from alphallm.io import exclusive\n"
+            "import time; from alphallm.io import exclusive\n"
             f"with exclusive({str(run)!r}, 'test'):\n    print('held', flush=True); time.sleep(600)",
         ],
         stdout=subprocess.PIPE,
