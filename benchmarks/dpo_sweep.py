@@ -27,9 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from alphallm.evaluation import evaluate
 from alphallm.io import write_json
-from alphallm.lm import load_lm
 from alphallm.lm.hf import load_causal_lm
 from alphallm.loop import Loop
 from alphallm.loop_config import load_config
@@ -45,11 +43,6 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (DPOConfig changes
 }
 
 
-def dev_accuracy(loop: Loop, policy: str) -> float:
-    problems = loop.task.problems("dev")[: loop.config.evaluate.dev_problems]
-    return evaluate(loop.task, load_lm(policy), problems, method="greedy").metrics["accuracy"]
-
-
 def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str) -> dict[str, Any]:
     changes, self_reference = VARIANTS[name]
     changes = dict(changes)
@@ -63,7 +56,7 @@ def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str) -> dict[str, A
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        accuracy = dev_accuracy(loop, tmp)
+        accuracy = loop.dev_accuracy(tmp)
     return {
         "variant": name,
         "dev_accuracy": accuracy,

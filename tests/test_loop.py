@@ -147,7 +147,7 @@ def _gate_loop(tmp_path: Path, dev: dict[str, float], *, dpo_ran: bool = True) -
     loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
     (loop.round_dir(1)).mkdir(parents=True)
     (loop.round_dir(1) / "dpo.json").write_text(json.dumps({} if dpo_ran else {"skipped": True}))
-    loop._dev_accuracy = lambda policy: dev[Path(policy).name]  # type: ignore[method-assign]
+    loop.dev_accuracy = lambda policy: dev[Path(policy).name]  # type: ignore[method-assign]
     return loop
 
 

@@ -314,9 +314,9 @@ class Loop:
     def _stage_gate(self, k: int) -> dict[str, Any]:
         """Keeps the round's best candidate on dev if it is not worse than the policy before it.
         When DPO ran, SFT alone is a candidate too: a DPO step that hurts costs the round nothing."""
-        previous = self._dev_accuracy(self.policy(k - 1))
+        previous = self.dev_accuracy(self.policy(k - 1))
         names = ["policy"] if self._read(k, "dpo").get("skipped") else ["policy", "sft"]
-        scores = {name: self._dev_accuracy(str(self.round_dir(k) / name)) for name in names}
+        scores = {name: self.dev_accuracy(str(self.round_dir(k) / name)) for name in names}
         kept = max(names, key=lambda name: (scores[name], name == "policy"))  # a tie keeps SFT + DPO
         return {
             "accepted": scores[kept] >= previous - self.config.evaluate.gate_tolerance,
@@ -358,7 +358,8 @@ class Loop:
     def _read(self, k: int, stage: str) -> dict[str, Any]:
         return json.loads((self.round_dir(k) / f"{stage}.json").read_text())
 
-    def _dev_accuracy(self, policy: str) -> float:
+    def dev_accuracy(self, policy: str) -> float:
+        """The gate's score of a policy: greedy accuracy on the run's dev problems."""
         from alphallm.evaluation import evaluate
         from alphallm.lm import load_lm
 
