@@ -64,6 +64,11 @@ def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _prefix(task: str, small: bool) -> str:
+    """The config name, and the runs' name before ``-<variant>``."""
+    return f"{task}-small" if small else task
+
+
 def _rest_samples(prefix: str, work: Path) -> int:
     """Samples per problem that match the full loop's round-1 search tokens (greedy-sized chains)."""
     full = work / f"{prefix}-full"
@@ -73,18 +78,18 @@ def _rest_samples(prefix: str, work: Path) -> int:
     return max(2, round(per_problem / max(1.0, evaluation["greedy"]["tokens_per_problem"])))
 
 
-def _with_prerequisites(variants: list[str], prefix: Path) -> list[str]:
+def _with_prerequisites(variants: list[str], prefix: str, work: Path) -> list[str]:
     """``rest`` sizes its sampling by the full loop's round-1 search: run that first if it is missing
     (and only then: the full run may be going on in another process)."""
     if "rest" not in variants:
         return variants
     others = [v for v in variants if v != "full"]
-    needed = "full" in variants or not (Path(f"{prefix}-full") / "round-1" / "search.json").exists()
+    needed = "full" in variants or not (work / f"{prefix}-full" / "round-1" / "search.json").exists()
     return ["full", *others] if needed else others
 
 
 def run_variant(task: str, variant: str, rounds: int, work: Path, small: bool) -> list[dict[str, Any]]:
-    prefix = f"{task}-small" if small else task
+    prefix = _prefix(task, small)
     base = yaml.safe_load((ROOT / "configs" / "improve" / f"{prefix}.yaml").read_text())
     config = _merge(base, VARIANTS[variant])
     config.update(name=f"{prefix}-{variant}", out_dir=str(work), rounds=rounds)
@@ -208,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks:
         results[task] = {
             variant: run_variant(task, variant, args.rounds, work, args.small)
-            for variant in _with_prerequisites(
-                args.variants, work / f"{task}{'-small' if args.small else ''}"
-            )
+            for variant in _with_prerequisites(args.variants, _prefix(task, args.small), work)
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 def summarize(tasks: list[str], variants: list[str], work: Path, out: Path, small: bool) -> int:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task in tasks:
-        prefix = f"{task}-small" if small else task
+        prefix = _prefix(task, small)
         for variant in variants:
             records = round_records(work / f"{prefix}-{variant}")
             if records:
