@@ -170,6 +170,14 @@ def test_gate_keeps_the_best_candidate_of_the_round(
     assert set(gate["candidates"]) == ({"policy", "sft"} if dpo_ran else {"policy"})
     (loop.round_dir(1) / "gate.json").write_text(json.dumps(gate))  # type: ignore[attr-defined]
     assert loop.policy(1).endswith(policy)  # type: ignore[attr-defined]
+    # Round 2 compares against the score round 1's gate recorded; it does not score that policy again.
+    loop.round_dir(2).mkdir()  # type: ignore[attr-defined]
+    (loop.round_dir(2) / "dpo.json").write_text(json.dumps({"skipped": True}))  # type: ignore[attr-defined]
+    scored: list[str] = []
+    loop.dev_accuracy = lambda p: scored.append(Path(p).name) or 0.55  # type: ignore[attr-defined]
+    gate2 = loop._stage_gate(2)  # type: ignore[attr-defined]
+    assert scored == ["policy"]
+    assert gate2["previous_dev_accuracy"] == dev[Path(policy).name]
 
 
 def test_learn_settings_refuse_sft_from_start_without_replay() -> None:

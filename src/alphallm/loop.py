@@ -314,7 +314,7 @@ class Loop:
     def _stage_gate(self, k: int) -> dict[str, Any]:
         """Keeps the round's best candidate on dev if it is not worse than the policy before it.
         When DPO ran, SFT alone is a candidate too: a DPO step that hurts costs the round nothing."""
-        previous = self.dev_accuracy(self.policy(k - 1))
+        previous = self._kept_dev_accuracy(k - 1)
         names = ["policy"] if self._read(k, "dpo").get("skipped") else ["policy", "sft"]
         scores = {name: self.dev_accuracy(str(self.round_dir(k) / name)) for name in names}
         kept = max(names, key=lambda name: (scores[name], name == "policy"))  # a tie keeps SFT + DPO
@@ -357,6 +357,13 @@ class Loop:
 
     def _read(self, k: int, stage: str) -> dict[str, Any]:
         return json.loads((self.round_dir(k) / f"{stage}.json").read_text())
+
+    def _kept_dev_accuracy(self, k: int) -> float:
+        """Dev accuracy of the policy kept after round k: the gate of round k already scored it."""
+        if k == 0:
+            return self.dev_accuracy(self.policy(0))
+        gate = self._read(k, "gate")
+        return float(gate["dev_accuracy"] if gate["accepted"] else gate["previous_dev_accuracy"])
 
     def dev_accuracy(self, policy: str) -> float:
         """The gate's score of a policy: greedy accuracy on the run's dev problems."""
