@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.io import write_json
-from alphallm.lm.hf import load_causal_lm
 from alphallm.loop import Loop
 from alphallm.loop_config import load_config
-from alphallm.train.dpo import DPOConfig, Pair, dpo
+from alphallm.train.dpo import DPOConfig, Pair
 
 VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (DPOConfig changes, reference = SFT model)
     "loop": ({}, False),
@@ -46,13 +45,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (DPOConfig changes
 def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str) -> dict[str, Any]:
     changes, self_reference = VARIANTS[name]
     changes = dict(changes)
-    base = replace(loop.config.learn.dpo, seed=loop.seed(k, "dpo"))
+    base = loop.dpo_config(k)
     if "lr_scale" in changes:
         changes["lr"] = base.lr * changes.pop("lr_scale")
     config: DPOConfig = replace(base, **changes)
-    model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype="float32")
-    reference = None if self_reference else load_causal_lm(loop.policy(k - 1), dtype="float32")[0]
-    metrics = dpo(model, reference, tokenizer, pairs, config=config)
+    model, tokenizer, metrics = loop.dpo_candidate(k, pairs, config, self_reference=self_reference)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -32,6 +32,7 @@ from alphallm.loop_solve import evaluate_policy, solve_with
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
+from alphallm.train.dpo import DPOConfig, Pair
 
 __all__ = ["STAGES", "Loop", "Quiet"]
 
@@ -254,22 +255,45 @@ class Loop:
 
     def _stage_dpo(self, k: int) -> dict[str, Any]:
         from alphallm.lm.hf import load_causal_lm
-        from alphallm.train.dpo import Pair, dpo
 
         pairs = [Pair(**p) for p in self._read(k, "data")["pairs"]]
-        model, tokenizer = load_causal_lm(self.round_dir(k) / "sft", dtype="float32")
-        metrics: dict[str, Any] = {"pairs": len(pairs), "skipped": True}
-        if self.config.learn.use_dpo and pairs:
-            reference, _ = load_causal_lm(self.policy(k - 1), dtype="float32")
-            config = replace(self.config.learn.dpo, seed=self.seed(k, "dpo"))
-            with self.ui.progress(
-                f"round {k} DPO", config.epochs * -(-len(pairs) // config.batch_size)
-            ) as advance:
-                metrics = dpo(
-                    model, reference, tokenizer, pairs, config=config, on_step=lambda s, loss: advance(1)
-                )
+        if not (self.config.learn.use_dpo and pairs):
+            model, tokenizer = load_causal_lm(self.round_dir(k) / "sft", dtype="float32")
+            self._save_model(model, tokenizer, self.round_dir(k) / "policy")
+            return {"pairs": len(pairs), "skipped": True}
+        config = self.dpo_config(k)
+        with self.ui.progress(
+            f"round {k} DPO", config.epochs * -(-len(pairs) // config.batch_size)
+        ) as advance:
+            model, tokenizer, metrics = self.dpo_candidate(
+                k, pairs, config, on_step=lambda s, loss: advance(1)
+            )
         self._save_model(model, tokenizer, self.round_dir(k) / "policy")
         return metrics
+
+    def dpo_config(self, k: int) -> DPOConfig:
+        """The run's DPO settings with round k's seed."""
+        return replace(self.config.learn.dpo, seed=self.seed(k, "dpo"))
+
+    def dpo_candidate(
+        self,
+        k: int,
+        pairs: list[Pair],
+        config: DPOConfig,
+        *,
+        self_reference: bool = False,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> tuple[Any, Any, dict[str, Any]]:
+        """Round k's SFT model trained by DPO on ``pairs``: the model, its tokenizer and the training
+        metrics. The reference is the previous round's policy (a frozen copy of the SFT model with
+        ``self_reference``). The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
+        from alphallm.lm.hf import load_causal_lm
+        from alphallm.train.dpo import dpo
+
+        model, tokenizer = load_causal_lm(self.round_dir(k) / "sft", dtype="float32")
+        reference = None if self_reference else load_causal_lm(self.policy(k - 1), dtype="float32")[0]
+        metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step)
+        return model, tokenizer, metrics
 
     def _stage_critics(self, k: int) -> dict[str, Any]:
         from alphallm.lm.hf import load_causal_lm
