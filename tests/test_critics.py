@@ -11,7 +11,13 @@ import torch
 from alphallm.critics.base import CriticInput
 from alphallm.critics.combine import combine
 from alphallm.critics.implicit_q import ImplicitQCritic, split_last_option
-from alphallm.critics.learned import CriticModel, LearnedCritic, confidence_features, encode_batch
+from alphallm.critics.learned import (
+    CriticModel,
+    LearnedCritic,
+    confidence_features,
+    encode_batch,
+    load_critics,
+)
 from alphallm.critics.metrics import auc, expected_calibration_error, spearman
 from alphallm.critics.tool import ToolCritic
 from alphallm.lm.hf import load_causal_lm
@@ -192,3 +198,40 @@ def test_a_lora_confidence_critic_reads_the_base_without_its_adapters(tiny_model
     expected = torch.log_softmax(plain[:, :-1], -1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
     got = model._token_logprobs(batch["input_ids"], batch["attention_mask"], positions, None)  # type: ignore[arg-type]
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_critics_on_one_frozen_backbone_share_it_and_read_each_text_once(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    task = get_task("arith")
+    torch.manual_seed(0)
+    for kind in ("value", "prm", "orm"):  # frozen-backbone critics of one policy: identical backbones
+        base, tokenizer = load_causal_lm(str(tiny_model_dir))
+        CriticModel(base, kind, confidence=True).save(tmp_path / kind, tokenizer, {"base": "tiny"})
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    with torch.no_grad():
+        base.lm_head.weight.mul_(1.5)  # a fine-tuned backbone: other weights
+    CriticModel(base, "value").save(tmp_path / "tuned", tokenizer, {"base": "tiny"})
+    dirs = {name: str(tmp_path / name) for name in ("value", "prm", "orm", "tuned")}
+    critics = load_critics(dirs, task=task)
+    assert critics["value"].model.backbone is critics["prm"].model.backbone is critics["orm"].model.backbone
+    assert critics["tuned"].model.backbone is not critics["value"].model.backbone
+    assert critics["value"].cache is critics["prm"].cache is critics["orm"].cache
+    assert critics["tuned"].cache is not critics["value"].cache
+
+    problem = task.problem_from_row({"problem": "2+3*4"}, default_id="p")
+    items = [
+        CriticInput(problem, "3*4=12 -> 2+12\n", False),
+        CriticInput(problem, "3*4=12 -> 2+12\n2+12=14 -> 14\nAnswer: 14\n", True),
+    ]
+    scores = {name: critic.score(items) for name, critic in critics.items()}
+    alone = {name: LearnedCritic.load(d, task=task).score(items) for name, d in dirs.items()}
+    for name in dirs:  # sharing changes no score
+        assert [x is None for x in scores[name]] == [x is None for x in alone[name]]
+        assert [x for x in scores[name] if x is not None] == pytest.approx(
+            [x for x in alone[name] if x is not None], abs=1e-5
+        )
+    assert len({scores[name][1] for name in ("value", "prm", "orm")}) == 3  # the heads still differ
+    # value read both texts; the PRM and the ORM found them in the cache; the tuned critic read its own.
+    assert critics["value"].usage.prefill_tokens > 0 and critics["tuned"].usage.prefill_tokens > 0
+    assert critics["prm"].usage.prefill_tokens == critics["orm"].usage.prefill_tokens == 0

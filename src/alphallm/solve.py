@@ -13,7 +13,7 @@ import numpy as np
 from alphallm.critics import OracleCritic, RolloutCritic, ToolCritic, make_evaluate_fn
 from alphallm.critics.base import Critic
 from alphallm.critics.implicit_q import ImplicitQCritic
-from alphallm.critics.learned import LearnedCritic
+from alphallm.critics.learned import LearnedCritic, load_critics
 from alphallm.lm import load_lm
 from alphallm.lm.base import LanguageModel, Metered
 from alphallm.lm.expand import make_expand_fn
@@ -148,9 +148,7 @@ def _build_critics(task: Task, config: SolveConfig, policy: LanguageModel, devic
     """Tool and oracle critics by weight, learned critics from ``config.critic_dirs``. Rollouts are
     scored by the tool verifier when it is in use, else by a learned ORM (never by the gold-answer
     oracle, which only ever enters a value through its own weight)."""
-    learned = {
-        kind: LearnedCritic.load(path, task=task, device=device) for kind, path in config.critic_dirs.items()
-    }
+    learned = load_critics(config.critic_dirs, task=task, device=device)
     available: dict[str, Critic] = {"tool": ToolCritic(task), "oracle": OracleCritic(task), **learned}
     if config.weights.get("implicit_q", 0.0) > 0:
         if config.anchor is None:

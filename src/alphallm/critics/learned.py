@@ -25,8 +25,10 @@ of a 7B policy is then megabytes, and loading it needs that base where it was.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,15 @@ from alphallm.lm.base import Usage
 from alphallm.lm.hf import token_logprobs
 from alphallm.train.lora import is_peft_model, unwrap
 
-__all__ = ["KINDS", "CriticModel", "LearnedCritic", "confidence_features", "encode_batch"]
+__all__ = [
+    "KINDS",
+    "CriticModel",
+    "FeatureCache",
+    "LearnedCritic",
+    "confidence_features",
+    "encode_batch",
+    "load_critics",
+]
 
 KINDS = ("value", "prm", "orm")
 N_CONFIDENCE = 4
@@ -154,9 +164,15 @@ class CriticModel(nn.Module):
 
     @classmethod
     def load(
-        cls, directory: str | Path, *, device: str | None = None, dtype: str | None = None
+        cls,
+        directory: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        backbone: Any = None,
     ) -> tuple[CriticModel, Any, dict[str, Any]]:
-        """A saved critic; ``dtype`` is the backbone's (default: fp32 on CPU, bf16/fp16 on GPU)."""
+        """A saved critic; ``dtype`` is the backbone's (default: fp32 on CPU, bf16/fp16 on GPU).
+        ``backbone``: one already in memory with exactly the saved weights (``load_critics``)."""
         from safetensors.torch import load_file
         from transformers import AutoTokenizer
 
@@ -167,7 +183,9 @@ class CriticModel(nn.Module):
         if not meta_path.is_file():
             raise UserError(f"{directory}: not a critic directory (no critic.json)")
         meta = json.loads(meta_path.read_text())
-        if (directory / "backbone" / "adapter_config.json").is_file():
+        if backbone is not None:
+            pass
+        elif (directory / "backbone" / "adapter_config.json").is_file():
             from alphallm.train.lora import load_adapter
 
             base, _ = load_causal_lm(meta["lora_base"], device=device, dtype=dtype)
@@ -218,15 +236,42 @@ def encode_batch(
     }
 
 
+class FeatureCache:
+    """What one backbone made of recent texts (the head's inputs), shared by the critics that sit on
+    it: value, PRM and ORM of one policy score the same new nodes, and with a shared cache the
+    backbone reads each node's text once for all of them. Bounded: the oldest entries go first."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[bool, str, str], torch.Tensor] = OrderedDict()
+
+    def get(self, key: tuple[bool, str, str]) -> torch.Tensor | None:
+        return self._items.get(key)
+
+    def put(self, key: tuple[bool, str, str], features: torch.Tensor) -> None:
+        self._items[key] = features
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
 class LearnedCritic:
-    """A trained value / PRM / ORM critic behind the ``Critic`` contract, with its own usage."""
+    """A trained value / PRM / ORM critic behind the ``Critic`` contract, with its own usage
+    (the backbone's tokens it actually read: texts found in a shared ``cache`` cost nothing)."""
 
     def __init__(
-        self, model: CriticModel, tokenizer: Any, *, task_format: Any, batch_size: int = 128
+        self,
+        model: CriticModel,
+        tokenizer: Any,
+        *,
+        task_format: Any,
+        batch_size: int = 128,
+        cache: FeatureCache | None = None,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.format_prompt = task_format
         self.batch_size = batch_size
+        self.cache = cache
         self.usage = Usage()
 
     @classmethod
@@ -241,16 +286,27 @@ class LearnedCritic:
     @torch.no_grad()
     def score_texts(self, prompts: Sequence[str], solutions: Sequence[str]) -> list[float]:
         """Probabilities for prompt + solution texts."""
+        keys = [(self.model.confidence, p, s) for p, s in zip(prompts, solutions)]
+        found = {i: self.cache.get(key) for i, key in enumerate(keys)} if self.cache else {}
+        features = {i: f for i, f in found.items() if f is not None}
+        missing = [i for i in range(len(keys)) if i not in features]
         device = next(self.model.parameters()).device
-        out: list[float] = []
-        for start in range(0, len(prompts), self.batch_size):
-            end = start + self.batch_size
-            batch = encode_batch(self.tokenizer, prompts[start:end], solutions[start:end], device)
+        for start in range(0, len(missing), self.batch_size):
+            rows = missing[start : start + self.batch_size]
+            batch = encode_batch(
+                self.tokenizer, [prompts[i] for i in rows], [solutions[i] for i in rows], device
+            )
             self.usage.calls += 1
             self.usage.forward_passes += 1
             self.usage.prefill_tokens += int(batch["attention_mask"].sum())
-            out.extend(torch.sigmoid(self.model(**batch)).tolist())
-        return out
+            for i, row in zip(rows, self.model.features(**batch)):
+                features[i] = row
+                if self.cache is not None:
+                    self.cache.put(keys[i], row)
+        if not keys:
+            return []
+        logits = self.model.head(torch.stack([features[i] for i in range(len(keys))])).squeeze(-1)
+        return torch.sigmoid(logits).tolist()
 
     def score(self, items: Sequence[CriticInput]) -> list[float | None]:
         # An ORM judges complete solutions only; a PRM judges a latest step, which the root lacks.
@@ -266,3 +322,39 @@ class LearnedCritic:
         for i, score in zip(wanted, scores):
             out[i] = score
         return out
+
+
+def load_critics(
+    directories: Mapping[str, str | Path], *, task: Any, device: str | None = None
+) -> dict[str, LearnedCritic]:
+    """Saved critics by name. Critics whose backbones hold the same weights (the frozen-backbone
+    critics of one policy) share that backbone in memory and one ``FeatureCache``: three critics
+    of a 7B policy then cost one copy of it, and one pass over each node's text."""
+    shared: dict[str, tuple[Any, FeatureCache]] = {}
+    out: dict[str, LearnedCritic] = {}
+    for name, directory in directories.items():
+        digest = _weights_digest(Path(directory) / "backbone")
+        backbone, cache = shared.get(digest, (None, None)) if digest else (None, None)
+        model, tokenizer, _ = CriticModel.load(directory, device=device, backbone=backbone)
+        if digest and backbone is None:
+            cache = FeatureCache()
+            shared[digest] = (model.backbone, cache)
+        out[name] = LearnedCritic(model, tokenizer, task_format=task.format_prompt, cache=cache)
+    return out
+
+
+def _weights_digest(backbone_dir: Path) -> str | None:
+    """A digest of a saved backbone's config and weights; None for a LoRA adapter (its weights
+    live in its base) or a directory without weights."""
+    if (backbone_dir / "adapter_config.json").is_file():
+        return None
+    files = sorted(backbone_dir.glob("*.safetensors")) + sorted(backbone_dir.glob("*.bin"))
+    if not files:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for path in [backbone_dir / "config.json", *files]:
+        if path.is_file():
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()
