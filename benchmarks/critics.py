@@ -1,6 +1,7 @@
 """Critics trained from search trees: their quality on held-out problems and their effect on search.
 
     python benchmarks/critics.py [--tasks arith game24] [--train-problems 300] [--dev-problems 150]
+                                 [--label-rollouts 2] [--dev-label-rollouts N]
                                  [--confidence arith] [--backbone arith=DIR]
 
 For each task, with the shipped base model:
@@ -78,16 +79,20 @@ def _backbone_tag(task: str, backbone: str) -> str:
 def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"task": task}
     # 1. Trees with many verified outcomes: sampled rollouts at every node (two by default; more give
-    # success rates with fewer ties and less luck, for training and for measuring).
-    rollouts = args.label_rollouts
-    tag = "" if rollouts == 2 else f"-r{rollouts}"
-    data_config = _search_config(
-        task, work, {"rollouts": rollouts, "rollout_temperature": 1.0, "batch_size": 64}
-    )
-    out["label_rollouts"] = rollouts
-    for split, limit in (("train", args.train_problems), ("dev", args.dev_problems)):
+    # success rates with fewer ties and less luck). The held-out trees may take more rollouts than the
+    # training trees: they are what the critics are measured against.
+    tags = {}
+    for split, limit, rollouts in (
+        ("train", args.train_problems, args.label_rollouts),
+        ("dev", args.dev_problems, args.dev_label_rollouts or args.label_rollouts),
+    ):
+        out[{"train": "label_rollouts", "dev": "dev_label_rollouts"}[split]] = rollouts
+        tags[split] = tag = "" if rollouts == 2 else f"-r{rollouts}"
         trees = work / f"{task}-{split}-trees{tag}"
         if not trees.exists():
+            data_config = _search_config(
+                task, work, {"rollouts": rollouts, "rollout_temperature": 1.0, "batch_size": 64}
+            )
             _cli(
                 "search",
                 "--task",
@@ -103,6 +108,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "--out",
                 str(work / f"{task}-{split}-search{tag}.json"),
             )
+    tag = tags["train"]
     # 2-3. Critics and their held-out quality.
     confidence = task in args.confidence
     backbone = args.backbone.get(task, f"{task}-base")
@@ -130,13 +136,13 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "--max-rows",
                 str(args.max_rows),
             )
-        metrics_path = work / f"{task}-{kind}{suffix}-dev.json"
+        metrics_path = work / f"{task}-{kind}{suffix}-dev{tags['dev']}.json"
         _cli(
             "eval-critic",
             "--critic",
             str(critic),
             "--trees",
-            str(work / f"{task}-dev-trees{tag}"),
+            str(work / f"{task}-dev-trees{tags['dev']}"),
             "--out",
             str(metrics_path),
         )
@@ -150,18 +156,21 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for kind in ("value", "prm", "orm"):
                 critic_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffix}'}"]
         result = work / f"{task}-test-{mode.replace(' ', '-')}{suffix if critic_flags else ''}.json"
-        _cli(
-            "search",
-            "--task",
-            task,
-            "--limit",
-            str(args.test_problems),
-            "--config",
-            str(config),
-            *critic_flags,
-            "--out",
-            str(result),
-        )
+        if result.exists():  # like the trees and the critics: delete the file to search again
+            print(f"{result} exists: not searched again", flush=True)
+        else:
+            _cli(
+                "search",
+                "--task",
+                task,
+                "--limit",
+                str(args.test_problems),
+                "--config",
+                str(config),
+                *critic_flags,
+                "--out",
+                str(result),
+            )
         data = json.loads(result.read_text())
         out["search"][mode] = {
             "accuracy": data["accuracy"],
@@ -180,6 +189,7 @@ def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -
             r["task"],
             r.get("confidence", False),
             r.get("label_rollouts", 2),
+            r.get("dev_label_rollouts", r.get("label_rollouts", 2)),
             r.get("backbone", f"{r['task']}-base"),
         )
 
@@ -200,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument(
         "--label-rollouts", type=int, default=2, help="sampled rollouts per node in the label trees"
+    )
+    parser.add_argument(
+        "--dev-label-rollouts",
+        type=int,
+        default=None,
+        help="rollouts per node in the held-out trees the critics are measured on "
+        "(default: --label-rollouts)",
     )
     parser.add_argument("--max-rows", type=int, default=8000)
     parser.add_argument(
