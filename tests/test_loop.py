@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,12 @@ def test_gate_keeps_the_best_candidate_of_the_round(
     gate2 = loop._stage_gate(2)  # type: ignore[attr-defined]
     assert scored == ["policy"]
     assert gate2["previous_dev_accuracy"] == dev[Path(policy).name]
+    # Resumed with another dev set size, the recorded score no longer applies: score it again.
+    config = loop.config  # type: ignore[attr-defined]
+    loop.config = replace(config, evaluate=replace(config.evaluate, dev_problems=11))  # type: ignore[attr-defined]
+    scored.clear()
+    loop._stage_gate(2)  # type: ignore[attr-defined]
+    assert scored == [Path(policy).name, "policy"]
 
 
 def test_learn_settings_refuse_sft_from_start_without_replay() -> None:

@@ -348,6 +348,7 @@ class Loop:
             "dev_accuracy": scores[kept],
             "candidates": scores,
             "previous_dev_accuracy": previous,
+            "dev_problems": self.config.evaluate.dev_problems,
         }
 
     def _evaluate(self, policy: str, critics: dict[str, str], round_: int) -> dict[str, Any]:
@@ -383,10 +384,11 @@ class Loop:
         return json.loads((self.round_dir(k) / f"{stage}.json").read_text())
 
     def _kept_dev_accuracy(self, k: int) -> float:
-        """Dev accuracy of the policy kept after round k: the gate of round k already scored it."""
-        if k == 0:
-            return self.dev_accuracy(self.policy(0))
-        gate = self._read(k, "gate")
+        """Dev accuracy of the policy kept after round k: round k's gate scored it, unless the run
+        was resumed with another number of dev problems since (or k is 0)."""
+        gate = self._read(k, "gate") if k > 0 else {}
+        if gate.get("dev_problems") != self.config.evaluate.dev_problems:
+            return self.dev_accuracy(self.policy(k))
         return float(gate["dev_accuracy"] if gate["accepted"] else gate["previous_dev_accuracy"])
 
     def dev_accuracy(self, policy: str) -> float:

@@ -183,14 +183,12 @@ class CriticModel(nn.Module):
         if not meta_path.is_file():
             raise UserError(f"{directory}: not a critic directory (no critic.json)")
         meta = json.loads(meta_path.read_text())
-        if backbone is not None:
-            pass
-        elif (directory / "backbone" / "adapter_config.json").is_file():
+        if backbone is None and (directory / "backbone" / "adapter_config.json").is_file():
             from alphallm.train.lora import load_adapter
 
             base, _ = load_causal_lm(meta["lora_base"], device=device, dtype=dtype)
             backbone = load_adapter(base, directory / "backbone")
-        else:
+        elif backbone is None:
             backbone, _ = load_causal_lm(directory / "backbone", device=device, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory / "backbone")
         model = cls(backbone, meta["kind"], confidence=bool(meta.get("confidence", False)))
