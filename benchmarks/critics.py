@@ -243,12 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _save(out / "critics.json", args, results)
-    print(f"\n{'task':8s} {'critic':6s} {'AUC':>6s} {'Spearman':>9s} {'ECE':>6s} {'rows':>6s}")
+    print(
+        f"\n{'task':8s} {'critic':6s} {'AUC':>6s} {'Spearman':>9s} {'ceiling':>8s} {'ECE':>6s} {'rows':>6s}"
+    )
     for r in results:
         for kind in ("value", "prm", "orm"):
             m = r[kind]
             print(
                 f"{r['task']:8s} {kind:6s} {m['auc']:6.3f} {m.get('spearman', float('nan')):9.3f} "
+                f"{m.get('spearman_ceiling', float('nan')):8.3f} "
                 f"{m.get('ece', float('nan')):6.3f} {int(m['rows']):6d}"
             )
     print(f"\n{'task':8s} {'search':16s} {'accuracy':>8s} {'gen tokens':>11s} {'prefill':>9s}")

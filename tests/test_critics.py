@@ -18,7 +18,7 @@ from alphallm.critics.learned import (
     encode_batch,
     load_critics,
 )
-from alphallm.critics.metrics import auc, expected_calibration_error, spearman
+from alphallm.critics.metrics import auc, expected_calibration_error, spearman, spearman_ceiling
 from alphallm.critics.tool import ToolCritic
 from alphallm.lm.hf import load_causal_lm
 from alphallm.tasks import get_task
@@ -34,6 +34,18 @@ def test_metrics() -> None:
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert expected_calibration_error([0.25, 0.25, 0.75, 0.75], [0, 0.5, 1, 0.5]) == pytest.approx(0.0)
+    assert spearman_ceiling([0.1, 0.5, 0.9]) == pytest.approx(1.0)  # no ties: a scorer can be perfect
+    assert math.isnan(spearman_ceiling([0.0, 0.0]))
+    # Mostly-zero targets: every tie-free scorer that orders the groups right reaches the ceiling, none more.
+    targets = [0.0] * 8 + [0.5, 1.0]
+    rng = random.Random(0)
+    best = []
+    for _ in range(50):
+        scores = [t + rng.random() * 0.1 for t in targets]  # right group order, random inside the zeros
+        best.append(spearman(scores, targets))
+        assert spearman([rng.random() for _ in targets], targets) <= spearman_ceiling(targets) + 1e-12
+    assert best == pytest.approx([spearman_ceiling(targets)] * 50)
+    assert spearman_ceiling(targets) == pytest.approx(0.7006, abs=1e-4)  # far from 1: ties cost 0.3
 
 
 def test_combine_is_a_weighted_mean_of_available_scores() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["auc", "brier", "expected_calibration_error", "spearman"]
+__all__ = ["auc", "brier", "expected_calibration_error", "spearman", "spearman_ceiling"]
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -40,6 +40,20 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def spearman_ceiling(targets: Sequence[float]) -> float:
+    """The highest Spearman correlation with ``targets`` that scores without ties can reach.
+
+    Tied targets (most success rates of a weak policy are exactly 0) share one rank, which no
+    continuous critic reproduces: the best it can do is order the tie groups right, and then the
+    correlation is sd(target ranks) / sd(1..n) whatever order it puts each group in. NaN when the
+    targets are constant."""
+    ranks = _ranks(np.asarray(targets, np.float64))
+    n = len(ranks)
+    if n < 2 or ranks.std() == 0:
+        return float("nan")
+    return float(ranks.std() / np.sqrt((n * n - 1) / 12))
 
 
 def brier(scores: Sequence[float], targets: Sequence[float]) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from alphallm.critics.learned import CriticModel, encode_batch
-from alphallm.critics.metrics import auc, brier, expected_calibration_error, spearman
+from alphallm.critics.metrics import auc, brier, expected_calibration_error, spearman, spearman_ceiling
 from alphallm.train.labels import LabelRow
 from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
 
@@ -109,6 +109,7 @@ def critic_metrics(kind: str, scores: Sequence[float], rows: Sequence[LabelRow])
     metrics = {"rows": float(len(rows)), "auc": auc(scores, targets), "brier": brier(scores, targets)}
     if kind == "value":
         metrics["spearman"] = spearman(scores, targets)
+        metrics["spearman_ceiling"] = spearman_ceiling(targets)  # what ties in the targets allow
         metrics["ece"] = expected_calibration_error(scores, targets)
     return metrics
 
