@@ -274,8 +274,8 @@ class LearnedCritic:
 
     @classmethod
     def load(cls, directory: str | Path, *, task: Any, device: str | None = None) -> LearnedCritic:
-        model, tokenizer, _ = CriticModel.load(directory, device=device)
-        return cls(model, tokenizer, task_format=task.format_prompt)
+        """One saved critic (``load_critics`` loads several, sharing what they can)."""
+        return load_critics({"critic": directory}, task=task, device=device)["critic"]
 
     @property
     def name(self) -> str:
