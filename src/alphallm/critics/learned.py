@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -285,7 +285,7 @@ class LearnedCritic:
     def score_texts(self, prompts: Sequence[str], solutions: Sequence[str]) -> list[float]:
         """Probabilities for prompt + solution texts."""
         keys = [(self.model.confidence, p, s) for p, s in zip(prompts, solutions)]
-        found = {i: self.cache.get(key) for i, key in enumerate(keys)} if self.cache else {}
+        found = {i: self.cache.get(key) for i, key in enumerate(keys)} if self.cache is not None else {}
         features = {i: f for i, f in found.items() if f is not None}
         missing = [i for i in range(len(keys)) if i not in features]
         device = next(self.model.parameters()).device
@@ -328,10 +328,14 @@ def load_critics(
     """Saved critics by name. Critics whose backbones hold the same weights (the frozen-backbone
     critics of one policy) share that backbone in memory and one ``FeatureCache``: three critics
     of a 7B policy then cost one copy of it, and one pass over each node's text."""
+    files = {name: _weights_files(Path(d) / "backbone") for name, d in directories.items()}
+    sizes = {name: tuple((f.name, f.stat().st_size) for f in paths) for name, paths in files.items()}
+    alike = Counter(size for size in sizes.values() if size)
     shared: dict[str, tuple[Any, FeatureCache]] = {}
     out: dict[str, LearnedCritic] = {}
     for name, directory in directories.items():
-        digest = _weights_digest(Path(directory) / "backbone")
+        # Only backbones with a same-sized twin can share: hash those (a 7B backbone is read once more).
+        digest = _digest(files[name]) if sizes[name] and alike[sizes[name]] > 1 else None
         backbone, cache = shared.get(digest, (None, None)) if digest else (None, None)
         model, tokenizer, _ = CriticModel.load(directory, device=device, backbone=backbone)
         if digest and backbone is None:
@@ -341,18 +345,20 @@ def load_critics(
     return out
 
 
-def _weights_digest(backbone_dir: Path) -> str | None:
-    """A digest of a saved backbone's config and weights; None for a LoRA adapter (its weights
-    live in its base) or a directory without weights."""
+def _weights_files(backbone_dir: Path) -> list[Path]:
+    """A saved backbone's config and weight files; none for a LoRA adapter (its weights live in its
+    base, and its adapters differ by critic)."""
     if (backbone_dir / "adapter_config.json").is_file():
-        return None
-    files = sorted(backbone_dir.glob("*.safetensors")) + sorted(backbone_dir.glob("*.bin"))
-    if not files:
-        return None
+        return []
+    weights = sorted(backbone_dir.glob("*.safetensors")) + sorted(backbone_dir.glob("*.bin"))
+    config = backbone_dir / "config.json"
+    return ([config] if config.is_file() else []) + weights if weights else []
+
+
+def _digest(files: Sequence[Path]) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    for path in [backbone_dir / "config.json", *files]:
-        if path.is_file():
-            with path.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
+    for path in files:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
