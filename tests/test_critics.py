@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -65,6 +66,40 @@ def test_tool_critic_judges_every_step() -> None:
         CriticInput(problem, "", False),
     ]
     assert critic.score(items) == [1.0, 0.0, 1.0, None]
+
+
+def test_game24_tool_critic_rejects_legal_moves_into_dead_states() -> None:
+    task = get_task("game24")
+    problem = task.problem_from_row({"numbers": [4, 9, 10, 13]}, default_id="p")
+    live = "13-9=4 (left: 4 4 10)\n"  # (10-4)*4 = 24
+    dead = "13+10=23 (left: 4 9 23)\n"  # legal, but 4, 9 and 23 cannot make 24
+    items = [CriticInput(problem, live, False), CriticInput(problem, dead, False)]
+    assert ToolCritic(task).score(items) == [1.0, 0.0]
+    assert ToolCritic(task, reachability=False).score(items) == [1.0, 1.0]  # legality alone
+    # A finished solution is judged by its answer line, not by the state before it.
+    answered = live + "10-4=6 (left: 4 6)\n4*6=24 (left: 24)\nAnswer: (13-9)*(10-4)=24\n"
+    assert ToolCritic(task).score([CriticInput(problem, answered, True)]) == [1.0]
+
+
+def test_eval_critic_scores_the_tool_verifier_against_step_labels(tmp_path: Path) -> None:
+    from alphallm.cli import main
+
+    def rollouts(*verified: bool) -> list[dict[str, object]]:
+        return [{"text": "...", "verified": v} for v in verified]
+
+    nodes = [
+        {"id": 0, "parent": -1, "text": ""},
+        {"id": 1, "parent": 0, "text": "13-9=4 (left: 4 4 10)\n", "rollouts": rollouts(True, False)},
+        {"id": 2, "parent": 0, "text": "13+10=23 (left: 4 9 23)\n", "rollouts": rollouts(False, False)},
+    ]
+    tree = {"task": "game24", "problem_id": "p", "root": "Input: 4 9 10 13\n", "nodes": nodes}
+    (tmp_path / "p.json").write_text(json.dumps(tree))
+    args = ["eval-critic", "--critic", "tool", "--kind", "prm", "--trees", str(tmp_path)]
+    assert main([*args, "--out", str(tmp_path / "tool.out")]) == 0
+    assert json.loads((tmp_path / "tool.out").read_text())["auc"] == 1.0  # the dead state is the error
+    assert main([*args, "--no-reachability", "--out", str(tmp_path / "legal.out")]) == 0
+    assert json.loads((tmp_path / "legal.out").read_text())["auc"] == 0.5  # both moves are legal
+    assert main(["eval-critic", "--critic", "tool", "--trees", str(tmp_path)]) == 2  # which labels?
 
 
 def _synthetic_rows(n: int, seed: int) -> list[LabelRow]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import random
 from fractions import Fraction
@@ -124,11 +126,38 @@ def test_game24_rule_verifier() -> None:
     assert not task.check_step(problem, "", "13-9=5 (left: 4 5 10)")  # wrong arithmetic
     assert not task.check_step(problem, "", "13-8=5 (left: 4 5 10)")  # 8 is not available
     assert not task.check_step(problem, "", "13-9=4 (left: 4 10)")  # numbers left are wrong
+    assert task.solvable_after(problem, "13-9=4 (left: 4 4 10)\n") is True
+    assert task.solvable_after(problem, "13+10=23 (left: 4 9 23)\n") is False
+    assert task.solvable_after(problem, "garbage\n") is None
     fractional = task.problem_from_row({"numbers": [1, 5, 5, 5]}, default_id="y")
     steps = "1/5=1/5 (left: 1/5 5 5)\n5-(1/5)=24/5 (left: 24/5 5)\n5*(24/5)=24 (left: 24)\n"
     assert _step_verdicts(task, fractional, steps) == [True, True, True]
+    assert task.solvable_after(fractional, "1/5=1/5 (left: 1/5 5 5)\n") is True  # through a fraction
     assert task.check(fractional, steps + "Answer: 5*(5-1/5)=24\n")
     assert Fraction(24, 5) * 5 == 24
+
+
+@functools.cache
+def _reaches_24(numbers: tuple[Fraction, ...]) -> bool:
+    """Brute force over every pair, every operation, both orders (negative results included)."""
+    if len(numbers) == 1:
+        return numbers[0] == 24
+    for i, j in itertools.combinations(range(len(numbers)), 2):
+        a, b = numbers[i], numbers[j]
+        rest = [x for k, x in enumerate(numbers) if k not in (i, j)]
+        results = {a + b, a - b, b - a, a * b} | ({a / b} if b else set()) | ({b / a} if a else set())
+        if any(_reaches_24(tuple(sorted([*rest, r]))) for r in results):
+            return True
+    return False
+
+
+def test_game24_solver_finds_every_reachable_24() -> None:
+    """solvable_after relies on the solver, whose moves skip negative results: still exact."""
+    sets = [*itertools.combinations_with_replacement(range(1, 14), 4)]
+    sets += [*itertools.combinations_with_replacement(range(-6, 30), 2)]
+    for numbers in sets:
+        key = tuple(sorted(Fraction(x) for x in numbers))
+        assert (solve_numbers(numbers) is not None) == _reaches_24(key), numbers
 
 
 # -- gsm8k ---------------------------------------------------------------------------------------

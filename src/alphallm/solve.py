@@ -51,6 +51,14 @@ class SolveConfig:
         default="best_value", metadata={"help": "mcts read-out: best_value, most_visited, vote or auto"}
     )
     prune: bool = field(default=True, metadata={"help": "a step the tool verifier rejects is a dead end"})
+    reachability: bool = field(
+        default=True,
+        metadata={
+            "help": "the tool verifier also rejects a state the task can no longer solve (game24: the "
+            "numbers left cannot make 24; an exact solver check, the way Tree of Thoughts asks its "
+            "model 'can these reach 24?'); false: legality only"
+        },
+    )
     critic_dirs: dict[str, str] = field(
         default_factory=dict, metadata={"help": "learned critics by kind: {value: DIR, prm: DIR, orm: DIR}"}
     )
@@ -149,7 +157,8 @@ def _build_critics(task: Task, config: SolveConfig, policy: LanguageModel, devic
     scored by the tool verifier when it is in use, else by a learned ORM (never by the gold-answer
     oracle, which only ever enters a value through its own weight)."""
     learned = load_critics(config.critic_dirs, task=task, device=device)
-    available: dict[str, Critic] = {"tool": ToolCritic(task), "oracle": OracleCritic(task), **learned}
+    tool = ToolCritic(task, reachability=config.reachability)
+    available: dict[str, Critic] = {"tool": tool, "oracle": OracleCritic(task), **learned}
     if config.weights.get("implicit_q", 0.0) > 0:
         if config.anchor is None:
             raise ValueError("the implicit_q critic needs an anchor model (SolveConfig.anchor)")

@@ -46,8 +46,22 @@ def add_parsers(sub: Any) -> None:
     e = sub.add_parser(
         "eval-critic", help="AUC, rank correlation and calibration of a critic on held-out trees"
     )
-    e.add_argument("--critic", required=True, help="critic directory (train-critic --out)")
+    e.add_argument(
+        "--critic",
+        required=True,
+        help="critic directory (train-critic --out), or 'tool' for the task's tool verifier",
+    )
     e.add_argument("--trees", required=True, nargs="+", help="held-out tree JSON files or directories")
+    e.add_argument(
+        "--kind",
+        choices=("value", "prm", "orm"),
+        help="the labels to score against (default: the critic's own kind; needed with --critic tool)",
+    )
+    e.add_argument(
+        "--no-reachability",
+        action="store_true",
+        help="with --critic tool: legality only, not whether the state can still be solved",
+    )
     e.add_argument("--min-samples", type=int, default=2)
     e.add_argument("--out", help="JSON file for the metrics")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
@@ -121,18 +135,52 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table
-    from alphallm.critics.learned import CriticModel
     from alphallm.io import read_trees, write_json
-    from alphallm.train.critic import critic_metrics, predict
+    from alphallm.train.critic import critic_metrics
 
-    model, tokenizer, meta = CriticModel.load(args.critic, device=args.device, dtype=args.dtype)
     trees = read_trees(args.trees)
-    rows = label_rows(meta["kind"], trees, args.min_samples)
+    if args.critic == "tool":
+        if args.kind is None:
+            raise UserError("--critic tool needs --kind (the labels to score it against: value, prm or orm)")
+        kind, name = args.kind, "tool" + ("-legality" if args.no_reachability else "")
+        rows = label_rows(kind, trees, args.min_samples)
+        scores = _tool_scores(trees, rows, reachability=not args.no_reachability) if rows else []
+    else:
+        from alphallm.critics.learned import CriticModel
+        from alphallm.train.critic import predict
+
+        model, tokenizer, meta = CriticModel.load(args.critic, device=args.device, dtype=args.dtype)
+        kind, name = args.kind or meta["kind"], f"{meta['kind']} critic {Path(args.critic).name}"
+        rows = label_rows(kind, trees, args.min_samples)
+        scores = predict(model, tokenizer, rows) if rows else []
     if not rows:
-        raise UserError(f"no {meta['kind']} labels in {len(trees)} trees")
-    metrics = critic_metrics(meta["kind"], predict(model, tokenizer, rows), rows)
-    print_table(f"{meta['kind']} critic {Path(args.critic).name} on {len(trees)} trees", metrics)
+        raise UserError(f"no {kind} labels in {len(trees)} trees")
+    metrics = critic_metrics(kind, scores, rows)
+    print_table(f"{name} on the {kind} labels of {len(trees)} trees", metrics)
     if args.out:
-        write_json(args.out, {"critic": args.critic, "kind": meta["kind"], "trees": args.trees, **metrics})
+        write_json(args.out, {"critic": args.critic, "kind": kind, "trees": args.trees, **metrics})
         console.print(f"metrics: {args.out}")
     return 0
+
+
+def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: bool) -> list[float]:
+    """The tool verifier's score of every label row (0.5 where it cannot judge the text)."""
+    from alphallm.critics.base import CriticInput
+    from alphallm.critics.tool import ToolCritic
+    from alphallm.tasks import get_task
+    from alphallm.tasks.base import Problem
+
+    names = {str(tree.get("task")) for tree in trees}
+    if len(names) != 1 or None in names:
+        raise UserError(f"--critic tool needs trees of one task (search --save-trees), got: {sorted(names)}")
+    task = get_task(names.pop())
+    critic = ToolCritic(task, reachability=reachability)
+    items = [
+        CriticInput(
+            Problem(row.group, row.prompt.removeprefix(task.problem_prefix).rstrip("\n")),
+            row.solution,
+            terminal=task.extract_answer(row.solution) is not None,
+        )
+        for row in rows
+    ]
+    return [0.5 if score is None else score for score in critic.score(items)]

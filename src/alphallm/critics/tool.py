@@ -1,7 +1,10 @@
 """Tool critics: the task's own verifiers, run through the safe evaluator. No gold answers.
 
 ``ToolCritic`` checks every step of a (partial) solution with ``task.check_step`` (arith recomputes
-each calculation; game24 checks each move's legality and that the final expression makes 24).
+each calculation; game24 checks each move's legality and that the final expression makes 24) and,
+with ``reachability``, the state a partial solution reached with ``task.solvable_after`` (game24: can
+the numbers left still make 24?). Both are exact; the second is the solver's verdict, so a search
+that prunes with it explores solvable states only.
 ``OracleCritic`` uses ``task.check``, which may read the gold answer: for labels and training-time
 search only, never for test-time decisions.
 """
@@ -27,19 +30,25 @@ def step_verdicts(task: Task, item: CriticInput) -> list[bool | None]:
 
 
 class ToolCritic:
-    """1 if every checkable step is right, 0 if any is wrong, None if no step could be checked."""
+    """1 if every checkable step is right, 0 if any is wrong (or, with ``reachability``, if the
+    unfinished solution's state cannot be solved any more), None if nothing could be checked."""
 
     name: ClassVar[str] = "tool"
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, *, reachability: bool = True) -> None:
         self.task = task
+        self.reachability = reachability
 
     def score(self, items: Sequence[CriticInput]) -> list[float | None]:
-        out: list[float | None] = []
-        for item in items:
-            verdicts = [v for v in step_verdicts(self.task, item) if v is not None]
-            out.append(None if not verdicts else float(all(verdicts)))
-        return out
+        return [self._score(item) for item in items]
+
+    def _score(self, item: CriticInput) -> float | None:
+        verdicts = [v for v in step_verdicts(self.task, item) if v is not None]
+        if not verdicts or not all(verdicts):
+            return None if not verdicts else 0.0
+        # A finished solution is judged by its answer line; a dead state only matters before it.
+        dead = self.reachability and not item.terminal
+        return 0.0 if dead and self.task.solvable_after(item.problem, item.solution) is False else 1.0
 
 
 class OracleCritic:

@@ -140,6 +140,11 @@ class Task(ABC):
         """
         return None
 
+    def solvable_after(self, problem: Problem, prefix: str) -> bool | None:
+        """Can ``problem`` still be solved after ``prefix`` (complete steps)? An exact tool check of
+        the state, beside ``check_step``'s check of the move; None when the task cannot tell."""
+        return None
+
     def steps(self, solution: str) -> list[str]:
         """The step lines of a solution that the step verifier judges (the answer line excluded)."""
         out = []

@@ -327,6 +327,13 @@ class Game24Task(Task):
         pool[c_value] += 1
         return +pool == left
 
+    def solvable_after(self, problem: Problem, prefix: str) -> bool | None:
+        """24 is still reachable from the numbers left after ``prefix`` (the solver, exactly: its
+        moves reach every reachable 24); None when the last line is not a move (an answer line, or
+        garbage that ``check_step`` rejects)."""
+        available = self._available(problem, prefix)
+        return None if available is None else solve_numbers(available) is not None
+
     def _available(self, problem: Problem, prefix: str) -> list[Fraction] | None:
         lines = [line for line in solution_lines(prefix) if line.strip()]
         if not lines:
