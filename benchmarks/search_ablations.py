@@ -10,6 +10,8 @@ against the same config with one change; everything else, the seed included, is 
     state merge off          a sampled option as close as a sibling to it is kept as it is
     merge into twin          ... or joins its twin's statistics instead of being re-sampled
     no fast rollouts         node values without rollouts (tasks whose config has rollouts)
+    legality only            the tool verifier checks moves, not whether the state can still be
+                             solved (tasks with such a check: game24)
 
 With ``--critics DIR`` (the critics benchmark's work directory, with ``<task>-{value,prm,orm}[-confidence]``
 critics), two more rows search with the learned critics and no verifier: all three, and without the
@@ -27,6 +29,8 @@ from typing import Any
 import yaml
 
 from alphallm.cli import main as alphallm
+from alphallm.tasks import get_task
+from alphallm.tasks.base import Task
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"
 
@@ -36,6 +40,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "state merge off": {"mcts": {"merge": "off"}},
     "merge into twin": {"mcts": {"merge": "merge"}},
     "no fast rollouts": {"rollouts": 0},
+    "legality only (no reachability)": {"reachability": False},
 }
 LEARNED = {
     "learned critics": {"weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0}, "prune": False},
@@ -52,7 +57,7 @@ def _critic_dir(critics: Path, task: str, kind: str) -> Path | None:
 
 
 def run(task: str, name: str, patch: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    slug = name.replace(" ", "-").replace(",", "")
+    slug = name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
     result = work / f"{task}-{slug}.json"
     if not result.exists():
         config = yaml.safe_load((CONFIGS / f"{task}.yaml").read_text())
@@ -96,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = dict(ABLATIONS)
         if not config.get("rollouts", 2):
             rows.pop("no fast rollouts")  # nothing to switch off
+        if type(get_task(task)).solvable_after is Task.solvable_after:
+            rows.pop("legality only (no reachability)")  # the task has no state check
         if args.critics and all(_critic_dir(Path(args.critics), task, k) for k in ("value", "prm", "orm")):
             rows.update(LEARNED)
         results[task] = {name: run(task, name, patch, args, work) for name, patch in rows.items()}

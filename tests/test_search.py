@@ -290,7 +290,11 @@ def test_dead_ends_do_not_count_toward_width() -> None:
     kids = tree.child_ids(0, ROOT)
     assert tree.pruned[0, kids].sum() >= 1  # rejected steps stay in the tree as dead ends...
     assert tree.live_children(0, ROOT) >= 1  # ...and the root kept sampling until one passed
-    assert all(tree.num_children[0, n] == 0 for n in np.flatnonzero(tree.pruned[0, : tree.num_nodes[0]]))
+    dead = np.flatnonzero(tree.pruned[0, : tree.num_nodes[0]])
+    assert all(tree.num_children[0, n] == 0 for n in dead)
+    # A dead end is backed up once, when it is found: selection spends no simulation on it again
+    # while the root has a live child or a new one on its way (it would only back up the same 0).
+    assert (tree.visits[0, kids[tree.pruned[0, kids]]] == 1).all()
 
 
 def test_root_is_evaluated_when_a_critic_can_judge_it() -> None:

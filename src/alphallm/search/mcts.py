@@ -118,6 +118,13 @@ def _select(tree: Tree, b: int, wave: _Wave, config: MCTSConfig) -> int | None:
         kids = tree.child_ids(b, node)
         if kids.size == 0:
             return None
+        # A dead end backs up the same 0 every time it is chosen: choose among the live children,
+        # or wait for the one being sampled; only a node with nothing else left revisits its dead ends.
+        live = kids[~tree.pruned[b, kids]]
+        if live.size == 0 and pending:
+            return None
+        if live.size > 0:
+            kids = live
         visits = tree.visits[b, kids] + wave.virtual[b, kids]
         q = np.divide(tree.value_sum[b, kids], visits, out=np.zeros(kids.size), where=visits > 0)
         parent_visits = float(tree.visits[b, node] + wave.virtual[b, node])
