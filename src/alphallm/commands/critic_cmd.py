@@ -170,10 +170,11 @@ def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: 
     from alphallm.tasks import get_task
     from alphallm.tasks.base import Problem
 
-    names = {str(tree.get("task")) for tree in trees}
+    names = {tree.get("task") for tree in trees}
     if len(names) != 1 or None in names:
-        raise UserError(f"--critic tool needs trees of one task (search --save-trees), got: {sorted(names)}")
-    task = get_task(names.pop())
+        found = ", ".join(sorted(str(name) for name in names))
+        raise UserError(f"--critic tool needs trees of one named task (search --save-trees), got: {found}")
+    task = get_task(str(names.pop()))
     critic = ToolCritic(task, reachability=reachability)
     items = [
         CriticInput(
