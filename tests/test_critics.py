@@ -102,6 +102,8 @@ def test_eval_critic_scores_the_tool_verifier_against_step_labels(tmp_path: Path
     assert main(["eval-critic", "--critic", "tool", "--trees", str(tmp_path)]) == 2  # which labels?
     (tmp_path / "p.json").write_text(json.dumps({k: v for k, v in tree.items() if k != "task"}))
     assert main(args) == 2  # which task's tool?
+    (tmp_path / "p.json").write_text(json.dumps({**tree, "root": "Question: 4 9 10 13\n"}))
+    assert main(args) == 2  # not a game24 prompt
 
 
 def _synthetic_rows(n: int, seed: int) -> list[LabelRow]:

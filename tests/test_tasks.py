@@ -160,6 +160,14 @@ def test_game24_solver_finds_every_reachable_24() -> None:
         assert (solve_numbers(numbers) is not None) == _reaches_24(key), numbers
 
 
+@pytest.mark.parametrize("name", ["arith", "game24", "gsm8k", "math"])
+def test_problem_from_prompt_inverts_format_prompt(name: str) -> None:
+    task = get_task(name)
+    problem = Problem("p", "What is 2+3?\nTwo lines." if name in ("gsm8k", "math") else "4 9 10 13")
+    assert task.problem_from_prompt(task.format_prompt(problem), "p") == Problem("p", problem.question)
+    assert task.problem_from_prompt("something else entirely") is None
+
+
 # -- gsm8k ---------------------------------------------------------------------------------------
 def test_gsm8k_recovers_every_gold_answer() -> None:
     task = GSM8KTask()

@@ -168,7 +168,6 @@ def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: 
     from alphallm.critics.base import CriticInput
     from alphallm.critics.tool import ToolCritic
     from alphallm.tasks import get_task
-    from alphallm.tasks.base import Problem
 
     names = {tree.get("task") for tree in trees}
     if len(names) != 1 or None in names:
@@ -176,12 +175,11 @@ def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: 
         raise UserError(f"--critic tool needs trees of one named task (search --save-trees), got: {found}")
     task = get_task(str(names.pop()))
     critic = ToolCritic(task, reachability=reachability)
-    items = [
-        CriticInput(
-            Problem(row.group, row.prompt.removeprefix(task.problem_prefix).rstrip("\n")),
-            row.solution,
-            terminal=task.extract_answer(row.solution) is not None,
-        )
-        for row in rows
-    ]
+    items = []
+    for row in rows:
+        problem = task.problem_from_prompt(row.prompt, row.group)
+        if problem is None:
+            raise UserError(f"tree of problem {row.group}: its root is not a {task.name} prompt")
+        finished = task.extract_answer(row.solution) is not None
+        items.append(CriticInput(problem, row.solution, terminal=finished))
     return [0.5 if score is None else score for score in critic.score(items)]

@@ -97,6 +97,14 @@ class Task(ABC):
         """The model-facing prefix; the solution follows it directly."""
         return f"{self.problem_prefix}{problem.question}\n"
 
+    def problem_from_prompt(self, prompt: str, problem_id: str = "") -> Problem | None:
+        """The problem (without its gold answer) whose ``format_prompt`` is ``prompt``, or None:
+        saved trees keep prompts, and a tool verifier needs the problem back."""
+        head, _, tail = self.format_prompt(Problem("", "\x00")).partition("\x00")
+        if len(prompt) < len(head) + len(tail) or not (prompt.startswith(head) and prompt.endswith(tail)):
+            return None
+        return Problem(problem_id, prompt[len(head) : len(prompt) - len(tail)])
+
     def format_document(self, problem: Problem, solution: str) -> str:
         """Problem and solution as one document (the policy LM models whole documents)."""
         return self.format_prompt(problem) + solution
