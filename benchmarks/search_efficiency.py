@@ -4,7 +4,9 @@
 
 Every method runs in the same harness (the same backend, critics and accounting) on the shipped
 base models. Tokens are all generated tokens: the policy's and the rollout policy's. Prints a
-table, writes ``search_efficiency.json`` and ``search_efficiency.png``.
+table, writes ``search_efficiency.json`` and ``search_efficiency.png``. Points measured again replace
+their rows in the JSON and the others stay, so ``--tasks game24 --methods mcts-no-rollouts`` adds one
+line to the existing figures.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from alphallm.io import write_json
 from alphallm.lm import load_lm
 from alphallm.solve import SolveConfig, solve
 from alphallm.tasks import get_task
@@ -30,6 +33,12 @@ GRID: dict[str, list[dict[str, Any]]] = {
     "beam": [{"beam_width": w, "expansions": 3} for w in (1, 2, 4, 8)],
     "bfs": [{"bfs_budget": k, "expansions": 3} for k in (4, 8, 16, 32)],
     "mcts": [{"mcts": {"num_simulations": k}} for k in (8, 16, 32, 64)],
+    # eta-MCTS without fast rollouts: leaves are judged by the critics alone (for game24, the
+    # reachability verifier), so a simulation costs one option instead of an option plus two
+    # completions. Skipped for a task whose config has no rollouts (it is the line above).
+    "mcts-no-rollouts": [
+        {"method": "mcts", "rollouts": 0, "mcts": {"num_simulations": k}} for k in (16, 32, 64, 128)
+    ],
 }
 
 
@@ -44,14 +53,15 @@ def run_point(
 ) -> dict:
     data = base_settings(task_name)
     data["mcts"] = {**(data.get("mcts") or {}), **budget.pop("mcts", {})}
-    config = SolveConfig.from_dict({**data, **budget, "method": method, "seed": seed})
+    solver = budget.pop("method", method)  # a grid line may be a variant of another method
+    config = SolveConfig.from_dict({**data, **budget, "method": solver, "seed": seed})
     mcts = config.mcts
     report = solve(get_task(task_name), problems, policy=policy, config=config)
     summary = report.summary()
     return {
         "task": task_name,
         "method": method,
-        "budget": {**budget, **({"num_simulations": mcts.num_simulations} if method == "mcts" else {})},
+        "budget": {**budget, **({"num_simulations": mcts.num_simulations} if solver == "mcts" else {})},
         "accuracy": summary["accuracy"],
         "generated_tokens": summary["generated_tokens"],
         "tokens_per_problem": summary["generated_tokens"] / max(1, len(problems)),
@@ -59,6 +69,22 @@ def run_point(
         "wall_seconds": summary["wall_seconds"],
         "usage": summary["usage"],
     }
+
+
+def _key(row: dict) -> tuple[str, str, str]:
+    return (row["task"], row["method"], json.dumps(row["budget"], sort_keys=True))
+
+
+def merge(kept: list[dict], fresh: list[dict]) -> list[dict]:
+    """``kept`` with the points measured again replaced: a run of some methods or tasks updates the
+    file instead of dropping the others' rows."""
+    done = {_key(r) for r in fresh}
+    return [r for r in kept if _key(r) not in done] + fresh
+
+
+def redundant(task_name: str, method: str) -> bool:
+    """The no-rollouts line of a task that has no rollouts anyway."""
+    return method == "mcts-no-rollouts" and not base_settings(task_name).get("rollouts")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -94,19 +120,21 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", nargs="+", default=["arith", "game24"])
-    parser.add_argument("--methods", nargs="+", default=list(GRID))
+    parser.add_argument("--methods", nargs="+", default=list(GRID), choices=list(GRID))
     parser.add_argument("--limit", type=int, default=100, help="test problems per task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    path = out / "search_efficiency.json"
+    kept = json.loads(path.read_text()) if path.exists() else []
+    rows: list[dict] = []
     for task_name in args.tasks:
         task = get_task(task_name)
         problems = task.problems("test")[: args.limit]
         policy = load_lm(f"{task_name}-base")
-        for method in args.methods:
+        for method in (m for m in args.methods if not redundant(task_name, m)):
             for budget in GRID[method]:
                 started = time.perf_counter()
                 row = run_point(task_name, method, dict(budget), problems, policy, args.seed)
@@ -117,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"tokens/problem={row['tokens_per_problem']:8.0f} ({seconds:.0f} s)",
                     flush=True,
                 )
-                (out / "search_efficiency.json").write_text(json.dumps(rows, indent=2))
-    plot(rows, out / "search_efficiency.png")
+                write_json(path, merge(kept, rows))
+    plot(merge(kept, rows), out / "search_efficiency.png")
     print(f"\nwrote {out / 'search_efficiency.json'} and {out / 'search_efficiency.png'}")
     return 0
 
