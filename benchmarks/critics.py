@@ -2,14 +2,15 @@
 
     python benchmarks/critics.py [--tasks arith game24] [--train-problems 300] [--dev-problems 150]
                                  [--label-rollouts 2] [--dev-label-rollouts N]
-                                 [--confidence arith] [--backbone arith=DIR]
+                                 [--confidence arith] [--token-evidence arith] [--backbone arith=DIR]
 
 For each task, with the shipped base model:
 1. search train-split and dev-split problems with eta-MCTS and fast rollouts, saving the trees
    (the verifier labels every terminal and rollout);
 2. train a value, a PRM and an ORM critic on the train trees (``alphallm train-critic``; for the
    tasks in ``--confidence``, a frozen backbone whose head also reads the base model's own token
-   log-probs, ``--confidence``: arith's errors are the policy's slips). The backbone is the base
+   log-probs, ``--confidence``: arith's errors are the policy's slips; with ``--token-evidence`` also a
+   second head over every solution token, pooled by a soft maximum). The backbone is the base
    model unless ``--backbone TASK=DIR`` names another, such as a self-improved policy from
    ``runs/bench-improve``: the trees, the labels and the searching policy stay the base model's;
 3. measure them on the dev trees (``alphallm eval-critic``): ORM AUC, PRM step AUC, value Spearman
@@ -113,12 +114,17 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     confidence = task in args.confidence
     backbone = args.backbone.get(task, f"{task}-base")
     out["backbone"] = backbone
-    suffix = ("-confidence" if confidence else "") + tag + _backbone_tag(task, backbone)
+    tokens = confidence and task in args.token_evidence
+    suffix = (
+        ("-tokens" if tokens else "-confidence" if confidence else "") + tag + _backbone_tag(task, backbone)
+    )
     # A frozen backbone trains only its head: more epochs at a higher rate cost less than full tuning.
     settings = ["--epochs", str(args.epochs)]
     if confidence:
         settings = ["--confidence", "--epochs", str(args.epochs + 2), "--lr", "1e-3"]
+        settings += ["--token-evidence"] if tokens else []
     out["confidence"] = confidence
+    out["token_evidence"] = tokens
     for kind in ("value", "prm", "orm"):
         critic = work / f"{task}-{kind}{suffix}"
         if not critic.exists():
@@ -188,6 +194,7 @@ def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -
         return (
             r["task"],
             r.get("confidence", False),
+            r.get("token_evidence", False),
             r.get("label_rollouts", 2),
             r.get("dev_label_rollouts", r.get("label_rollouts", 2)),
             r.get("backbone", f"{r['task']}-base"),
@@ -224,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=["arith"],
         help="tasks whose critics also read the base model's token log-probs (frozen backbone)",
+    )
+    parser.add_argument(
+        "--token-evidence",
+        nargs="*",
+        default=[],
+        help="tasks (among --confidence) whose critics also score every solution token",
     )
     parser.add_argument(
         "--backbone",

@@ -234,6 +234,44 @@ def test_a_confidence_critic_sees_the_policys_slips_with_its_backbone_frozen(tmp
     assert predict(loaded, tokenizer2, fresh) == pytest.approx(predict(model, tokenizer, fresh), abs=1e-6)
 
 
+def test_a_token_evidence_critic_scores_every_solution_token_and_round_trips(tmp_path: Path) -> None:
+    from alphallm.lm.hf import resolve_model_path
+
+    base, tokenizer = load_causal_lm(resolve_model_path("arith-base"))
+    rows, _ = _slip_rows(240, 0)
+    config = CriticTrainConfig(
+        epochs=6, lr=3e-3, batch_size=32, holdout=0.25, seed=0, confidence=True, token_evidence=True
+    )
+    model, metrics = train_critic(rows, base=base, tokenizer=tokenizer, kind="orm", config=config)
+    # 60 held-out rows: the plain confidence critic scores 0.76-0.86 across seeds here, this one 0.77-0.82.
+    assert metrics["held_out"]["auc"] > 0.75
+    assert model.evidence is not None and model.frozen
+    heads = [*model.head.parameters(), *model.evidence.parameters()]
+    assert metrics["trainable_parameters"] == sum(p.numel() for p in heads)
+    # One row for the whole text, then one per solution token (the prompt's tokens are not read).
+    prompt, solution = rows[0].prompt, rows[0].solution
+    batch = encode_batch(tokenizer, [prompt, prompt], [solution, ""], torch.device("cpu"))
+    with torch.no_grad():
+        features = model.features(**batch)
+        logits = model.logits(features)
+        global_only = model.head(torch.stack([f[0] for f in features])).squeeze(-1)
+    n_solution = len(tokenizer(prompt + solution)["input_ids"]) - len(tokenizer(prompt)["input_ids"])
+    assert [len(f) for f in features] == [1 + n_solution, 1]
+    assert logits[0] < global_only[0]  # the tokens' evidence only ever lowers the score
+    assert logits[1] == pytest.approx(global_only[1].item(), abs=1e-6)  # nothing to read: nothing taken off
+    model.save(tmp_path / "critic", tokenizer, {"base": "arith-base"})
+    loaded, tokenizer2, meta = CriticModel.load(tmp_path / "critic")
+    assert meta["token_evidence"] is True and loaded.token_evidence
+    fresh, _ = _slip_rows(16, 1)
+    assert predict(loaded, tokenizer2, fresh) == pytest.approx(predict(model, tokenizer, fresh), abs=1e-6)
+    task = get_task("arith")
+    critic = LearnedCritic(loaded, tokenizer2, task_format=task.format_prompt)
+    texts = critic.score_texts([r.prompt for r in fresh], [r.solution for r in fresh])
+    assert texts == pytest.approx(predict(model, tokenizer, fresh), abs=1e-6)
+    with pytest.raises(ValueError, match="needs confidence"):
+        CriticTrainConfig(token_evidence=True)
+
+
 def test_a_lora_confidence_critic_reads_the_base_without_its_adapters(tiny_model_dir: Path) -> None:
     base, tokenizer = load_causal_lm(str(tiny_model_dir))
     reference, _ = load_causal_lm(str(tiny_model_dir))

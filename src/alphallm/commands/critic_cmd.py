@@ -35,6 +35,12 @@ def add_parsers(sub: Any) -> None:
         help="also read the base model's own token log-probs of the solution (its slips); "
         "the backbone stays frozen (with --lora-r: features from the base without adapters)",
     )
+    p.add_argument(
+        "--token-evidence",
+        action="store_true",
+        help="with --confidence: also score every solution token (its context and how the base rated "
+        "it) and let the worst ones lower the critic's score",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument(
         "--dtype",
@@ -102,6 +108,7 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             lora_r=args.lora_r,
             confidence=args.confidence,
+            token_evidence=args.token_evidence,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -17,6 +17,13 @@ predicts the *next* token; it does not record whether the previous one was the l
 Then the backbone stays frozen (only the head trains) or, with LoRA, the features come from
 the base with its adapters switched off, so they keep their meaning while the critic trains.
 
+With ``token_evidence=True`` (on top of ``confidence``) a second small MLP reads every solution
+token: the hidden state that predicted it and how the base rated it (its log-prob, the most likely
+token's log-prob, the entropy). Its per-token scores are pooled with a soft maximum and lower the
+head's logit: ``logit = head(global) - softplus(logsumexp_t e_t)``. The min/mean features above
+cannot tell a slipped digit from a harmless unlikely choice (which sum to reduce first); a token's
+context can, and one bad token is enough to sink a solution.
+
 A critic directory holds the backbone (``save_pretrained``), its tokenizer, ``head.safetensors``
 and ``critic.json``. A LoRA-trained backbone (``lora_r > 0``) is stored as its PEFT adapter only,
 and ``critic.json`` names the base it sits on (``lora_base``, an absolute path or hub id): a critic
@@ -38,7 +45,6 @@ from torch import nn
 from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
 from alphallm.lm.base import Usage
-from alphallm.lm.hf import token_logprobs
 from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
 
 KINDS = ("value", "prm", "orm")
 N_CONFIDENCE = 4
+N_TOKEN_STATS = 4  # a token's log-prob, the top token's, the entropy, and the gap to the top
 
 
 def confidence_features(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -75,16 +82,35 @@ def confidence_features(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class CriticModel(nn.Module):
     """Backbone + scalar head. ``forward`` returns one logit per sequence.  # (B,)"""
 
-    def __init__(self, backbone: Any, kind: str, *, confidence: bool = False) -> None:
+    def __init__(
+        self, backbone: Any, kind: str, *, confidence: bool = False, token_evidence: bool = False
+    ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
+        if token_evidence and not confidence:
+            raise ValueError("token_evidence reads the base model's token log-probs: it needs confidence")
         self.kind = kind
         self.confidence = confidence
+        self.token_evidence = token_evidence
         self.backbone = backbone
         hidden = backbone.config.hidden_size
         inputs = hidden + (N_CONFIDENCE if confidence else 0)
         self.head = nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        # A token's row is as wide as the global one (hidden + 4), so both fit one tensor per text.
+        self.evidence: nn.Sequential | None = None
+        if token_evidence:
+            first, last = nn.Linear(hidden + N_TOKEN_STATS, 64), nn.Linear(64, 1)
+            # Start as the plain confidence critic: every token's score far below zero, so that
+            # softplus(logsumexp) is about 0 for a few hundred tokens until training finds culprits.
+            nn.init.zeros_(last.weight)
+            nn.init.constant_(last.bias, -8.0)
+            self.evidence = nn.Sequential(first, nn.GELU(), last)
+
+    @property
+    def feature_kind(self) -> str:
+        """What ``features`` returns; critics on one backbone share cached features of one kind."""
+        return "tokens" if self.token_evidence else "confidence" if self.confidence else "last"
 
     @property
     def frozen(self) -> bool:
@@ -99,16 +125,30 @@ class CriticModel(nn.Module):
     ) -> torch.Tensor:
         """One logit per sequence (B,). ``solution_mask`` (B, T) marks the solution's tokens (the
         confidence features are read over them only; the prompt's numbers are random draws)."""
-        return self.head(self.features(input_ids, attention_mask, solution_mask)).squeeze(-1)
+        return self.logits(self.features(input_ids, attention_mask, solution_mask))
+
+    def logits(self, features: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """The heads on what ``features`` returned (or on rows of it, from a cache): (B,)."""
+        if self.evidence is None:
+            rows = features if isinstance(features, torch.Tensor) else torch.stack(list(features))
+            return self.head(rows).squeeze(-1)
+        texts = list(features)
+        padded = nn.utils.rnn.pad_sequence(texts, batch_first=True)  # (B, 1 + n, H + 4)
+        lengths = torch.tensor([len(t) - 1 for t in texts], device=padded.device)
+        marked = torch.arange(padded.shape[1] - 1, device=padded.device)[None] < lengths[:, None]
+        scores = self.evidence(padded[:, 1:]).squeeze(-1).masked_fill(~marked, -1e4)  # (B, n)
+        # A soft maximum: one bad token sinks the text; no tokens (the root) take nothing off.
+        return self.head(padded[:, 0]).squeeze(-1) - nn.functional.softplus(torch.logsumexp(scores, -1))
 
     def features(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         solution_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """What the head reads (B, H [+ 4]): the last token's hidden state, and with ``confidence``
-        the base model's log-prob features of the solution."""
+    ) -> Any:
+        """What the heads read: (B, H [+ 4]), the last token's hidden state and with ``confidence``
+        the base model's log-prob features of the solution; with ``token_evidence`` a list of
+        (1 + n_i, H + 4) tensors, that row first and then one row per solution token."""
         # The transformer without its LM head: hidden states (B, T, H); left padding puts every
         # sequence's last token in the last column.
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -120,12 +160,17 @@ class CriticModel(nn.Module):
                 .last_hidden_state
             )
         pooled = hidden[:, -1].float()
-        if self.confidence:
-            if solution_mask is None:
-                raise ValueError("a confidence critic needs the solution mask (encode_batch with prompts)")
-            logp = self._token_logprobs(input_ids, attention_mask, positions, hidden)
-            pooled = torch.cat([pooled, confidence_features(logp, solution_mask[:, 1:])], -1)
-        return pooled
+        if not self.confidence:
+            return pooled
+        if solution_mask is None:
+            raise ValueError("a confidence critic needs the solution mask (encode_batch with prompts)")
+        stats = self._token_stats(input_ids, attention_mask, positions, hidden)  # (B, T-1, 4)
+        marked = solution_mask[:, 1:].bool()  # token t+1 is the solution's; hidden[t] predicted it
+        pooled = torch.cat([pooled, confidence_features(stats[..., 0], marked)], -1)
+        if not self.token_evidence:
+            return pooled
+        tokens = torch.cat([hidden[:, :-1].float(), stats], -1)
+        return [torch.cat([pooled[i, None], tokens[i][marked[i]]]) for i in range(len(pooled))]
 
     @torch.no_grad()
     def _token_logprobs(
@@ -136,6 +181,18 @@ class CriticModel(nn.Module):
         hidden: torch.Tensor,
     ) -> torch.Tensor:
         """(B, T-1): the unchanged base model's log-prob of each token given the ones before it."""
+        return self._token_stats(input_ids, attention_mask, positions, hidden)[..., 0]
+
+    @torch.no_grad()
+    def _token_stats(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+        hidden: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, T-1, 4): how the unchanged base model rated each token given the ones before it:
+        its log-prob, the most likely token's, the entropy, and the log-prob minus the top one's."""
         model = unwrap(self.backbone)
         if is_peft_model(self.backbone):  # the base as it was: adapters off
             with self.backbone.disable_adapter():
@@ -144,7 +201,11 @@ class CriticModel(nn.Module):
                 ).logits
         else:  # frozen backbone: this pass's hidden states are the base's
             logits = model.get_output_embeddings()(hidden)
-        return token_logprobs(logits, input_ids)
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # as token_logprobs, kept for the rest
+        taken = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        top = logp.max(-1).values
+        entropy = -(logp.exp() * logp).sum(-1)
+        return torch.stack([taken, top, entropy, taken - top], -1)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, directory: str | Path, tokenizer: Any, meta: dict[str, Any]) -> None:
@@ -159,7 +220,17 @@ class CriticModel(nn.Module):
             {k: v.contiguous() for k, v in self.head.state_dict().items()},
             str(directory / "head.safetensors"),
         )
-        meta = {"kind": self.kind, "confidence": self.confidence, **meta}
+        if self.evidence is not None:
+            save_file(
+                {k: v.contiguous() for k, v in self.evidence.state_dict().items()},
+                str(directory / "evidence.safetensors"),
+            )
+        meta = {
+            "kind": self.kind,
+            "confidence": self.confidence,
+            "token_evidence": self.token_evidence,
+            **meta,
+        }
         (directory / "critic.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
@@ -191,8 +262,15 @@ class CriticModel(nn.Module):
         elif backbone is None:
             backbone, _ = load_causal_lm(directory / "backbone", device=device, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory / "backbone")
-        model = cls(backbone, meta["kind"], confidence=bool(meta.get("confidence", False)))
+        model = cls(
+            backbone,
+            meta["kind"],
+            confidence=bool(meta.get("confidence", False)),
+            token_evidence=bool(meta.get("token_evidence", False)),
+        )
         model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
+        if model.evidence is not None:
+            model.evidence.load_state_dict(load_file(str(directory / "evidence.safetensors")))
         model.to(pick_device(device)).eval()
         return model, tokenizer, meta
 
@@ -241,12 +319,12 @@ class FeatureCache:
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[tuple[bool, str, str], torch.Tensor] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str, str], torch.Tensor] = OrderedDict()
 
-    def get(self, key: tuple[bool, str, str]) -> torch.Tensor | None:
+    def get(self, key: tuple[str, str, str]) -> torch.Tensor | None:
         return self._items.get(key)
 
-    def put(self, key: tuple[bool, str, str], features: torch.Tensor) -> None:
+    def put(self, key: tuple[str, str, str], features: torch.Tensor) -> None:
         self._items[key] = features
         self._items.move_to_end(key)
         while len(self._items) > self.capacity:
@@ -284,7 +362,7 @@ class LearnedCritic:
     @torch.no_grad()
     def score_texts(self, prompts: Sequence[str], solutions: Sequence[str]) -> list[float]:
         """Probabilities for prompt + solution texts."""
-        keys = [(self.model.confidence, p, s) for p, s in zip(prompts, solutions)]
+        keys = [(self.model.feature_kind, p, s) for p, s in zip(prompts, solutions)]
         found = {i: self.cache.get(key) for i, key in enumerate(keys)} if self.cache is not None else {}
         features = {i: f for i, f in found.items() if f is not None}
         missing = [i for i in range(len(keys)) if i not in features]
@@ -303,7 +381,7 @@ class LearnedCritic:
                     self.cache.put(keys[i], row)
         if not keys:
             return []
-        logits = self.model.head(torch.stack([features[i] for i in range(len(keys))])).squeeze(-1)
+        logits = self.model.logits([features[i] for i in range(len(keys))])
         return torch.sigmoid(logits).tolist()
 
     def score(self, items: Sequence[CriticInput]) -> list[float | None]:

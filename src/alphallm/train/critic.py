@@ -46,6 +46,13 @@ class CriticTrainConfig:
             "adapter-free base"
         },
     )
+    token_evidence: bool = field(
+        default=False,
+        metadata={
+            "help": "with confidence: a second head scores every solution token (its hidden state and "
+            "how the base rated it) and the worst tokens lower the critic's logit"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -54,6 +61,8 @@ class CriticTrainConfig:
             raise ValueError("holdout must lie in [0, 1)")
         if self.lora_r < 0 or self.lora_alpha <= 0:
             raise ValueError("lora_r must be non-negative and lora_alpha positive")
+        if self.token_evidence and not self.confidence:
+            raise ValueError("token_evidence needs confidence (it reads the base model's token log-probs)")
 
 
 def split_by_group(
@@ -137,7 +146,7 @@ def train_critic(
         base = add_lora(base, r=config.lora_r, alpha=config.lora_alpha)
     elif config.confidence:  # the features must keep meaning what the base model thinks
         base.requires_grad_(False)
-    model = CriticModel(base, kind, confidence=config.confidence)
+    model = CriticModel(base, kind, confidence=config.confidence, token_evidence=config.token_evidence)
     model.to(device)
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -221,8 +230,9 @@ class _Features:
     @torch.no_grad()
     def _read(
         model: CriticModel, tokenizer: Any, rows: Sequence[LabelRow], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(features (N, F), targets (N,), weights (N,)), in the rows' order."""
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(features, targets (N,), weights (N,)) in the rows' order; the features are (N, F), or
+        with token evidence a list of N (1 + n_i, F) tensors."""
         model.eval()
         order = sorted(range(len(rows)), key=lambda i: len(rows[i].text))  # similar lengths: less padding
         parts: dict[int, torch.Tensor] = {}
@@ -233,7 +243,8 @@ class _Features:
             )
             for i, feature in zip(chunk, model.features(**batch)):
                 parts[i] = feature
-        features = torch.stack([parts[i] for i in range(len(rows))])
+        ordered = [parts[i] for i in range(len(rows))]
+        features = ordered if model.token_evidence else torch.stack(ordered)
         targets = torch.tensor([r.target for r in rows], device=device)
         weights = torch.tensor([r.weight for r in rows], device=device)
         return features, targets, weights
@@ -244,9 +255,13 @@ class _Features:
         return [order[i : i + size] for i in range(0, len(order), size)]
 
     @staticmethod
-    def _weighted_loss(model: CriticModel, data: tuple[torch.Tensor, ...], index: Any) -> torch.Tensor:
-        features, targets, weights = (t[index] for t in data)
-        return _weighted_bce(model.head(features).squeeze(-1), targets, weights)
+    def _weighted_loss(model: CriticModel, data: tuple[Any, ...], index: Any) -> torch.Tensor:
+        features, targets, weights = data
+        if isinstance(features, list):  # token evidence: one tensor per text
+            features = features[index] if isinstance(index, slice) else [features[i] for i in index]
+        else:
+            features = features[index]
+        return _weighted_bce(model.logits(features), targets[index], weights[index])
 
     def loss(self, model: CriticModel, batch: Any) -> torch.Tensor:
         return self._weighted_loss(model, self.train, batch)
@@ -260,7 +275,7 @@ class _Features:
     @torch.no_grad()
     def held_out_scores(self, model: CriticModel) -> list[float]:
         assert self.held is not None
-        return torch.sigmoid(model.head(self.held[0]).squeeze(-1)).tolist()
+        return torch.sigmoid(model.logits(self.held[0])).tolist()
 
 
 @torch.no_grad()
