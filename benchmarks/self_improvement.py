@@ -78,23 +78,27 @@ def _rest_samples(prefix: str, work: Path) -> int:
     return max(2, round(per_problem / max(1.0, evaluation["greedy"]["tokens_per_problem"])))
 
 
-def _with_prerequisites(variants: list[str], prefix: str, work: Path) -> list[str]:
+def _with_prerequisites(
+    variants: list[str], prefix: str, work: Path, rest_samples: int | None = None
+) -> list[str]:
     """``rest`` sizes its sampling by the full loop's round-1 search: run that first if it is missing
-    (and only then: the full run may be going on in another process)."""
-    if "rest" not in variants:
+    (and only then: the full run may be going on in another process) and no ``--rest-samples`` is given."""
+    if "rest" not in variants or rest_samples is not None:
         return variants
     others = [v for v in variants if v != "full"]
     needed = "full" in variants or not (work / f"{prefix}-full" / "round-1" / "search.json").exists()
     return ["full", *others] if needed else others
 
 
-def run_variant(task: str, variant: str, rounds: int, work: Path, small: bool) -> list[dict[str, Any]]:
+def run_variant(
+    task: str, variant: str, rounds: int, work: Path, small: bool, rest_samples: int | None = None
+) -> list[dict[str, Any]]:
     prefix = _prefix(task, small)
     base = yaml.safe_load((ROOT / "configs" / "improve" / f"{prefix}.yaml").read_text())
     config = _merge(base, VARIANTS[variant])
     config.update(name=f"{prefix}-{variant}", out_dir=str(work), rounds=rounds)
     if variant == "rest":
-        config["search"]["samples"] = _rest_samples(prefix, work)
+        config["search"]["samples"] = rest_samples or _rest_samples(prefix, work)
     path = work / f"{prefix}-{variant}.yaml"
     work.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -203,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--summarize", action="store_true", help="run nothing: tabulate the rounds finished so far"
     )
+    parser.add_argument(
+        "--rest-samples",
+        type=int,
+        help="samples per problem for rest (default: matched to the full run's round-1 search tokens, "
+        "which needs that run; its measured value can be given instead, e.g. 46 for game24)",
+    )
     parser.add_argument("--work", default="runs/bench-improve")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -212,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task in args.tasks:
         results[task] = {
-            variant: run_variant(task, variant, args.rounds, work, args.small)
-            for variant in _with_prerequisites(args.variants, _prefix(task, args.small), work)
+            variant: run_variant(task, variant, args.rounds, work, args.small, args.rest_samples)
+            for variant in _with_prerequisites(
+                args.variants, _prefix(task, args.small), work, args.rest_samples
+            )
         }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
