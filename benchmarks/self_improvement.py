@@ -14,7 +14,8 @@ Each variant is the task's config in ``configs/improve/<task>.yaml`` (``<task>-s
     no_prm          value and ORM critics only
     rest            rejection-sampling self-training (STaR / ReST-EM): sample N solutions per
                     problem, keep the verified ones, SFT; N is set so a round generates about as many
-                    tokens as the full loop's search (measured from its round 1)
+                    tokens as the full loop's search (measured from its round 1, or given with
+                    --rest-samples: 46 for game24 at 7c59dea)
 
 Runs go to ``runs/bench-improve/<task>[-small]-<variant>`` (resumable: re-running continues them).
 Prints a table per task, writes ``self_improvement[-small].json`` and ``.png``.
