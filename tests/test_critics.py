@@ -106,6 +106,23 @@ def test_eval_critic_scores_the_tool_verifier_against_step_labels(tmp_path: Path
     assert main(args) == 2  # not a game24 prompt
 
 
+def test_a_prm_scores_whole_solutions_through_its_steps() -> None:
+    from alphallm.commands.critic_cmd import combine_steps, step_prefixes
+
+    row = LabelRow("Q\n", "3*4=12 -> 2+12\n2+12=14 -> 14\nAnswer: 14\n", 1.0, group="g")
+    prefixes = step_prefixes(row)
+    assert [p.solution for p in prefixes] == [
+        "3*4=12 -> 2+12\n",
+        "3*4=12 -> 2+12\n2+12=14 -> 14\n",
+        row.solution,
+    ]
+    assert all(p.prompt == row.prompt and p.target == 1.0 and p.group == "g" for p in prefixes)
+    assert [p.solution for p in step_prefixes(LabelRow("Q\n", "", 0.0))] == [""]
+    scores = [0.9, 0.2, 0.8, 0.5, 0.5]  # a three-step solution, then a two-step one
+    assert combine_steps(scores, [3, 2], "min") == [0.2, 0.5]
+    assert combine_steps(scores, [3, 2], "prod") == pytest.approx([0.144, 0.25])
+
+
 def _synthetic_rows(n: int, seed: int) -> list[LabelRow]:
     """A learnable label: is the last digit of the solution even?"""
     rng = random.Random(seed)

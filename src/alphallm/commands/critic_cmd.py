@@ -68,6 +68,13 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="with --critic tool: legality only, not whether the state can still be solved",
     )
+    e.add_argument(
+        "--steps",
+        choices=("last", "min", "prod"),
+        default="last",
+        help="score each solution once (last, the default) or score every step prefix and take the "
+        "lowest score (min, Math-Shepherd) or their product (prod, Lightman et al.): a PRM as an ORM",
+    )
     e.add_argument("--min-samples", type=int, default=2)
     e.add_argument("--out", help="JSON file for the metrics")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
@@ -159,7 +166,13 @@ def run_eval(args: argparse.Namespace) -> int:
         model, tokenizer, meta = CriticModel.load(args.critic, device=args.device, dtype=args.dtype)
         kind, name = args.kind or meta["kind"], f"{meta['kind']} critic {Path(args.critic).name}"
         rows = label_rows(kind, trees, args.min_samples)
-        scores = predict(model, tokenizer, rows) if rows else []
+        if args.steps == "last":
+            scores = predict(model, tokenizer, rows) if rows else []
+        else:
+            prefixes = [step_prefixes(row) for row in rows]
+            flat = predict(model, tokenizer, [p for group in prefixes for p in group])
+            scores = combine_steps(flat, [len(group) for group in prefixes], args.steps)
+            name += f", {args.steps} over steps"
     if not rows:
         raise UserError(f"no {kind} labels in {len(trees)} trees")
     metrics = critic_metrics(kind, scores, rows)
@@ -168,6 +181,26 @@ def run_eval(args: argparse.Namespace) -> int:
         write_json(args.out, {"critic": args.critic, "kind": kind, "trees": args.trees, **metrics})
         console.print(f"metrics: {args.out}")
     return 0
+
+
+def step_prefixes(row: Any) -> list[Any]:
+    """The row at every step: its solution cut after each line (the search's options are lines)."""
+    from dataclasses import replace
+
+    lines = row.solution.splitlines(keepends=True) or [row.solution]
+    return [replace(row, solution="".join(lines[: i + 1])) for i in range(len(lines))]
+
+
+def combine_steps(scores: list[float], sizes: list[int], how: str) -> list[float]:
+    """One score per solution from its steps' scores (``sizes`` consecutive scores each)."""
+    import math
+
+    out, start = [], 0
+    for size in sizes:
+        group = scores[start : start + size]
+        out.append(min(group) if how == "min" else math.prod(group))
+        start += size
+    return out
 
 
 def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: bool) -> list[float]:
