@@ -99,6 +99,8 @@ def test_eval_critic_scores_the_tool_verifier_against_step_labels(tmp_path: Path
     assert json.loads((tmp_path / "tool.out").read_text())["auc"] == 1.0  # the dead state is the error
     assert main([*args, "--no-reachability", "--out", str(tmp_path / "legal.out")]) == 0
     assert json.loads((tmp_path / "legal.out").read_text())["auc"] == 0.5  # both moves are legal
+    assert main([*args, "--steps", "min", "--out", str(tmp_path / "steps.out")]) == 0  # one-step solutions
+    assert json.loads((tmp_path / "steps.out").read_text())["auc"] == 1.0
     assert main(["eval-critic", "--critic", "tool", "--trees", str(tmp_path)]) == 2  # which labels?
     (tmp_path / "p.json").write_text(json.dumps({k: v for k, v in tree.items() if k != "task"}))
     assert main(args) == 2  # which task's tool?

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,26 +155,27 @@ def run_eval(args: argparse.Namespace) -> int:
     from alphallm.train.critic import critic_metrics
 
     trees = read_trees(args.trees)
+    score: Callable[[list[Any]], list[float]]
     if args.critic == "tool":
         if args.kind is None:
             raise UserError("--critic tool needs --kind (the labels to score it against: value, prm or orm)")
         kind, name = args.kind, "tool" + ("-legality" if args.no_reachability else "")
-        rows = label_rows(kind, trees, args.min_samples)
-        scores = _tool_scores(trees, rows, reachability=not args.no_reachability) if rows else []
+        score = partial(_tool_scores, trees, reachability=not args.no_reachability)
     else:
         from alphallm.critics.learned import CriticModel
         from alphallm.train.critic import predict
 
         model, tokenizer, meta = CriticModel.load(args.critic, device=args.device, dtype=args.dtype)
         kind, name = args.kind or meta["kind"], f"{meta['kind']} critic {Path(args.critic).name}"
-        rows = label_rows(kind, trees, args.min_samples)
-        if args.steps == "last":
-            scores = predict(model, tokenizer, rows) if rows else []
-        else:
-            prefixes = [step_prefixes(row) for row in rows]
-            flat = predict(model, tokenizer, [p for group in prefixes for p in group])
-            scores = combine_steps(flat, [len(group) for group in prefixes], args.steps)
-            name += f", {args.steps} over steps"
+        score = partial(predict, model, tokenizer)
+    rows = label_rows(kind, trees, args.min_samples)
+    if args.steps == "last" or not rows:
+        scores = score(rows) if rows else []
+    else:
+        prefixes = [step_prefixes(row) for row in rows]
+        flat = score([p for group in prefixes for p in group])
+        scores = combine_steps(flat, [len(group) for group in prefixes], args.steps)
+        name += f", {args.steps} over steps"
     if not rows:
         raise UserError(f"no {kind} labels in {len(trees)} trees")
     metrics = critic_metrics(kind, scores, rows)
