@@ -1,6 +1,6 @@
 """Critics trained from search trees: their quality on held-out problems and their effect on search.
 
-    python benchmarks/critics.py [--tasks arith game24] [--train-problems 300] [--dev-problems 150]
+    python benchmarks/critics.py [--tasks arith game24] [--train-problems 300] [--dev-problems 120]
                                  [--label-rollouts 2] [--dev-label-rollouts N]
                                  [--confidence arith] [--token-evidence arith] [--backbone arith=DIR]
 
@@ -82,13 +82,18 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     # 1. Trees with many verified outcomes: sampled rollouts at every node (two by default; more give
     # success rates with fewer ties and less luck). The held-out trees may take more rollouts than the
     # training trees: they are what the critics are measured against.
+    # Directory names carry every setting that changes the trees (default settings keep the old names),
+    # so a run with other settings never picks up trees built for these.
     tags = {}
+    defaults = {"train": 300, "dev": 120}
     for split, limit, rollouts in (
         ("train", args.train_problems, args.label_rollouts),
         ("dev", args.dev_problems, args.dev_label_rollouts or args.label_rollouts),
     ):
         out[{"train": "label_rollouts", "dev": "dev_label_rollouts"}[split]] = rollouts
-        tags[split] = tag = "" if rollouts == 2 else f"-r{rollouts}"
+        out[f"{split}_problems"] = limit
+        tag = "" if rollouts == 2 else f"-r{rollouts}"
+        tags[split] = tag = tag + ("" if limit == defaults[split] else f"-n{limit}")
         trees = work / f"{task}-{split}-trees{tag}"
         if not trees.exists():
             data_config = _search_config(
@@ -198,6 +203,8 @@ def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -
             r.get("label_rollouts", 2),
             r.get("dev_label_rollouts", r.get("label_rollouts", 2)),
             r.get("backbone", f"{r['task']}-base"),
+            r.get("train_problems", 300),
+            r.get("dev_problems", 120),
         )
 
     kept = json.loads(path.read_text())["results"] if path.exists() else []
@@ -211,8 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", nargs="+", default=["arith", "game24"])
-    parser.add_argument("--train-problems", type=int, default=300)
-    parser.add_argument("--dev-problems", type=int, default=120)
+    parser.add_argument(
+        "--train-problems", type=int, default=300, help="train-split problems searched for the label trees"
+    )
+    parser.add_argument(
+        "--dev-problems", type=int, default=120, help="dev-split problems the critics are measured on"
+    )
     parser.add_argument("--test-problems", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument(
