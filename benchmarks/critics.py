@@ -38,6 +38,10 @@ from alphallm.cli import main as alphallm
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"
 
+# Default problems per split and rows per critic; other values get their own directory names.
+DEFAULT_PROBLEMS = {"train": 300, "dev": 120}
+DEFAULT_MAX_ROWS = 8000
+
 SEARCH_MODES: dict[str, dict[str, Any]] = {
     # No critic can judge anything: every value is neutral and the answer is a majority vote.
     "no critics": {"weights": {}, "rollouts": 0, "readout": "majority", "prune": False},
@@ -85,7 +89,6 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     # Directory names carry every setting that changes the trees (default settings keep the old names),
     # so a run with other settings never picks up trees built for these.
     tags = {}
-    defaults = {"train": 300, "dev": 120}
     for split, limit, rollouts in (
         ("train", args.train_problems, args.label_rollouts),
         ("dev", args.dev_problems, args.dev_label_rollouts or args.label_rollouts),
@@ -93,7 +96,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out[{"train": "label_rollouts", "dev": "dev_label_rollouts"}[split]] = rollouts
         out[f"{split}_problems"] = limit
         tag = "" if rollouts == 2 else f"-r{rollouts}"
-        tags[split] = tag = tag + ("" if limit == defaults[split] else f"-n{limit}")
+        tags[split] = tag = tag + ("" if limit == DEFAULT_PROBLEMS[split] else f"-n{limit}")
         trees = work / f"{task}-{split}-trees{tag}"
         if not trees.exists():
             data_config = _search_config(
@@ -120,8 +123,13 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     backbone = args.backbone.get(task, f"{task}-base")
     out["backbone"] = backbone
     tokens = confidence and task in args.token_evidence
+    out["max_rows"] = args.max_rows
+    rows_tag = "" if args.max_rows == DEFAULT_MAX_ROWS else f"-m{args.max_rows}"
     suffix = (
-        ("-tokens" if tokens else "-confidence" if confidence else "") + tag + _backbone_tag(task, backbone)
+        ("-tokens" if tokens else "-confidence" if confidence else "")
+        + tag
+        + rows_tag
+        + _backbone_tag(task, backbone)
     )
     # A frozen backbone trains only its head: more epochs at a higher rate cost less than full tuning.
     settings = ["--epochs", str(args.epochs)]
@@ -203,8 +211,9 @@ def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -
             r.get("label_rollouts", 2),
             r.get("dev_label_rollouts", r.get("label_rollouts", 2)),
             r.get("backbone", f"{r['task']}-base"),
-            r.get("train_problems", 300),
-            r.get("dev_problems", 120),
+            r.get("train_problems", DEFAULT_PROBLEMS["train"]),
+            r.get("dev_problems", DEFAULT_PROBLEMS["dev"]),
+            r.get("max_rows", DEFAULT_MAX_ROWS),
         )
 
     kept = json.loads(path.read_text())["results"] if path.exists() else []
@@ -219,10 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tasks", nargs="+", default=["arith", "game24"])
     parser.add_argument(
-        "--train-problems", type=int, default=300, help="train-split problems searched for the label trees"
+        "--train-problems",
+        type=int,
+        default=DEFAULT_PROBLEMS["train"],
+        help="train-split problems searched for the label trees",
     )
     parser.add_argument(
-        "--dev-problems", type=int, default=120, help="dev-split problems the critics are measured on"
+        "--dev-problems",
+        type=int,
+        default=DEFAULT_PROBLEMS["dev"],
+        help="dev-split problems the critics are measured on",
     )
     parser.add_argument("--test-problems", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=3)
@@ -236,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         help="rollouts per node in the held-out trees the critics are measured on "
         "(default: --label-rollouts)",
     )
-    parser.add_argument("--max-rows", type=int, default=8000)
+    parser.add_argument(
+        "--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="most rows each critic trains on"
+    )
     parser.add_argument(
         "--confidence",
         nargs="*",
