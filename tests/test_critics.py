@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alphallm.critics.base import CriticInput
-from alphallm.critics.combine import combine
+from alphallm.critics.combine import combine, make_evaluate_fn
 from alphallm.critics.implicit_q import ImplicitQCritic, split_last_option
 from alphallm.critics.learned import (
     CriticModel,
@@ -22,6 +22,8 @@ from alphallm.critics.learned import (
 from alphallm.critics.metrics import auc, expected_calibration_error, spearman, spearman_ceiling
 from alphallm.critics.tool import ToolCritic
 from alphallm.lm.hf import load_causal_lm
+from alphallm.search.types import EvalRequest, Option
+from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
 from alphallm.train.critic import CriticTrainConfig, _loss, predict, train_critic
 from alphallm.train.labels import LabelRow
@@ -53,6 +55,35 @@ def test_combine_is_a_weighted_mean_of_available_scores() -> None:
     assert combine({"tool": 1.0, "rollout": 0.0}, {"tool": 1.0, "rollout": 3.0}) == pytest.approx(0.25)
     assert combine({"tool": None, "rollout": 0.5}, {"tool": 1.0, "rollout": 1.0}) == 0.5
     assert combine({"value": 0.9}, {"tool": 1.0}) == 0.5  # no weighted critic could judge: neutral
+
+
+class _DigitCritic:
+    """Scores a step by the last digit of its solution text over 10 (None for the bare root)."""
+
+    name = "prm"
+
+    def score(self, items: list[CriticInput]) -> list[float | None]:
+        return [int(item.solution.strip()[-1]) / 10 if item.solution else None for item in items]
+
+
+def test_a_learned_critic_prunes_the_steps_it_scores_at_or_below_its_threshold() -> None:
+    task = get_task("arith")
+    problem = task.problems("dev")[0]
+    prompt = task.format_prompt(problem)
+    requests = [EvalRequest(0, i, prompt, Option(f"step {i}\n"), 1) for i in (2, 3, 6)]
+    requests.append(EvalRequest(0, 0, prompt, Option(""), 0))  # the root: the PRM cannot judge it
+
+    def pruned(**kwargs: Any) -> list[bool]:
+        evaluate = make_evaluate_fn(task, [problem], critics=[_DigitCritic()], weights={"prm": 1.0}, **kwargs)
+        return [e.prune for e in evaluate(requests)]
+
+    assert pruned(prune_with="prm", prune_below=0.3) == [True, True, False, False]
+    assert pruned(prune_with="prm", prune_below=0.0) == [False, False, False, False]
+    assert pruned(prune_with=None, prune_below=0.9) == [False, False, False, False]
+    with pytest.raises(ValueError, match="prune_with"):
+        SolveConfig(prune_with="gold")
+    with pytest.raises(ValueError, match="prune_below"):
+        SolveConfig(prune_with="prm", prune_below=1.0)
 
 
 def test_tool_critic_judges_every_step() -> None:

@@ -26,6 +26,7 @@ from alphallm.tasks.base import Problem, Task
 __all__ = ["METHODS", "ProblemResult", "SolveConfig", "SolveReport", "solve"]
 
 METHODS = ("mcts", "greedy", "sc", "bon", "beam", "bfs")
+PRUNING_CRITICS = ("tool", "prm", "value", "orm", "implicit_q")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,18 @@ class SolveConfig:
     readout: str = field(
         default="best_value", metadata={"help": "mcts read-out: best_value, most_visited, vote or auto"}
     )
-    prune: bool = field(default=True, metadata={"help": "a step the tool verifier rejects is a dead end"})
+    prune: bool = field(default=True, metadata={"help": "a step the pruning critic rejects is a dead end"})
+    prune_with: str = field(
+        default="tool",
+        metadata={
+            "help": "the pruning critic: tool (the exact verifier) or a learned critic (prm, value) "
+            "with a weight, a soft verifier for when no tool exists"
+        },
+    )
+    prune_below: float = field(
+        default=0.0,
+        metadata={"help": "a step is rejected when the pruning critic scores it at most this (tool: 0)"},
+    )
     reachability: bool = field(
         default=True,
         metadata={
@@ -79,6 +91,10 @@ class SolveConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.rollouts < 0 or self.temperature < 0:
             raise ValueError("rollouts and temperature must be non-negative")
+        if self.prune_with not in PRUNING_CRITICS:
+            raise ValueError(f"prune_with must be one of {', '.join(PRUNING_CRITICS)}")
+        if not 0.0 <= self.prune_below < 1.0:
+            raise ValueError("prune_below must lie in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,7 +216,8 @@ def _run_batch(
         critics=critics.scorers,
         weights=config.weights,
         rollout=rollout,
-        prune_with="tool" if config.prune and config.weights.get("tool", 0.0) > 0 else None,
+        prune_with=config.prune_with if config.prune and config.weights.get(config.prune_with, 0.0) else None,
+        prune_below=config.prune_below,
         seed=int(rng.integers(0, 2**31 - 1)),
     )
     depth = min(task.max_steps, config.mcts.max_depth)

@@ -35,6 +35,11 @@ def combine(scores: Mapping[str, float | None], weights: Mapping[str, float]) ->
     return total / weight_sum if weight_sum else NEUTRAL
 
 
+def _rejected(score: float | None, below: float) -> bool:
+    """The pruning critic's verdict; a node it cannot judge (an ORM on a partial path) stays live."""
+    return score is not None and not math.isnan(score) and score <= below
+
+
 def make_evaluate_fn(
     task: Task,
     problems: Sequence[Problem],
@@ -43,13 +48,15 @@ def make_evaluate_fn(
     weights: Mapping[str, float],
     rollout: RolloutCritic | None = None,
     prune_with: str | None = "tool",
+    prune_below: float = 0.0,
     seed: int = 0,
 ) -> EvaluateFn:
     """An ``evaluate_fn`` for trees whose roots are ``task.format_prompt(problems[b])``.
 
     ``weights`` maps critic names (and ``"rollout"``) to weights; every critic scores the whole
     batch in one call, and the rollout policy completes all non-terminal nodes in one call. A node
-    that the hard verifier ``prune_with`` scores 0 is marked a dead end.
+    that the critic ``prune_with`` scores at most ``prune_below`` is marked a dead end: with the
+    hard verifier (0 or 1) that is a wrong step; with a learned critic, a soft verdict.
     """
     prompts = [task.format_prompt(p) for p in problems]
     calls = [0]
@@ -75,7 +82,7 @@ def make_evaluate_fn(
                     verified=verified,
                     critics={k: v for k, v in node_scores.items() if v is not None},
                     rollouts=rollouts[i],
-                    prune=prune_with is not None and node_scores.get(prune_with) == 0.0,
+                    prune=_rejected(node_scores.get(prune_with) if prune_with else None, prune_below),
                 )
             )
         return out
