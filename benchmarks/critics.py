@@ -16,7 +16,11 @@ For each task, with the shipped base model:
 3. measure them on the dev trees (``alphallm eval-critic``): ORM AUC, PRM step AUC, value Spearman
    and calibration;
 4. run eta-MCTS on test problems three ways at the same number of simulations: no critics, the
-   learned critics with no verifier (rollouts scored by the ORM), and the tool verifier.
+   learned critics with no verifier (rollouts scored by the ORM), and the tool verifier;
+5. run it with the learned critics and the PRM as a soft verifier (a step it scores at most tau is a
+   dead end; tau chosen among ``PRUNE_THRESHOLDS`` on dev problems);
+6. run it with no critics again at the learned critics' compute: a root as wide as
+   ``MATCHED_ROOT_WIDTHS`` needs to generate as many tokens, and a majority vote.
 
 Everything goes under ``--work`` (default runs/bench-critics); prints tables and writes
 ``critics.json`` beside the other benchmark results.
@@ -41,6 +45,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"
 # Default problems per split and rows per critic; other values get their own directory names.
 DEFAULT_PROBLEMS = {"train": 300, "dev": 120}
 DEFAULT_MAX_ROWS = 8000
+DEFAULT_TEST_PROBLEMS = 100
+DEFAULT_SWEEP_PROBLEMS = 100  # dev problems on which the PRM's pruning threshold is chosen
 
 SEARCH_MODES: dict[str, dict[str, Any]] = {
     # No critic can judge anything: every value is neutral and the answer is a majority vote.
@@ -50,6 +56,11 @@ SEARCH_MODES: dict[str, dict[str, Any]] = {
     # The tool verifier (and rollouts it scores): the reference.
     "tool verifier": {},
 }
+# Pruning thresholds of the learned PRM tried on dev problems (its scores of dead and live steps on the
+# dev trees: benchmarks/README.md, "The learned PRM as a soft verifier").
+PRUNE_THRESHOLDS = (0.05, 0.1, 0.2)
+# Root widths of the critic-free search, tried in order until it spends the learned critics' tokens.
+MATCHED_ROOT_WIDTHS = (4, 8, 16, 32, 64)
 
 
 def _cli(*args: str) -> None:
@@ -168,36 +179,88 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         out[kind] = json.loads(metrics_path.read_text())
     # 4. Search with and without critics at equal simulations.
     out["search"] = {}
+    out["test_problems"] = args.test_problems
+    out["sweep_problems"] = args.sweep_problems
+    learned_flags = []
+    for kind in ("value", "prm", "orm"):
+        learned_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffix}'}"]
     for mode, extra in SEARCH_MODES.items():
-        config = _search_config(task, work, extra)
-        critic_flags = []
-        if mode == "learned critics":
-            for kind in ("value", "prm", "orm"):
-                critic_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffix}'}"]
-        result = work / f"{task}-test-{mode.replace(' ', '-')}{suffix if critic_flags else ''}.json"
-        if result.exists():  # like the trees and the critics: delete the file to search again
-            print(f"{result} exists: not searched again", flush=True)
-        else:
-            _cli(
-                "search",
-                "--task",
-                task,
-                "--limit",
-                str(args.test_problems),
-                "--config",
-                str(config),
-                *critic_flags,
-                "--out",
-                str(result),
-            )
-        data = json.loads(result.read_text())
-        out["search"][mode] = {
-            "accuracy": data["accuracy"],
-            "generated_tokens": data["generated_tokens"],
-            "prefill_tokens": data["prefill_tokens"],
-            "usage": data["usage"],
+        flags = learned_flags if mode == "learned critics" else []
+        name = f"{mode.replace(' ', '-')}{suffix if flags else ''}"
+        out["search"][mode] = _search(task, args, work, extra, flags, name)
+
+    # 5. The learned PRM as a soft verifier: a step it scores at most tau is a dead end, with tau
+    # chosen on dev problems (never on the test problems it is reported on).
+    def prune_below(tau: float) -> dict[str, Any]:
+        return {**SEARCH_MODES["learned critics"], "prune": True, "prune_with": "prm", "prune_below": tau}
+
+    sweep = [
+        {
+            **_search(
+                task, args, work, prune_below(t), learned_flags, f"learned-critics{suffix}-prune{t}", "dev"
+            ),
+            "prune_below": t,
         }
+        for t in PRUNE_THRESHOLDS
+    ]
+    tau = max(sweep, key=lambda r: (r["accuracy"], -r["generated_tokens"]))["prune_below"]
+    pruned = _search(task, args, work, prune_below(tau), learned_flags, f"learned-critics{suffix}-prune{tau}")
+    out["search"]["learned critics, PRM prunes"] = {**pruned, "prune_below": tau, "dev_sweep": sweep}
+    # 6. No critics at the learned critics' compute. With every value neutral nothing widens, so at
+    # equal simulations the critic-free tree is little more than the greedy chain; the bar compares at
+    # equal compute, so a wider root buys it at least as many tokens: that many chains (the first
+    # greedy, the rest sampled), enough simulations to finish each, and a majority vote.
+    target = max(out["search"][mode]["generated_tokens"] for mode in out["search"] if "learned" in mode)
+    ladder = []
+    for width in MATCHED_ROOT_WIDTHS:
+        mcts = {"c_min_root": width, "c_max_root": width, "c_min": 1, "num_simulations": width * 12}
+        extra = {**SEARCH_MODES["no critics"], "mcts": mcts}
+        ladder.append({**_search(task, args, work, extra, [], f"no-critics-root{width}"), **mcts})
+        if ladder[-1]["generated_tokens"] >= target:
+            break
+    out["search"]["no critics, matched tokens"] = {**ladder[-1], "ladder": ladder}
     return out
+
+
+def _search(
+    task: str,
+    args: argparse.Namespace,
+    work: Path,
+    extra: dict[str, Any],
+    critic_flags: list[str],
+    name: str,
+    split: str = "test",
+) -> dict[str, Any]:
+    """eta-MCTS over the test (or dev) problems with the task's config and ``extra``; cached by
+    ``name`` and the number of problems, when not the default."""
+    limit = args.test_problems if split == "test" else args.sweep_problems
+    default = DEFAULT_TEST_PROBLEMS if split == "test" else DEFAULT_SWEEP_PROBLEMS
+    result = work / f"{task}-{split}-{name}{'' if limit == default else f'-t{limit}'}.json"
+    if result.exists():  # like the trees and the critics: delete the file to search again
+        print(f"{result} exists: not searched again", flush=True)
+    else:
+        config = _search_config(task, work, extra)
+        _cli(
+            "search",
+            "--task",
+            task,
+            "--split",
+            split,
+            "--limit",
+            str(limit),
+            "--config",
+            str(config),
+            *critic_flags,
+            "--out",
+            str(result),
+        )
+    data = json.loads(result.read_text())
+    return {
+        "accuracy": data["accuracy"],
+        "generated_tokens": data["generated_tokens"],
+        "prefill_tokens": data["prefill_tokens"],
+        "usage": data["usage"],
+    }
 
 
 def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
@@ -214,6 +277,8 @@ def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -
             r.get("train_problems", DEFAULT_PROBLEMS["train"]),
             r.get("dev_problems", DEFAULT_PROBLEMS["dev"]),
             r.get("max_rows", DEFAULT_MAX_ROWS),
+            r.get("test_problems", DEFAULT_TEST_PROBLEMS),
+            r.get("sweep_problems", DEFAULT_SWEEP_PROBLEMS),
         )
 
     kept = json.loads(path.read_text())["results"] if path.exists() else []
@@ -239,7 +304,15 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_PROBLEMS["dev"],
         help="dev-split problems the critics are measured on",
     )
-    parser.add_argument("--test-problems", type=int, default=100)
+    parser.add_argument(
+        "--test-problems", type=int, default=DEFAULT_TEST_PROBLEMS, help="test problems every search solves"
+    )
+    parser.add_argument(
+        "--sweep-problems",
+        type=int,
+        default=DEFAULT_SWEEP_PROBLEMS,
+        help="dev problems on which the PRM's pruning threshold is chosen",
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument(
         "--label-rollouts", type=int, default=2, help="sampled rollouts per node in the label trees"
@@ -295,11 +368,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m.get('spearman_ceiling', float('nan')):8.3f} "
                 f"{m.get('ece', float('nan')):6.3f} {int(m['rows']):6d}"
             )
-    print(f"\n{'task':8s} {'search':16s} {'accuracy':>8s} {'gen tokens':>11s} {'prefill':>9s}")
+    print(f"\n{'task':8s} {'search':28s} {'accuracy':>8s} {'gen tokens':>11s} {'prefill':>9s}")
     for r in results:
         for mode, s in r["search"].items():
             print(
-                f"{r['task']:8s} {mode:16s} {s['accuracy']:8.3f} {s['generated_tokens']:11d} "
+                f"{r['task']:8s} {mode:28s} {s['accuracy']:8.3f} {s['generated_tokens']:11d} "
                 f"{s['prefill_tokens']:9d}"
             )
     print(f"\nwrote {out / 'critics.json'} ({time.perf_counter() - started:.0f} s)")
