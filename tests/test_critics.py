@@ -83,7 +83,11 @@ def test_a_learned_critic_prunes_the_steps_it_scores_at_or_below_its_threshold()
     with pytest.raises(ValueError, match="prune_with"):
         SolveConfig(prune_with="gold")
     with pytest.raises(ValueError, match="prune_below"):
-        SolveConfig(prune_with="prm", prune_below=1.0)
+        SolveConfig(prune_below=1.0)
+    with pytest.raises(ValueError, match="needs that critic"):  # no PRM given: never a silent no-op
+        SolveConfig(prune_with="prm", weights={"prm": 1.0})
+    with pytest.raises(ValueError, match="needs that critic"):
+        SolveConfig(prune_with="prm", weights={"tool": 1.0}, critic_dirs={"prm": "runs/prm"})
 
 
 def test_tool_critic_judges_every_step() -> None:

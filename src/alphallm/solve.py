@@ -95,6 +95,19 @@ class SolveConfig:
             raise ValueError(f"prune_with must be one of {', '.join(PRUNING_CRITICS)}")
         if not 0.0 <= self.prune_below < 1.0:
             raise ValueError("prune_below must lie in [0, 1)")
+        # A pruning critic the search does not run would silently prune nothing.
+        name = self.prune_with
+        if (
+            self.prune
+            and name != "tool"
+            and (
+                self.weights.get(name, 0.0) <= 0
+                or (name in ("prm", "value", "orm") and name not in self.critic_dirs)
+            )
+        ):
+            raise ValueError(
+                f"prune_with: {name} needs that critic (--critic {name}=DIR) with a weight above 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,7 +229,9 @@ def _run_batch(
         critics=critics.scorers,
         weights=config.weights,
         rollout=rollout,
-        prune_with=config.prune_with if config.prune and config.weights.get(config.prune_with, 0.0) else None,
+        prune_with=config.prune_with
+        if config.prune and config.weights.get(config.prune_with, 0.0) > 0
+        else None,
         prune_below=config.prune_below,
         seed=int(rng.integers(0, 2**31 - 1)),
     )
