@@ -2,6 +2,7 @@
 
     python benchmarks/critics.py [--tasks arith game24] [--train-problems 300] [--dev-problems 120]
                                  [--label-rollouts 2] [--dev-label-rollouts N]
+                                 [--test-problems 100] [--sweep-problems 100] [--max-rows 8000]
                                  [--confidence arith] [--token-evidence arith] [--backbone arith=DIR]
 
 For each task, with the shipped base model:
