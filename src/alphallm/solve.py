@@ -13,7 +13,7 @@ import numpy as np
 from alphallm.critics import OracleCritic, RolloutCritic, ToolCritic, make_evaluate_fn
 from alphallm.critics.base import Critic
 from alphallm.critics.implicit_q import ImplicitQCritic
-from alphallm.critics.learned import LearnedCritic, load_critics
+from alphallm.critics.learned import KINDS, LearnedCritic, load_critics
 from alphallm.lm import load_lm
 from alphallm.lm.base import LanguageModel, Metered
 from alphallm.lm.expand import make_expand_fn
@@ -26,7 +26,7 @@ from alphallm.tasks.base import Problem, Task
 __all__ = ["METHODS", "ProblemResult", "SolveConfig", "SolveReport", "solve"]
 
 METHODS = ("mcts", "greedy", "sc", "bon", "beam", "bfs")
-PRUNING_CRITICS = ("tool", "prm", "value", "orm", "implicit_q")
+PRUNING_CRITICS = ("tool", *KINDS, "implicit_q")
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,7 @@ class SolveConfig:
         if (
             self.prune
             and name != "tool"
-            and (
-                self.weights.get(name, 0.0) <= 0
-                or (name in ("prm", "value", "orm") and name not in self.critic_dirs)
-            )
+            and (self.weights.get(name, 0.0) <= 0 or (name in KINDS and name not in self.critic_dirs))
         ):
             raise ValueError(
                 f"prune_with: {name} needs that critic (--critic {name}=DIR) with a weight above 0"
