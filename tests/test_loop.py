@@ -230,3 +230,28 @@ def test_a_resumed_run_records_changed_settings(tmp_path: Path) -> None:
     [record] = json.loads((loop.dir / "meta.json").read_text())["config_changes"]
     assert record["changes"] == ["critics.use_in_search: True -> False"]
     assert record["rounds_done"] == 0
+
+
+def test_the_learned_critics_search_prunes_with_the_prm_only_when_asked() -> None:
+    from alphallm.errors import UserError
+    from alphallm.loop_config import LoopConfig, build
+    from alphallm.loop_solve import evaluation_searches
+
+    critics = {"prm": "critics/prm", "orm": "critics/orm"}
+    plain = evaluation_searches(build(LoopConfig, TINY).evaluate, critics, seed=3)
+    assert plain["mcts"].critic_dirs == {} and plain["mcts"].seed == 3
+    assert not plain["mcts_critics"].prune  # no verifier, and by default nothing in its place
+    assert plain["mcts_critics"].weights == {"prm": 1.0, "orm": 1.0, "rollout": 1.0}
+
+    evaluate = {**TINY["evaluate"], "critics_prune_below": 0.1}
+    config = build(LoopConfig, {**TINY, "critics": {"kinds": ["prm", "orm"]}, "evaluate": evaluate})
+    runs = evaluation_searches(config.evaluate, critics, seed=3)
+    soft = runs["mcts_critics"]
+    assert (soft.prune, soft.prune_with, soft.prune_below, soft.critic_dirs) == (True, "prm", 0.1, critics)
+    assert runs["mcts"] == plain["mcts"]  # the verifier's search is untouched
+    assert list(evaluation_searches(config.evaluate, {}, seed=3)) == ["mcts"]
+
+    with pytest.raises(UserError, match=r"critics_prune_below needs the prm critic in critics\.kinds"):
+        build(LoopConfig, {**TINY, "evaluate": evaluate})  # TINY's critics: orm only
+    with pytest.raises(UserError, match=r"evaluate: critics_prune_below must lie in \[0, 1\)"):
+        build(LoopConfig, {**TINY, "evaluate": {**evaluate, "critics_prune_below": 1.5}})

@@ -134,6 +134,17 @@ class EvalSettings:
     )
     sc_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of self-consistency"})
     gate_tolerance: float = field(default=0.0, metadata={"help": "dev accuracy drop a new policy may have"})
+    critics_prune_below: float | None = field(
+        default=None,
+        metadata={
+            "help": "eta-MCTS with learned critics: a step the PRM scores at most this is a dead end "
+            "(the PRM as a soft verifier; null: nothing is pruned)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.critics_prune_below is not None and not 0.0 <= self.critics_prune_below < 1.0:
+            raise ValueError("critics_prune_below must lie in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError("rounds must be at least 1")
+        if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
+            raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
 
     @property
     def run_dir(self) -> Path:

@@ -11,7 +11,7 @@ from alphallm.distributed.config import RayConfig
 from alphallm.solve import SolveConfig, SolveReport
 from alphallm.tasks.base import Problem
 
-__all__ = ["evaluate_policy", "solve_with"]
+__all__ = ["evaluate_policy", "evaluation_searches", "solve_with"]
 
 
 def solve_with(
@@ -47,6 +47,24 @@ def solve_with(
     return solve(task, problems, policy=lm, config=config, **kwargs)
 
 
+def evaluation_searches(settings: Any, critics: dict[str, str], seed: int) -> dict[str, SolveConfig]:
+    """The test-time searches: eta-MCTS as configured (with the task's verifier), and, given learned
+    critics, eta-MCTS with only those critics and rollouts, where no tool prunes; with
+    ``critics_prune_below`` set, the PRM prunes instead (a soft verifier for tasks without one)."""
+    runs = {"mcts": replace(settings.search, seed=seed)}
+    if critics:
+        tau = settings.critics_prune_below
+        runs["mcts_critics"] = replace(
+            settings.search,
+            seed=seed,
+            critic_dirs=critics,
+            weights={**{kind: 1.0 for kind in critics}, "rollout": 1.0},
+            prune=tau is not None,
+            **({"prune_with": "prm", "prune_below": tau} if tau is not None else {}),
+        )
+    return runs
+
+
 def evaluate_policy(
     task: Any,
     policy: str,
@@ -74,16 +92,7 @@ def evaluate_policy(
         "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),
     }
     problems = test[: settings.search_problems]
-    runs = {"mcts": replace(settings.search, seed=seed)}
-    if critics:
-        runs["mcts_critics"] = replace(
-            settings.search,
-            seed=seed,
-            critic_dirs=critics,
-            prune=False,
-            weights={**{kind: 1.0 for kind in critics}, "rollout": 1.0},
-        )
-    for name, config in runs.items():
+    for name, config in evaluation_searches(settings, critics, seed).items():
         with ui.progress(f"{label} eval {name}", len(problems)) as advance:
             report = solve_with(
                 task,
