@@ -250,6 +250,8 @@ def test_the_learned_critics_search_prunes_with_the_prm_only_when_asked() -> Non
     assert (soft.prune, soft.prune_with, soft.prune_below, soft.critic_dirs) == (True, "prm", 0.1, critics)
     assert runs["mcts"] == plain["mcts"]  # the verifier's search is untouched
     assert list(evaluation_searches(config.evaluate, {}, seed=3)) == ["mcts"]
+    no_prm = evaluation_searches(config.evaluate, {"orm": "critics/orm"}, seed=3)["mcts_critics"]
+    assert not no_prm.prune  # a round whose PRM had too few labels to train: nothing prunes
 
     with pytest.raises(UserError, match=r"critics_prune_below needs the prm critic in critics\.kinds"):
         build(LoopConfig, {**TINY, "evaluate": evaluate})  # TINY's critics: orm only

@@ -50,10 +50,11 @@ def solve_with(
 def evaluation_searches(settings: Any, critics: dict[str, str], seed: int) -> dict[str, SolveConfig]:
     """The test-time searches: eta-MCTS as configured (with the task's verifier), and, given learned
     critics, eta-MCTS with only those critics and rollouts, where no tool prunes; with
-    ``critics_prune_below`` set, the PRM prunes instead (a soft verifier for tasks without one)."""
+    ``critics_prune_below`` set, the PRM prunes instead (a soft verifier for tasks without one), in the
+    rounds that have one (a round with too few labels for it trains none)."""
     runs = {"mcts": replace(settings.search, seed=seed)}
     if critics:
-        tau = settings.critics_prune_below
+        tau = settings.critics_prune_below if "prm" in critics else None
         runs["mcts_critics"] = replace(
             settings.search,
             seed=seed,
