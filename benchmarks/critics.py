@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from alphallm.cli import main as alphallm
+from alphallm.critics.learned import KINDS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"
 
@@ -150,7 +151,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         settings += ["--token-evidence"] if tokens else []
     out["confidence"] = confidence
     out["token_evidence"] = tokens
-    for kind in ("value", "prm", "orm"):
+    for kind in KINDS:
         critic = work / f"{task}-{kind}{suffix}"
         if not critic.exists():
             _cli(
@@ -183,7 +184,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["test_problems"] = args.test_problems
     out["sweep_problems"] = args.sweep_problems
     learned_flags = []
-    for kind in ("value", "prm", "orm"):
+    for kind in KINDS:
         learned_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffix}'}"]
     for mode, extra in SEARCH_MODES.items():
         flags = learned_flags if mode == "learned critics" else []
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{'task':8s} {'critic':6s} {'AUC':>6s} {'Spearman':>9s} {'ceiling':>8s} {'ECE':>6s} {'rows':>6s}"
     )
     for r in results:
-        for kind in ("value", "prm", "orm"):
+        for kind in KINDS:
             m = r[kind]
             print(
                 f"{r['task']:8s} {kind:6s} {m['auc']:6.3f} {m.get('spearman', float('nan')):9.3f} "
