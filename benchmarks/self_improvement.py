@@ -150,11 +150,12 @@ def markdown(name: str, records: list[dict[str, Any]]) -> str:
             return "-"
         candidates = ", ".join(f"{k} {v:.2f}" for k, v in sorted(g.get("candidates", {}).items()))
         verdict = f"kept {g['kept']}" if g.get("accepted") else "rejected"
-        return f"{verdict} (previous {g['previous_dev_accuracy']:.2f}; {candidates})"
+        metric = g.get("metric", "greedy")
+        return f"{verdict} ({metric}: previous {g['previous_dev_accuracy']:.2f}; {candidates})"
 
     lines = [
         f"| {name} round | greedy (test) | eta-MCTS + verifier | eta-MCTS + learned critics "
-        "| self-consistency (matched tokens) | gate (dev greedy) | training search solved "
+        "| self-consistency (matched tokens) | gate (dev score) | training search solved "
         "| SFT rows / DPO pairs |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -185,6 +185,30 @@ def test_gate_keeps_the_best_candidate_of_the_round(
     scored.clear()
     loop._stage_gate(2)  # type: ignore[attr-defined]
     assert scored == [Path(policy).name, "policy"]
+    # So with another gate score: round 1 recorded a greedy one.
+    assert gate["metric"] == "greedy"
+    loop.config = replace(config, evaluate=replace(config.evaluate, gate_metric="sampled"))  # type: ignore[attr-defined]
+    scored.clear()
+    assert loop._stage_gate(2)["metric"] == "sampled (n=16, T=0.7)"  # type: ignore[attr-defined]
+    assert scored == [Path(policy).name, "policy"]
+
+
+def test_the_sampled_gate_scores_every_policy_on_the_same_draws(tmp_path: Path) -> None:
+    from alphallm.errors import UserError
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    evaluate = {**TINY["evaluate"], "gate_metric": "sampled", "gate_samples": 3, "gate_temperature": 1.0}
+    loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path), "evaluate": evaluate}))
+    scores = [loop.dev_accuracy("arith-base") for _ in range(2)]
+    greedy = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)})).dev_accuracy("arith-base")
+    # 3 samples of each of 10 problems: a multiple of 1/30, the same draws every time it is asked.
+    assert scores[0] == scores[1] and round(scores[0] * 30, 6).is_integer()
+    assert 0.0 < scores[0] < 1.0 and 0.0 < greedy < 1.0
+    with pytest.raises(UserError, match=r"evaluate: gate_metric must be one of greedy, sampled, not 'best'"):
+        build(LoopConfig, {**TINY, "evaluate": {**evaluate, "gate_metric": "best"}})
+    with pytest.raises(UserError, match=r"gate_samples must be at least 1"):
+        build(LoopConfig, {**TINY, "evaluate": {**evaluate, "gate_samples": 0}})
 
 
 def test_learn_settings_refuse_sft_from_start_without_replay() -> None:

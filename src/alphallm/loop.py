@@ -349,6 +349,7 @@ class Loop:
             "candidates": scores,
             "previous_dev_accuracy": previous,
             "dev_problems": self.config.evaluate.dev_problems,
+            "metric": self.config.evaluate.gate_score,
         }
 
     def _evaluate(self, policy: str, critics: dict[str, str], round_: int) -> dict[str, Any]:
@@ -385,19 +386,37 @@ class Loop:
 
     def _kept_dev_accuracy(self, k: int) -> float:
         """Dev accuracy of the policy kept after round k: round k's gate scored it, unless the run
-        was resumed with another number of dev problems since (or k is 0)."""
+        was resumed with another number of dev problems or another gate score since (or k is 0)."""
         gate = self._read(k, "gate") if k > 0 else {}
-        if gate.get("dev_problems") != self.config.evaluate.dev_problems:
+        settings = self.config.evaluate
+        if (gate.get("dev_problems"), gate.get("metric", "greedy")) != (
+            settings.dev_problems,
+            settings.gate_score,
+        ):
             return self.dev_accuracy(self.policy(k))
         return float(gate["dev_accuracy"] if gate["accepted"] else gate["previous_dev_accuracy"])
 
     def dev_accuracy(self, policy: str) -> float:
-        """The gate's score of a policy: greedy accuracy on the run's dev problems."""
+        """The gate's score of a policy on the run's dev problems: greedy accuracy, or the mean
+        accuracy of sampled solutions. Every policy is sampled with the same seed, so the
+        candidates and the policy before them meet the same draws."""
         from alphallm.evaluation import evaluate
         from alphallm.lm import load_lm
 
-        problems = self.task.problems("dev")[: self.config.evaluate.dev_problems]
-        return evaluate(self.task, load_lm(policy), problems, method="greedy").metrics["accuracy"]
+        settings = self.config.evaluate
+        problems = self.task.problems("dev")[: settings.dev_problems]
+        if settings.gate_metric == "greedy":
+            return evaluate(self.task, load_lm(policy), problems, method="greedy").metrics["accuracy"]
+        result = evaluate(
+            self.task,
+            load_lm(policy),
+            problems,
+            method="sample",
+            n=settings.gate_samples,
+            temperature=settings.gate_temperature,
+            seed=self.config.seed,
+        )
+        return result.metrics["accuracy"]
 
     @staticmethod
     def _save_model(model: Any, tokenizer: Any, path: Path) -> None:

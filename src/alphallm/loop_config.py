@@ -34,6 +34,7 @@ __all__ = [
 
 T = TypeVar("T")
 SFT_STARTS = ("previous", "start")
+GATE_METRICS = ("greedy", "sampled")
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,20 @@ class EvalSettings:
     )
     sc_temperature: float = field(default=0.7, metadata={"help": "sampling temperature of self-consistency"})
     gate_tolerance: float = field(default=0.0, metadata={"help": "dev accuracy drop a new policy may have"})
+    gate_metric: str = field(
+        default="greedy",
+        metadata={
+            "help": "the gate's dev score: greedy (greedy accuracy) or sampled (mean accuracy of "
+            "gate_samples solutions per problem at gate_temperature; on a small dev set its paired "
+            "noise is a third of greedy's)"
+        },
+    )
+    gate_samples: int = field(
+        default=16, metadata={"help": "solutions per dev problem (gate_metric: sampled)"}
+    )
+    gate_temperature: float = field(
+        default=0.7, metadata={"help": "sampling temperature of the gate (gate_metric: sampled)"}
+    )
     critics_prune_below: float | None = field(
         default=None,
         metadata={
@@ -145,6 +160,20 @@ class EvalSettings:
     def __post_init__(self) -> None:
         if self.critics_prune_below is not None and not 0.0 <= self.critics_prune_below < 1.0:
             raise ValueError("critics_prune_below must lie in [0, 1)")
+        if self.gate_metric not in GATE_METRICS:
+            raise ValueError(
+                f"gate_metric must be one of {', '.join(GATE_METRICS)}, not {self.gate_metric!r}"
+            )
+        if self.gate_samples < 1 or self.gate_temperature <= 0.0:
+            raise ValueError("gate_samples must be at least 1 and gate_temperature above 0")
+
+    @property
+    def gate_score(self) -> str:
+        """The gate's score by name (recorded with every gate decision, so a resumed run with another
+        score knows that the recorded ones do not compare)."""
+        if self.gate_metric == "greedy":
+            return "greedy"
+        return f"sampled (n={self.gate_samples}, T={self.gate_temperature})"
 
 
 @dataclass(frozen=True)
