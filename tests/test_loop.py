@@ -281,3 +281,13 @@ def test_the_learned_critics_search_prunes_with_the_prm_only_when_asked() -> Non
         build(LoopConfig, {**TINY, "evaluate": evaluate})  # TINY's critics: orm only
     with pytest.raises(UserError, match=r"evaluate: critics_prune_below must lie in \[0, 1\)"):
         build(LoopConfig, {**TINY, "evaluate": {**evaluate, "critics_prune_below": 1.5}})
+
+
+def test_the_report_says_when_the_prm_pruned_the_learned_critics_search() -> None:
+    from alphallm.report.run_report import _table
+
+    cell = {"accuracy": 0.4, "tokens_per_problem": 900.0}
+    plain = [{"round": 0, "greedy": cell}, {"round": 1, "accepted": True, "mcts_critics": cell}]
+    assert "<th>eta-MCTS (learned critics)</th>" in _table(plain)
+    pruned = [plain[0], {**plain[1], "mcts_critics": {**cell, "prm_prunes_below": 0.1}}]
+    assert "<th>eta-MCTS (learned critics, PRM prunes ≤ 0.1)</th>" in _table(pruned)

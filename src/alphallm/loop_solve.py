@@ -109,6 +109,8 @@ def evaluate_policy(
             "accuracy": report.accuracy,
             "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
         }
+        if name == "mcts_critics" and config.prune:  # the PRM as a soft verifier: say so in the record
+            out[name]["prm_prunes_below"] = config.prune_below
     if settings.self_consistency:
         samples = max(
             2,

@@ -29,6 +29,23 @@ METHOD_LABELS = {
 }
 
 
+def _labels(metrics: list[dict[str, Any]]) -> dict[str, str]:
+    """The methods' names; the learned critics' search says when its PRM pruned as a soft verifier."""
+    labels = dict(METHOD_LABELS)
+    taus = sorted(
+        {
+            m["mcts_critics"]["prm_prunes_below"]
+            for m in metrics
+            if "prm_prunes_below" in m.get("mcts_critics", {})
+        }
+    )
+    if taus:
+        labels["mcts_critics"] = (
+            f"eta-MCTS (learned critics, PRM prunes ≤ {', '.join(f'{t:g}' for t in taus)})"
+        )
+    return labels
+
+
 def _plot(metrics: list[dict[str, Any]], key: str, ylabel: str, path: Path) -> None:
     import matplotlib
 
@@ -36,7 +53,7 @@ def _plot(metrics: list[dict[str, Any]], key: str, ylabel: str, path: Path) -> N
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, label in METHOD_LABELS.items():
+    for method, label in _labels(metrics).items():
         points = [(m["round"], m[method][key]) for m in metrics if method in m]
         if points:
             xs, ys = zip(*points)
@@ -87,7 +104,7 @@ def _img(path: Path) -> str:
 def _table(metrics: list[dict[str, Any]]) -> str:
     head = (
         "<tr><th>round</th><th>policy kept</th>"
-        + "".join(f"<th>{v}</th>" for v in METHOD_LABELS.values())
+        + "".join(f"<th>{v}</th>" for v in _labels(metrics).values())
         + "</tr>"
     )
     rows = []
