@@ -13,8 +13,9 @@ round's kept policy as the reference, the round's DPO seed) and with one setting
     reference SFT   the round's SFT model as its own reference (the margin starts at 0)
     1 epoch         half the passes
 
-Each candidate is scored as the gate scores it: greedy accuracy on the run's dev problems. Prints a
-table and writes ``dpo_sweep-<run>-round<k>.json``.
+Each candidate is scored as the run's gate scores it (``evaluate.gate_metric``: greedy accuracy on the
+run's dev problems, or the mean accuracy of sampled solutions). Prints a table and writes
+``dpo_sweep-<run>-round<k>.json``.
 """
 
 from __future__ import annotations
@@ -79,14 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     loop = Loop(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
     pairs = [Pair(**p) for p in json.loads((loop.round_dir(k) / "data.json").read_text())["pairs"]]
     gate = json.loads((loop.round_dir(k) / "gate.json").read_text())
+    score = loop.config.evaluate.gate_score
+    if gate.get("metric", "greedy") != score:  # the run changed its gate score since this round
+        gate["candidates"]["sft"] = loop.dev_accuracy(str(loop.round_dir(k) / "sft"))
+        gate["previous_dev_accuracy"] = loop.dev_accuracy(loop.policy(k - 1))
+        gate["metric"] = score
     rows = [{"variant": "SFT alone (no DPO)", "dev_accuracy": gate["candidates"]["sft"]}]
     for name in args.variants:
         rows.append(run_variant(loop, k, pairs, name))
-        print(f"{name}: dev greedy {rows[-1]['dev_accuracy']:.3f}", flush=True)
+        print(f"{name}: dev {score} {rows[-1]['dev_accuracy']:.3f}", flush=True)
     print(
         f"\n{run.name} round {k}: {len(pairs)} pairs, previous policy dev {gate['previous_dev_accuracy']:.3f}"
     )
-    print("| DPO variant | dev greedy | final margin | pairs ranked right |\n|---|---|---|---|")
+    print(f"| DPO variant | dev {score} | final margin | pairs ranked right |\n|---|---|---|---|")
     for row in rows:
         margin, ranked = row.get("final_margin"), row.get("final_pair_accuracy")
         extra = f"{margin:.2f} | {ranked:.2f}" if margin is not None else "- | -"

@@ -1,0 +1,124 @@
+"""How noisy is the loop's dev gate? Each kept policy of a run, scored on the run's dev problems both
+ways the gate can score it, and every round's change with its paired standard error.
+
+    python benchmarks/gate_noise.py --run runs/bench-improve/game24-full --rounds 0 1 2 3
+
+For every listed round k, the policy the round kept (round 0: the starting policy; a rejected round:
+its best candidate, the one the gate turned away) is scored by greedy accuracy and by the mean accuracy
+of ``--samples`` solutions per dev problem at ``--temperature`` (``evaluate.gate_metric: sampled``),
+with the run's seed, as the gate scores. A change between consecutive rounds is a paired difference
+over the same dev problems; its standard error is the standard deviation of the per-problem
+differences over sqrt(problems), and z is their ratio. A gate that decides on a change with |z| < 2
+decides on noise. Prints a table and writes ``gate_noise-<run>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from alphallm.evaluation import evaluate
+from alphallm.io import write_json
+from alphallm.lm import load_lm
+from alphallm.loop import Loop
+from alphallm.loop_config import load_config
+
+
+def candidate(loop: Loop, k: int) -> str:
+    """The policy round k kept, or the candidate its gate rejected (the one a gate decides about)."""
+    if k == 0 or not (loop.round_dir(k) / "gate.json").is_file():
+        return loop.policy(k)
+    gate = json.loads((loop.round_dir(k) / "gate.json").read_text())
+    return str(loop.round_dir(k) / gate.get("kept", "policy"))
+
+
+def per_problem(loop: Loop, policy: str, method: str, samples: int, temperature: float) -> dict[str, float]:
+    """Each dev problem's accuracy (0 or 1 for greedy, the fraction of samples solved otherwise)."""
+    problems = loop.task.problems("dev")[: loop.config.evaluate.dev_problems]
+    result = evaluate(
+        loop.task,
+        load_lm(policy),
+        problems,
+        method=method,
+        n=samples,
+        temperature=temperature,
+        seed=loop.config.seed,
+    )
+    solved: dict[str, list[bool]] = defaultdict(list)
+    for record in result.records:
+        solved[record.problem_id].append(record.correct)
+    return {pid: sum(c) / len(c) for pid, c in solved.items()}
+
+
+def paired(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean change over the same problems, its standard error, and z."""
+    diffs = [after[pid] - before[pid] for pid in before]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, n - 1))
+    se = sd / math.sqrt(n)
+    return {"change": mean, "se": se, "z": mean / se if se > 0 else 0.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
+    parser.add_argument("--rounds", type=int, nargs="+", required=True, help="rounds, 0 for the start")
+    parser.add_argument("--samples", type=int, default=16, help="solutions per dev problem (sampled)")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    if not (run / "config.yaml").is_file():
+        raise SystemExit(f"{run}: not a loop run (no config.yaml)")
+    loop = Loop(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
+    scores: dict[str, dict[int, dict[str, float]]] = {"greedy": {}, "sampled": {}}
+    policies = {k: candidate(loop, k) for k in args.rounds}
+    for k, policy in policies.items():
+        scores["greedy"][k] = per_problem(loop, policy, "greedy", 1, 1.0)
+        scores["sampled"][k] = per_problem(loop, policy, "sample", args.samples, args.temperature)
+        print(f"round {k} ({policy}) scored", flush=True)
+    rows: list[dict[str, Any]] = []
+    for before, after in zip(args.rounds, args.rounds[1:], strict=False):
+        row: dict[str, Any] = {"from": before, "to": after}
+        for metric, by_round in scores.items():
+            row[metric] = {
+                "before": sum(by_round[before].values()) / len(by_round[before]),
+                "after": sum(by_round[after].values()) / len(by_round[after]),
+                **paired(by_round[before], by_round[after]),
+            }
+        rows.append(row)
+    label = f"sampled (n={args.samples}, T={args.temperature})"
+    print(f"\n{run.name}, {loop.config.evaluate.dev_problems} dev problems")
+    print(f"| rounds | greedy: change ± se (z) | {label}: change ± se (z) |\n|---|---|---|")
+    for row in rows:
+        cells = [
+            f"{row[m]['before']:.3f} → {row[m]['after']:.3f}: {row[m]['change']:+.3f} ± {row[m]['se']:.3f} "
+            f"({row[m]['z']:+.1f})"
+            for m in ("greedy", "sampled")
+        ]
+        print(f"| {row['from']} → {row['to']} | {cells[0]} | {cells[1]} |")
+    out = Path(args.out) / f"gate_noise-{run.name}.json"
+    write_json(
+        out,
+        {
+            "run": str(run),
+            "dev_problems": loop.config.evaluate.dev_problems,
+            "policies": {str(k): p for k, p in policies.items()},
+            "sampled": {"samples": args.samples, "temperature": args.temperature},
+            "rows": rows,
+        },
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
