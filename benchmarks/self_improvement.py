@@ -176,6 +176,7 @@ def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), 8), squeeze=False)
     for column, (task, variants) in enumerate(results.items()):
@@ -190,6 +191,7 @@ def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Non
                 )
             ax.set_title(f"{task}: {method} accuracy (test)")
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
