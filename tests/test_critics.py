@@ -190,6 +190,24 @@ def test_a_critic_learns_a_synthetic_label_and_round_trips(tiny_model_dir: Path,
     assert critic.usage.prefill_tokens > 0
 
 
+@pytest.mark.parametrize(("max_rows", "epochs", "steps"), [(50, 2, 8), (None, 1, 19)])
+def test_training_steps_counts_the_steps_train_critic_takes(
+    tiny_model_dir: Path, max_rows: int | None, epochs: int, steps: int
+) -> None:
+    # 400 rows, a quarter of the problems held out: 300 train rows, or 50 under the cap; batches of 16.
+    # (The progress bars counted all 400 rows, and the loop's game24 critic bars stopped at 158 of 7,374.)
+    from alphallm.train.critic import training_steps
+
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    rows = _synthetic_rows(400, 0)
+    config = CriticTrainConfig(epochs=epochs, batch_size=16, holdout=0.25, max_rows=max_rows, seed=0)
+    taken: list[int] = []
+    train_critic(
+        rows, base=base, tokenizer=tokenizer, kind="orm", config=config, on_step=lambda s, _: taken.append(s)
+    )
+    assert training_steps(rows, config) == len(taken) == steps
+
+
 def test_soft_targets_stay_soft(tiny_model_dir: Path) -> None:
     base, tokenizer = load_causal_lm(str(tiny_model_dir))
     model = CriticModel(base, "prm")

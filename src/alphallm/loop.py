@@ -297,7 +297,7 @@ class Loop:
 
     def _stage_critics(self, k: int) -> dict[str, Any]:
         from alphallm.lm.hf import load_causal_lm
-        from alphallm.train.critic import train_critic
+        from alphallm.train.critic import train_critic, training_steps
         from alphallm.train.labels import orm_rows, prm_rows, value_rows
 
         settings = self.config.critics
@@ -318,9 +318,7 @@ class Loop:
             # Critics start from the policy that made the trees (the paper initialises them from the policy).
             base, tokenizer = load_causal_lm(self.policy(k - 1), dtype="float32")
             config = replace(settings.train, seed=self.seed(k, "critics"))
-            with self.ui.progress(
-                f"round {k} {kind} critic", config.epochs * -(-len(rows) // config.batch_size)
-            ) as adv:
+            with self.ui.progress(f"round {k} {kind} critic", training_steps(rows, config)) as adv:
                 model, metrics = train_critic(
                     rows,
                     base=base,

@@ -99,7 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
     from alphallm.io import atomic_dir, read_trees
     from alphallm.lm.hf import load_causal_lm
-    from alphallm.train.critic import CriticTrainConfig, train_critic
+    from alphallm.train.critic import CriticTrainConfig, train_critic, training_steps
 
     trees = read_trees(args.trees)
     rows = label_rows(args.kind, trees, args.min_samples)
@@ -125,8 +125,7 @@ def run_train(args: argparse.Namespace) -> int:
     # LoRA the frozen base may be half precision, as the adapters stay fp32.
     dtype = args.dtype or ("auto" if args.lora_r else "float32")
     base, tokenizer = load_causal_lm(args.base, device=args.device, dtype=dtype)
-    steps = config.epochs * -(-len(rows) // config.batch_size)
-    with progress_bar(f"train {args.kind} critic", steps) as advance:
+    with progress_bar(f"train {args.kind} critic", training_steps(rows, config)) as advance:
         model, metrics = train_critic(
             rows,
             base=base,

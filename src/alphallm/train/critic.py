@@ -22,7 +22,7 @@ from alphallm.critics.metrics import auc, brier, expected_calibration_error, spe
 from alphallm.train.labels import LabelRow
 from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
 
-__all__ = ["CriticTrainConfig", "critic_metrics", "split_by_group", "train_critic"]
+__all__ = ["CriticTrainConfig", "critic_metrics", "split_by_group", "train_critic", "training_steps"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,14 @@ def split_by_group(
     random.Random(seed).shuffle(groups)
     held = set(groups[: math.floor(len(groups) * holdout)])
     return [r for r in rows if r.group not in held], [r for r in rows if r.group in held]
+
+
+def training_steps(rows: Sequence[LabelRow], config: CriticTrainConfig) -> int:
+    """Optimizer steps ``train_critic`` takes at most (its progress bar's length): the rows left after
+    the held-out problems and the ``max_rows`` cap, in batches, once per epoch."""
+    train_rows, _ = split_by_group(rows, config.holdout, config.seed)
+    n = len(train_rows) if config.max_rows is None else min(len(train_rows), config.max_rows)
+    return config.epochs * -(-n // config.batch_size)
 
 
 def _batches(rows: list[LabelRow], size: int, rng: random.Random) -> list[list[LabelRow]]:
