@@ -19,12 +19,11 @@ import json
 import math
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from alphallm.evaluation import evaluate
 from alphallm.io import write_json
-from alphallm.lm import load_lm
 from alphallm.loop import Loop
 from alphallm.loop_config import load_config
 
@@ -37,18 +36,13 @@ def candidate(loop: Loop, k: int) -> str:
     return str(loop.round_dir(k) / gate.get("kept", "policy"))
 
 
-def per_problem(loop: Loop, policy: str, method: str, samples: int, temperature: float) -> dict[str, float]:
-    """Each dev problem's accuracy (0 or 1 for greedy, the fraction of samples solved otherwise)."""
-    problems = loop.task.problems("dev")[: loop.config.evaluate.dev_problems]
-    result = evaluate(
-        loop.task,
-        load_lm(policy),
-        problems,
-        method=method,
-        n=samples,
-        temperature=temperature,
-        seed=loop.config.seed,
+def per_problem(loop: Loop, policy: str, metric: str, samples: int, temperature: float) -> dict[str, float]:
+    """Each dev problem's accuracy as the gate scores it with ``metric`` (0 or 1 for greedy, the
+    fraction of samples solved otherwise)."""
+    settings = replace(
+        loop.config.evaluate, gate_metric=metric, gate_samples=samples, gate_temperature=temperature
     )
+    result = Loop(replace(loop.config, evaluate=settings)).dev_evaluation(policy)
     solved: dict[str, list[bool]] = defaultdict(list)
     for record in result.records:
         solved[record.problem_id].append(record.correct)
@@ -82,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     scores: dict[str, dict[int, dict[str, float]]] = {"greedy": {}, "sampled": {}}
     policies = {k: candidate(loop, k) for k in args.rounds}
     for k, policy in policies.items():
-        scores["greedy"][k] = per_problem(loop, policy, "greedy", 1, 1.0)
-        scores["sampled"][k] = per_problem(loop, policy, "sample", args.samples, args.temperature)
+        for metric in scores:
+            scores[metric][k] = per_problem(loop, policy, metric, args.samples, args.temperature)
         print(f"round {k} ({policy}) scored", flush=True)
     rows: list[dict[str, Any]] = []
     for before, after in zip(args.rounds, args.rounds[1:], strict=False):

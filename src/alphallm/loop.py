@@ -395,26 +395,26 @@ class Loop:
         return float(gate["dev_accuracy"] if gate["accepted"] else gate["previous_dev_accuracy"])
 
     def dev_accuracy(self, policy: str) -> float:
-        """The gate's score of a policy on the run's dev problems: greedy accuracy, or the mean
-        accuracy of sampled solutions. Every policy is sampled with the same seed, so the
-        candidates and the policy before them meet the same draws."""
+        """The gate's score of a policy (``evaluate.gate_metric``) on the run's dev problems."""
+        return float(self.dev_evaluation(policy).metrics["accuracy"])
+
+    def dev_evaluation(self, policy: str) -> Any:
+        """The gate's decoding of the run's dev problems: greedy, or ``gate_samples`` sampled solutions
+        per problem. Every policy is sampled with the run's seed, so the candidates and the policy
+        before them meet the same draws."""
         from alphallm.evaluation import evaluate
         from alphallm.lm import load_lm
 
         settings = self.config.evaluate
-        problems = self.task.problems("dev")[: settings.dev_problems]
-        if settings.gate_metric == "greedy":
-            return evaluate(self.task, load_lm(policy), problems, method="greedy").metrics["accuracy"]
-        result = evaluate(
+        return evaluate(
             self.task,
             load_lm(policy),
-            problems,
-            method="sample",
+            self.task.problems("dev")[: settings.dev_problems],
+            method="greedy" if settings.gate_metric == "greedy" else "sample",
             n=settings.gate_samples,
             temperature=settings.gate_temperature,
             seed=self.config.seed,
         )
-        return result.metrics["accuracy"]
 
     @staticmethod
     def _save_model(model: Any, tokenizer: Any, path: Path) -> None:
