@@ -89,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                 **paired(by_round[before], by_round[after]),
             }
         rows.append(row)
-    label = f"sampled (n={args.samples}, T={args.temperature})"
+    sampled = replace(
+        loop.config.evaluate,
+        gate_metric="sampled",
+        gate_samples=args.samples,
+        gate_temperature=args.temperature,
+    )
+    label = sampled.gate_score  # the name the gate records for this score
     print(f"\n{run.name}, {loop.config.evaluate.dev_problems} dev problems")
     print(f"| rounds | greedy: change ± se (z) | {label}: change ± se (z) |\n|---|---|---|")
     for row in rows:
