@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     score = loop.config.evaluate.gate_score
     if gate.get("metric", "greedy") != score:  # the run changed its gate score since this round
         gate["candidates"]["sft"] = loop.dev_accuracy(str(loop.round_dir(k) / "sft"))
-        gate["previous_dev_accuracy"] = loop.dev_accuracy(loop.policy(k - 1))
+        gate["previous_dev_accuracy"] = loop.kept_dev_accuracy(k - 1)
         gate["metric"] = score
     rows = [{"variant": "SFT alone (no DPO)", "dev_accuracy": gate["candidates"]["sft"]}]
     for name in args.variants:

@@ -336,7 +336,7 @@ class Loop:
     def _stage_gate(self, k: int) -> dict[str, Any]:
         """Keeps the round's best candidate on dev if it is not worse than the policy before it.
         When DPO ran, SFT alone is a candidate too: a DPO step that hurts costs the round nothing."""
-        previous = self._kept_dev_accuracy(k - 1)
+        previous = self.kept_dev_accuracy(k - 1)
         names = ["policy"] if self._read(k, "dpo").get("skipped") else ["policy", "sft"]
         scores = {name: self.dev_accuracy(str(self.round_dir(k) / name)) for name in names}
         kept = max(names, key=lambda name: (scores[name], name == "policy"))  # a tie keeps SFT + DPO
@@ -382,7 +382,7 @@ class Loop:
     def _read(self, k: int, stage: str) -> dict[str, Any]:
         return json.loads((self.round_dir(k) / f"{stage}.json").read_text())
 
-    def _kept_dev_accuracy(self, k: int) -> float:
+    def kept_dev_accuracy(self, k: int) -> float:
         """Dev accuracy of the policy kept after round k: round k's gate scored it, unless the run
         was resumed with another number of dev problems or another gate score since (or k is 0)."""
         gate = self._read(k, "gate") if k > 0 else {}
