@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from alphallm.cli import main as alphallm
+from alphallm.report.run_report import critic_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,9 +156,9 @@ def markdown(name: str, records: list[dict[str, Any]]) -> str:
 
     lines = [
         f"| {name} round | greedy (test) | eta-MCTS + verifier | eta-MCTS + learned critics "
-        "| self-consistency (matched tokens) | gate (dev score) | training search solved "
-        "| SFT rows / DPO pairs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| self-consistency (matched tokens) | gate (dev score) | critics (trained in round) "
+        "| training search solved | SFT rows / DPO pairs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in records:
         t = m["train"]
@@ -165,7 +166,8 @@ def markdown(name: str, records: list[dict[str, Any]]) -> str:
         data = f"{t['sft_rows']} / {t['dpo_pairs'] if t['dpo_pairs'] is not None else '(no DPO)'}"
         lines.append(
             f"| {m['round']} | {cell(m.get('greedy'))} | {cell(m.get('mcts'))} "
-            f"| {cell(m.get('mcts_critics'))} | {cell(m.get('sc'))} | {gate(m['gate'])} | {solved} "
+            f"| {cell(m.get('mcts_critics'))} | {cell(m.get('sc'))} | {gate(m['gate'])} "
+            f"| {critic_rounds(m.get('critics'))} | {solved} "
             f"| {data if t['sft_rows'] else '-'} |"
         )
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from alphallm.lm.hf import load_causal_lm
 from alphallm.search.types import EvalRequest, Option
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
-from alphallm.train.critic import CriticTrainConfig, _loss, predict, train_critic
+from alphallm.train.critic import CriticTrainConfig, _loss, critic_gate, predict, train_critic
 from alphallm.train.labels import LabelRow
 
 
@@ -158,6 +158,30 @@ def test_a_prm_scores_whole_solutions_through_its_steps() -> None:
     scores = [0.9, 0.2, 0.8, 0.5, 0.5]  # a three-step solution, then a two-step one
     assert combine_steps(scores, [3, 2], "min") == [0.2, 0.5]
     assert combine_steps(scores, [3, 2], "prod") == pytest.approx([0.144, 0.25])
+
+
+def test_the_critic_gate_compares_the_bars_measure_and_keeps_the_new_critic_when_in_doubt() -> None:
+    rows = [LabelRow("Q\n", f"{i}\n", float(i % 2), group=f"g{i // 4}") for i in range(40)]
+    truth = [r.target for r in rows]
+    noisy = [t if i % 5 else 1 - t for i, t in enumerate(truth)]  # every fifth label flipped: AUC 0.8
+
+    def scores(values: list[float]) -> Any:
+        return lambda batch: [values[rows.index(r)] for r in batch]
+
+    worse = critic_gate("orm", rows, scores(noisy), scores(truth))
+    assert (worse["new"], worse["previous"], worse["accepted"]) == (pytest.approx(0.8), 1.0, False)
+    assert worse["measure"] == "auc" and worse["rows"] == 40 and worse["problems"] == 10
+    assert critic_gate("orm", rows, scores(noisy), scores(truth), tolerance=0.25)["accepted"]
+    assert critic_gate("prm", rows, scores(truth), scores(noisy))["accepted"]
+    # Value critics are compared by rank correlation, which a monotone rescaling does not change.
+    value = critic_gate("value", rows, scores([t / 2 for t in truth]), scores(truth))
+    assert value["measure"] == "spearman" and value["accepted"] and value["new"] == pytest.approx(1.0)
+    # Too few rows, or one class only: nothing to tell them apart by, so the new one (more data) is kept.
+    few = critic_gate("orm", rows[:10], scores(noisy), scores(truth))
+    assert few["accepted"] and "new" not in few and few["reason"] == "fewer than 30 rows"
+    same = [LabelRow("Q\n", f"{i}\n", 1.0, group="g") for i in range(40)]
+    one_class = critic_gate("orm", same, lambda b: [0.5] * len(b), lambda b: [0.9] * len(b))
+    assert one_class["accepted"] and one_class["reason"] == "auc undefined on these rows"
 
 
 def _synthetic_rows(n: int, seed: int) -> list[LabelRow]:

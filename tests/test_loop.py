@@ -291,3 +291,65 @@ def test_the_report_says_when_the_prm_pruned_the_learned_critics_search() -> Non
     assert "<th>eta-MCTS (learned critics)</th>" in _table(plain)
     pruned = [plain[0], {**plain[1], "mcts_critics": {**cell, "prm_prunes_below": 0.1}}]
     assert "<th>eta-MCTS (learned critics, PRM prunes ≤ 0.1)</th>" in _table(pruned)
+    # Which round trained each critic a round used (the critic gate can keep an earlier one).
+    gated = [plain[0], {**plain[1], "critics": {"value": 2, "orm": 1}}]
+    assert "<td>value 2, orm 1</td>" in _table(gated) and "<td>value" not in _table(plain)
+
+
+def _outcome_trees(groups: range, seed: int) -> list[dict]:
+    """Trees whose rollouts are verified exactly when their last digit is even (a label a critic learns)."""
+    rng = random.Random(seed)
+    trees = []
+    for g in groups:
+        rollouts = []
+        for _ in range(8):
+            digit = rng.randint(0, 9)
+            rollouts.append(
+                {"text": f"{rng.randint(10, 99)}{digit}\n", "verified": digit % 2 == 0, "score": 0.0}
+            )
+        root = {"id": 0, "parent": -1, "text": "", "terminal": False, "verified": None, "rollouts": rollouts}
+        trees.append({"problem_id": f"g{g}", "root": "Q: x\n", "nodes": [{**root, "children": []}]})
+    return trees
+
+
+def test_the_critic_gate_keeps_the_critic_in_use_when_its_successor_scores_worse(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Round 2's ORM learns nothing (lr 1e-9): on held-out problems neither critic trained on it ranks
+    outcomes worse than round 1's, so round 1's stays in use; without the gate round 2's replaces it."""
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+    from alphallm.train.critic import split_by_group, trained_groups
+    from alphallm.train.labels import orm_rows
+
+    learns = {"epochs": 4, "lr": 3e-3, "batch_size": 32}
+    config = {**TINY, "out_dir": str(tmp_path), "policy": str(tiny_model_dir)}
+    loop = Loop(build(LoopConfig, {**config, "critics": {"kinds": ["orm"], "train": learns}}))
+    rounds = {1: _outcome_trees(range(60), 1), 2: _outcome_trees(range(30, 100), 2)}  # 30 problems recur
+    for k, trees in rounds.items():
+        loop.round_dir(k).mkdir(parents=True)
+        (loop.round_dir(k) / "trees.json").write_text(json.dumps({"trees": trees}))
+        (loop.round_dir(k) / "gate.json").write_text(json.dumps({"accepted": False}))
+    (loop.round_dir(1) / "critics.json").write_text(json.dumps(loop._stage_critics(1)))  # type: ignore[attr-defined]
+    assert loop.critic_rounds(1) == {"orm": 1}
+
+    stalled = {"kinds": ["orm"], "train": {**learns, "lr": 1e-9}}
+    loop = Loop(build(LoopConfig, {**config, "critics": stalled}))
+    record = loop._stage_critics(2)  # type: ignore[attr-defined]
+    gate = record["orm"]["gate"]
+    assert gate["previous"] > 0.8 and gate["previous"] > gate["new"] and not gate["accepted"]
+    assert record["kept"] == {"orm": 1} and gate["previous_round"] == 1
+    (loop.round_dir(2) / "critics.json").write_text(json.dumps(record))
+    assert loop.critics(2) == {"orm": str(loop.round_dir(1) / "critics" / "orm")}
+    assert (loop.round_dir(2) / "critics" / "orm" / "critic.json").is_file()  # trained and kept on disk
+    # Compared only on round 2's held-out problems that round 1's critic did not train on either.
+    rows = orm_rows(rounds[1] + rounds[2])
+    held = {r.group for r in split_by_group(rows, 0.2, loop.seed(2, "critics"))[1]}
+    seen = trained_groups(
+        orm_rows(rounds[1]), replace(loop.config.critics.train, seed=loop.seed(1, "critics"))
+    )
+    assert gate["problems"] == len(held - seen) < len(held)
+
+    ungated = Loop(build(LoopConfig, {**config, "critics": {**stalled, "gate": False}}))
+    record = ungated._stage_critics(2)  # type: ignore[attr-defined]
+    assert "gate" not in record["orm"] and record["kept"] == {"orm": 2}

@@ -82,12 +82,24 @@ class Loop:
         return str(self.round_dir(k) / gate.get("kept", "policy")) if gate["accepted"] else self.policy(k - 1)
 
     def critics(self, k: int) -> dict[str, str]:
-        """The learned critics after round k (none before round 1; frozen ones come from round 1)."""
+        """The learned critics in use after round k (none before round 1)."""
+        found = {kind: self._critic_dir(j, kind) for kind, j in self.critic_rounds(k).items()}
+        return {kind: str(path) for kind, path in found.items() if (path / "critic.json").is_file()}
+
+    def critic_rounds(self, k: int) -> dict[str, int]:
+        """The round that trained each critic in use after round k: round k's, unless its critic gate
+        kept an earlier one (or the critics are frozen: round 1's)."""
         if k == 0:
             return {}
-        source = k if self.config.critics.refresh else 1
-        found = {kind: self.round_dir(source) / "critics" / kind for kind in self.config.critics.kinds}
-        return {kind: str(path) for kind, path in found.items() if (path / "critic.json").is_file()}
+        kinds = self.config.critics.kinds
+        if not self.config.critics.refresh:
+            return dict.fromkeys(kinds, 1)
+        record = self.round_dir(k) / "critics.json"
+        kept = json.loads(record.read_text()).get("kept", {}) if record.exists() else {}
+        return {kind: int(kept.get(kind, k)) for kind in kinds}
+
+    def _critic_dir(self, k: int, kind: str) -> Path:
+        return self.round_dir(k) / "critics" / kind
 
     def _problems(self, k: int) -> list[Problem]:
         lines = (self.round_dir(k) / "problems.jsonl").read_text().splitlines()
@@ -298,22 +310,20 @@ class Loop:
     def _stage_critics(self, k: int) -> dict[str, Any]:
         from alphallm.lm.hf import load_causal_lm
         from alphallm.train.critic import train_critic, training_steps
-        from alphallm.train.labels import orm_rows, prm_rows, value_rows
 
         settings = self.config.critics
         if not settings.kinds or (not settings.refresh and k > 1):
             return {"trained": [], "frozen": not settings.refresh}
-        trees = self._trees(range(1, k + 1))
-        builders = {
-            "value": lambda: value_rows(trees, min_samples=settings.min_samples),
-            "prm": lambda: prm_rows(trees, min_samples=settings.min_samples),
-            "orm": lambda: orm_rows(trees),
-        }
-        out: dict[str, Any] = {"trained": []}
+        by_round = {j: self._trees(range(j, j + 1)) for j in range(1, k + 1)}
+        trees = [tree for j in range(1, k + 1) for tree in by_round[j]]
+        in_use = {kind: j for kind, j in self.critic_rounds(k - 1).items() if kind in self.critics(k - 1)}
+        out: dict[str, Any] = {"trained": [], "kept": {}}
         for kind in settings.kinds:
-            rows = builders[kind]()
+            rows = self._label_rows(kind, trees)
             if len(rows) < 20:
                 out[kind] = {"skipped": f"only {len(rows)} labels"}
+                if kind in in_use:  # too few new labels: the critic in use stays
+                    out["kept"][kind] = in_use[kind]
                 continue
             # Critics start from the policy that made the trees (the paper initialises them from the policy).
             base, tokenizer = load_causal_lm(self.policy(k - 1), dtype="float32")
@@ -327,11 +337,55 @@ class Loop:
                     config=config,
                     on_step=lambda s, loss: adv(1),
                 )
-            with atomic_dir(self.round_dir(k) / "critics" / kind) as tmp:
+            with atomic_dir(self._critic_dir(k, kind)) as tmp:
                 model.save(tmp, tokenizer, {"base": self.policy(k - 1), **metrics})
             out[kind] = metrics
             out["trained"].append(kind)
+            out["kept"][kind] = k
+            if settings.gate and kind in in_use:
+                j = in_use[kind]
+                trained_on = [t for i in range(1, j + 1) for t in by_round[i]]
+                gate = self._critic_gate(kind, rows, config, (model, tokenizer), j, trained_on)
+                out[kind]["gate"] = gate
+                out["kept"][kind] = k if gate["accepted"] else j
+                self.ui.message(
+                    f"round {k} {kind} critic: {gate['measure']} {gate.get('new', float('nan')):.3f}, round "
+                    f"{j}'s {gate.get('previous', float('nan')):.3f} on {gate['rows']} held-out rows: "
+                    + ("retrained one in use" if gate["accepted"] else f"round {j}'s stays")
+                )
         return out
+
+    def _label_rows(self, kind: str, trees: list[dict[str, Any]]) -> list[Any]:
+        from alphallm.train.labels import orm_rows, prm_rows, value_rows
+
+        min_samples = self.config.critics.min_samples
+        if kind == "value":
+            return value_rows(trees, min_samples=min_samples)
+        return prm_rows(trees, min_samples=min_samples) if kind == "prm" else orm_rows(trees)
+
+    def _critic_gate(
+        self, kind: str, rows: list[Any], config: Any, new: tuple[Any, Any], j: int, trained_on: list[Any]
+    ) -> dict[str, Any]:
+        """The retrained critic against round j's, on the retrained one's held-out problems that round
+        j's did not train on either (with ``imagine.fresh: false`` a problem recurs across rounds)."""
+        from alphallm.critics.learned import CriticModel
+        from alphallm.train.critic import critic_gate, predict, split_by_group, trained_groups
+
+        seen = trained_groups(
+            self._label_rows(kind, trained_on), replace(config, seed=self.seed(j, "critics"))
+        )
+        held = [r for r in split_by_group(rows, config.holdout, config.seed)[1] if r.group not in seen]
+        previous = CriticModel.load(self._critic_dir(j, kind), dtype="float32")
+        return {
+            "previous_round": j,
+            **critic_gate(
+                kind,
+                held,
+                lambda r: predict(*new, r),
+                lambda r: predict(previous[0], previous[1], r),
+                tolerance=self.config.critics.gate_tolerance,
+            ),
+        }
 
     def _stage_gate(self, k: int) -> dict[str, Any]:
         """Keeps the round's best candidate on dev if it is not worse than the policy before it.
@@ -364,10 +418,13 @@ class Loop:
         )
 
     def _stage_evaluate(self, k: int) -> dict[str, Any]:
-        record = self._evaluate(self.policy(k), self.critics(k), round_=k)
+        critics = self.critics(k)
+        record = self._evaluate(self.policy(k), critics, round_=k)
         return {
             "policy": self._relative(self.policy(k)),
             "accepted": self._read(k, "gate")["accepted"],
+            # the round that trained each critic in use (the critic gate may have kept an earlier one)
+            "critics": {kind: j for kind, j in self.critic_rounds(k).items() if kind in critics},
             **record,
         }
 

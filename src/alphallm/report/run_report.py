@@ -19,7 +19,7 @@ from typing import Any
 from alphallm.io import write_text
 from alphallm.report.tree_html import render_tree_html
 
-__all__ = ["credit_assignment", "write_report"]
+__all__ = ["credit_assignment", "critic_rounds", "write_report"]
 
 METHOD_LABELS = {
     "greedy": "greedy",
@@ -101,11 +101,17 @@ def _img(path: Path) -> str:
     return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
 
 
+def critic_rounds(critics: dict[str, int] | None) -> str:
+    """``value 2, prm 1, orm 2``: the round that trained each critic a round used (the critic gate can
+    keep an earlier round's); ``-`` when none (round 0, or a record from before the gate)."""
+    return ", ".join(f"{kind} {j}" for kind, j in critics.items()) if critics else "-"
+
+
 def _table(metrics: list[dict[str, Any]]) -> str:
     head = (
         "<tr><th>round</th><th>policy kept</th>"
         + "".join(f"<th>{v}</th>" for v in _labels(metrics).values())
-        + "</tr>"
+        + "<th>critics (trained in round)</th></tr>"
     )
     rows = []
     for m in metrics:
@@ -120,6 +126,7 @@ def _table(metrics: list[dict[str, Any]]) -> str:
                 if value
                 else "<td>-</td>"
             )
+        cells.append(f"<td>{critic_rounds(m.get('critics'))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 

@@ -22,7 +22,21 @@ from alphallm.critics.metrics import auc, brier, expected_calibration_error, spe
 from alphallm.train.labels import LabelRow
 from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
 
-__all__ = ["CriticTrainConfig", "critic_metrics", "split_by_group", "train_critic", "training_steps"]
+__all__ = [
+    "GATE_MEASURES",
+    "CriticTrainConfig",
+    "critic_gate",
+    "critic_metrics",
+    "split_by_group",
+    "train_critic",
+    "trained_groups",
+    "training_steps",
+]
+
+# What the critic gate compares: the bars' measures (AUC of outcome and first-error labels, rank
+# correlation of success rates).
+GATE_MEASURES = {"value": "spearman", "prm": "auc", "orm": "auc"}
+GATE_MIN_ROWS = 30
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,35 @@ def split_by_group(
     random.Random(seed).shuffle(groups)
     held = set(groups[: math.floor(len(groups) * holdout)])
     return [r for r in rows if r.group not in held], [r for r in rows if r.group in held]
+
+
+def trained_groups(rows: Sequence[LabelRow], config: CriticTrainConfig) -> set[str]:
+    """The problems a critic trained on ``rows`` with ``config`` learned from (all but its held-out ones)."""
+    train_rows, _ = split_by_group(rows, config.holdout, config.seed)
+    return {r.group for r in train_rows}
+
+
+def critic_gate(
+    kind: str,
+    rows: Sequence[LabelRow],
+    new: Callable[[Sequence[LabelRow]], list[float]],
+    previous: Callable[[Sequence[LabelRow]], list[float]],
+    *,
+    tolerance: float = 0.0,
+) -> dict[str, Any]:
+    """Whether a retrained critic replaces the one before it: both score ``rows`` (problems neither
+    trained on) and the new one is kept unless the previous one is better by more than ``tolerance``
+    (``GATE_MEASURES``). Too few rows, or labels of one class only, keep the new one: it has seen more."""
+    measure = GATE_MEASURES[kind]
+    record: dict[str, Any] = {"measure": measure, "rows": len(rows), "problems": len({r.group for r in rows})}
+    if len(rows) < GATE_MIN_ROWS:
+        return {**record, "accepted": True, "reason": f"fewer than {GATE_MIN_ROWS} rows"}
+    scores = {"new": new(rows), "previous": previous(rows)}
+    for name, values in scores.items():
+        record[name] = critic_metrics(kind, values, rows)[measure]
+    if math.isnan(record["new"]) or math.isnan(record["previous"]):
+        return {**record, "accepted": True, "reason": f"{measure} undefined on these rows"}
+    return {**record, "accepted": record["new"] >= record["previous"] - tolerance}
 
 
 def training_steps(rows: Sequence[LabelRow], config: CriticTrainConfig) -> int:
