@@ -83,7 +83,7 @@ class Loop:
 
     def critics(self, k: int) -> dict[str, str]:
         """The learned critics in use after round k (none before round 1)."""
-        found = {kind: self._critic_dir(j, kind) for kind, j in self.critic_rounds(k).items()}
+        found = {kind: self.critic_dir(j, kind) for kind, j in self.critic_rounds(k).items()}
         return {kind: str(path) for kind, path in found.items() if (path / "critic.json").is_file()}
 
     def critic_rounds(self, k: int) -> dict[str, int]:
@@ -98,7 +98,8 @@ class Loop:
         kept = json.loads(record.read_text()).get("kept", {}) if record.exists() else {}
         return {kind: int(kept.get(kind, k)) for kind in kinds}
 
-    def _critic_dir(self, k: int, kind: str) -> Path:
+    def critic_dir(self, k: int, kind: str) -> Path:
+        """Where round k's critic of ``kind`` is saved (the gate may not have kept it)."""
         return self.round_dir(k) / "critics" / kind
 
     def _problems(self, k: int) -> list[Problem]:
@@ -337,7 +338,7 @@ class Loop:
                     config=config,
                     on_step=lambda s, loss: adv(1),
                 )
-            with atomic_dir(self._critic_dir(k, kind)) as tmp:
+            with atomic_dir(self.critic_dir(k, kind)) as tmp:
                 model.save(tmp, tokenizer, {"base": self.policy(k - 1), **metrics})
             out[kind] = metrics
             out["trained"].append(kind)
@@ -375,7 +376,7 @@ class Loop:
             self._label_rows(kind, trained_on), replace(config, seed=self.seed(j, "critics"))
         )
         held = [r for r in split_by_group(rows, config.holdout, config.seed)[1] if r.group not in seen]
-        previous = CriticModel.load(self._critic_dir(j, kind), dtype="float32")
+        previous = CriticModel.load(self.critic_dir(j, kind), dtype="float32")
         return {
             "previous_round": j,
             **critic_gate(
