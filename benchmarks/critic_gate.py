@@ -41,6 +41,29 @@ def search(loop: Loop, k: int, critics: dict[str, str], problems: int) -> dict[s
     }
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| round | critics kept by the gate (trained in round) | gate: measure, retrained vs in use "
+        "| kept critics | retrained critics | kept − retrained ± se (z) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        gates = "; ".join(
+            f"{kind} {g['measure']} {g.get('new', float('nan')):.3f} vs {g.get('previous', float('nan')):.3f}"
+            for kind, g in row["gates"].items()
+        )
+        kept, retrained = (
+            f"{r['accuracy']:.2f} ({r['tokens_per_problem']:.0f} tok)"
+            for r in (row["searches"]["kept"], row["searches"]["retrained"])
+        )
+        c = row["change"]
+        lines.append(
+            f"| {row['round']} | {critic_rounds(row['critics'])} | {gates} | {kept} | {retrained} "
+            f"| {c['change']:+.3f} ± {c['se']:.3f} ({c['z']:+.1f}) |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -56,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = Loop(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
     problems = args.problems or loop.config.evaluate.search_problems
     rows: list[dict[str, Any]] = []
+    out = Path(args.out) / f"critic_gate-{run.name}.json"
     for k in args.rounds:
         record = json.loads((loop.round_dir(k) / "critics.json").read_text())
         kept = loop.critic_rounds(k)
@@ -73,28 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         solved = {name: r.pop("solved") for name, r in searches.items()}
         change = paired(solved["retrained"], solved["kept"])
         rows.append({"round": k, "critics": kept, "gates": gates, "searches": searches, "change": change})
+        write_json(out, {"run": str(run), "problems": problems, "rows": rows})  # each round as it ends
         print(f"round {k} searched", flush=True)
     print(f"\n{run.name}: eta-MCTS with learned critics, no verifier, {problems} test problems")
-    print(
-        "| round | critics kept by the gate (trained in round) | gate: measure, retrained vs in use "
-        "| kept critics | retrained critics | kept − retrained ± se (z) |\n|---|---|---|---|---|---|"
-    )
-    for row in rows:
-        gates = "; ".join(
-            f"{kind} {g['measure']} {g.get('new', float('nan')):.3f} vs {g.get('previous', float('nan')):.3f}"
-            for kind, g in row["gates"].items()
-        )
-        cells = [
-            f"{row[n]['accuracy']:.2f} ({row[n]['tokens_per_problem']:.0f} tok)"
-            for n in ("kept", "retrained")
-        ]
-        c = row["change"]
-        print(
-            f"| {row['round']} | {critic_rounds(row['critics'])} | {gates} | {cells[0]} | {cells[1]} "
-            f"| {c['change']:+.3f} ± {c['se']:.3f} ({c['z']:+.1f}) |"
-        )
-    out = Path(args.out) / f"critic_gate-{run.name}.json"
-    write_json(out, {"run": str(run), "problems": problems, "rows": rows})
+    print(table(rows))
     print(f"wrote {out}")
     return 0
 
