@@ -172,6 +172,12 @@ def test_the_critic_gate_compares_the_bars_measure_and_keeps_the_new_critic_when
     assert (worse["new"], worse["previous"], worse["accepted"]) == (pytest.approx(0.8), 1.0, False)
     assert worse["measure"] == "auc" and worse["rows"] == 40 and worse["problems"] == 10
     assert critic_gate("orm", rows, scores(noisy), scores(truth), tolerance=0.25)["accepted"]
+    # One label of 40 flipped: AUC 0.975 against 1.0 is within twice the bootstrap standard error over the
+    # 10 problems, so the gate does not decide on it and the new critic is kept.
+    slip = [1 - t if i == 3 else t for i, t in enumerate(truth)]
+    close = critic_gate("orm", rows, scores(slip), scores(truth))
+    assert close["new"] == pytest.approx(0.975) and 0.0125 < close["se"] < 0.1 and close["accepted"]
+    assert 0.0 < worse["se"] < 0.1  # 0.2 apart is beyond twice it
     assert critic_gate("prm", rows, scores(truth), scores(noisy))["accepted"]
     # Value critics are compared by rank correlation, which a monotone rescaling does not change.
     value = critic_gate("value", rows, scores([t / 2 for t in truth]), scores(truth))

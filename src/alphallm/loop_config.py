@@ -116,11 +116,13 @@ class CriticSettings:
         default=True,
         metadata={
             "help": "keep the critic in use when it scores better than its retrained successor on held-out "
-            "problems neither trained on (value: Spearman; PRM, ORM: AUC)"
+            "problems neither trained on (value: Spearman; PRM, ORM: AUC) by more than twice the bootstrap "
+            "standard error of the difference"
         },
     )
     gate_tolerance: float = field(
-        default=0.0, metadata={"help": "how much worse than the critic in use a retrained one may score"}
+        default=0.0,
+        metadata={"help": "how much worse than the critic in use a retrained one may always score"},
     )
     weight: float = field(default=1.0, metadata={"help": "search weight of each learned critic"})
     min_samples: int = field(default=2, metadata={"help": "verified outcomes a node needs to get a label"})

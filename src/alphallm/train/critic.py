@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from alphallm.critics.learned import CriticModel, encode_batch
@@ -102,10 +103,13 @@ def critic_gate(
     previous: Callable[[Sequence[LabelRow]], list[float]],
     *,
     tolerance: float = 0.0,
+    draws: int = 200,
 ) -> dict[str, Any]:
     """Whether a retrained critic replaces the one before it: both score ``rows`` (problems neither
-    trained on) and the new one is kept unless the previous one is better by more than ``tolerance``
-    (``GATE_MEASURES``). Too few rows, or labels of one class only, keep the new one: it has seen more."""
+    trained on), and the previous one stays only if it is better (``GATE_MEASURES``) by more than twice
+    the standard error of the difference, from ``draws`` bootstrap resamples of the problems (or by more
+    than ``tolerance``, if larger): a gate on a difference within noise decides on noise. Too few rows,
+    or labels of one class, keep the new one: it has seen more."""
     measure = GATE_MEASURES[kind]
     record: dict[str, Any] = {"measure": measure, "rows": len(rows), "problems": len({r.group for r in rows})}
     if len(rows) < GATE_MIN_ROWS:
@@ -115,7 +119,27 @@ def critic_gate(
         record[name] = critic_metrics(kind, values, rows)[measure]
     if math.isnan(record["new"]) or math.isnan(record["previous"]):
         return {**record, "accepted": True, "reason": f"{measure} undefined on these rows"}
-    return {**record, "accepted": record["new"] >= record["previous"] - tolerance}
+    record["se"] = _bootstrap_se(measure, rows, scores["new"], scores["previous"], draws)
+    margin = max(tolerance, 2 * record["se"])
+    return {**record, "accepted": record["new"] >= record["previous"] - margin}
+
+
+def _bootstrap_se(
+    measure: str, rows: Sequence[LabelRow], new: Sequence[float], previous: Sequence[float], draws: int
+) -> float:
+    """Standard error of measure(new) - measure(previous) over resamples of whole problems (seeded)."""
+    by_group: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_group.setdefault(row.group, []).append(i)
+    groups = [np.asarray(ix) for ix in by_group.values()]
+    targets, a, b = (np.asarray(v, np.float64) for v in ([r.target for r in rows], new, previous))
+    score = auc if measure == "auc" else spearman
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(draws):
+        ix = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
+        diffs.append(score(a[ix], targets[ix]) - score(b[ix], targets[ix]))
+    return float(np.nanstd(diffs))
 
 
 def training_steps(rows: Sequence[LabelRow], config: CriticTrainConfig) -> int:
