@@ -20,9 +20,9 @@ from typing import Any
 
 from gate_noise import paired
 
+from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.loop import Loop
-from alphallm.loop_config import load_config
 from alphallm.loop_solve import evaluation_searches, solve_with
 from alphallm.report.run_report import critic_rounds
 
@@ -74,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run = Path(args.run)
-    if not (run / "config.yaml").is_file():
-        raise SystemExit(f"{run}: not a loop run (no config.yaml)")
-    loop = Loop(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
+    try:
+        loop = Loop.open(run)
+    except UserError as error:
+        raise SystemExit(str(error)) from None
     problems = args.problems or loop.config.evaluate.search_problems
     rows: list[dict[str, Any]] = []
     out = Path(args.out) / f"critic_gate-{run.name}.json"

@@ -30,7 +30,6 @@ from typing import Any
 
 from alphallm.io import write_json
 from alphallm.loop import Loop
-from alphallm.loop_config import load_config
 from alphallm.train.dpo import DPOConfig, Pair
 
 VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (DPOConfig changes, reference = SFT model)
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     run, k = Path(args.run), args.round
     if not (run / f"round-{k}" / "gate.json").is_file():
         raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
-    loop = Loop(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
+    loop = Loop.open(run)  # its gate.json is there, so is its config.yaml
     pairs = [Pair(**p) for p in json.loads((loop.round_dir(k) / "data.json").read_text())["pairs"]]
     gate = json.loads((loop.round_dir(k) / "gate.json").read_text())
     score = loop.config.evaluate.gate_score

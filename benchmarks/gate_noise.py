@@ -23,9 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.loop import Loop
-from alphallm.loop_config import load_config
 
 
 def candidate(loop: Loop, k: int) -> str:
@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run = Path(args.run)
-    if not (run / "config.yaml").is_file():
-        raise SystemExit(f"{run}: not a loop run (no config.yaml)")
-    loop = Loop(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
+    try:
+        loop = Loop.open(run)
+    except UserError as error:
+        raise SystemExit(str(error)) from None
     scores: dict[str, dict[int, dict[str, float]]] = {"greedy": {}, "sampled": {}}
     policies = {k: candidate(loop, k) for k in args.rounds}
     for k, policy in policies.items():

@@ -26,8 +26,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from alphallm.errors import UserError
 from alphallm.io import atomic_dir, exclusive, write_json, write_text
-from alphallm.loop_config import LoopConfig
+from alphallm.loop_config import LoopConfig, load_config
 from alphallm.loop_solve import evaluate_policy, solve_with
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
@@ -65,6 +66,14 @@ class Loop:
         self.task = get_task(config.task)
         self.ui = ui or Quiet()
         self.dir = config.run_dir
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> Loop:
+        """The loop of an existing run directory, with the settings it last ran with (``config.yaml``)."""
+        run = Path(run_dir)
+        if not (run / "config.yaml").is_file():
+            raise UserError(f"{run}: not a loop run (no config.yaml)")
+        return cls(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
 
     # -- paths and state ------------------------------------------------------------------------
     def round_dir(self, k: int) -> Path:
@@ -310,7 +319,8 @@ class Loop:
 
     def _stage_critics(self, k: int) -> dict[str, Any]:
         from alphallm.lm.hf import load_causal_lm
-        from alphallm.train.critic import train_critic, training_steps
+        from alphallm.train.critic import gate_retrained, train_critic, training_steps
+        from alphallm.train.labels import label_rows
 
         settings = self.config.critics
         if not settings.kinds or (not settings.refresh and k > 1):
@@ -320,7 +330,7 @@ class Loop:
         in_use = {kind: j for kind, j in self.critic_rounds(k - 1).items() if kind in self.critics(k - 1)}
         out: dict[str, Any] = {"trained": [], "kept": {}}
         for kind in settings.kinds:
-            rows = self._label_rows(kind, trees)
+            rows = label_rows(kind, trees, settings.min_samples)
             if len(rows) < 20:
                 out[kind] = {"skipped": f"only {len(rows)} labels"}
                 if kind in in_use:  # too few new labels: the critic in use stays
@@ -346,8 +356,17 @@ class Loop:
             if settings.gate and kind in in_use:
                 j = in_use[kind]
                 trained_on = [t for i in range(1, j + 1) for t in by_round[i]]
-                gate = self._critic_gate(kind, rows, config, (model, tokenizer), j, trained_on)
-                out[kind]["gate"] = gate
+                gate = gate_retrained(
+                    kind,
+                    rows,
+                    config,
+                    (model, tokenizer),
+                    self.critic_dir(j, kind),
+                    label_rows(kind, trained_on, settings.min_samples),
+                    replace(config, seed=self.seed(j, "critics")),
+                    tolerance=settings.gate_tolerance,
+                )
+                out[kind]["gate"] = {"previous_round": j, **gate}
                 out["kept"][kind] = k if gate["accepted"] else j
                 self.ui.message(
                     f"round {k} {kind} critic: {gate['measure']} {gate.get('new', float('nan')):.3f}, round "
@@ -355,38 +374,6 @@ class Loop:
                     + ("retrained one in use" if gate["accepted"] else f"round {j}'s stays")
                 )
         return out
-
-    def _label_rows(self, kind: str, trees: list[dict[str, Any]]) -> list[Any]:
-        from alphallm.train.labels import orm_rows, prm_rows, value_rows
-
-        min_samples = self.config.critics.min_samples
-        if kind == "value":
-            return value_rows(trees, min_samples=min_samples)
-        return prm_rows(trees, min_samples=min_samples) if kind == "prm" else orm_rows(trees)
-
-    def _critic_gate(
-        self, kind: str, rows: list[Any], config: Any, new: tuple[Any, Any], j: int, trained_on: list[Any]
-    ) -> dict[str, Any]:
-        """The retrained critic against round j's, on the retrained one's held-out problems that round
-        j's did not train on either (with ``imagine.fresh: false`` a problem recurs across rounds)."""
-        from alphallm.critics.learned import CriticModel
-        from alphallm.train.critic import critic_gate, predict, split_by_group, trained_groups
-
-        seen = trained_groups(
-            self._label_rows(kind, trained_on), replace(config, seed=self.seed(j, "critics"))
-        )
-        held = [r for r in split_by_group(rows, config.holdout, config.seed)[1] if r.group not in seen]
-        previous = CriticModel.load(self.critic_dir(j, kind), dtype="float32")
-        return {
-            "previous_round": j,
-            **critic_gate(
-                kind,
-                held,
-                lambda r: predict(*new, r),
-                lambda r: predict(previous[0], previous[1], r),
-                tolerance=self.config.critics.gate_tolerance,
-            ),
-        }
 
     def _stage_gate(self, k: int) -> dict[str, Any]:
         """Keeps the round's best candidate on dev if it is not worse than the policy before it.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.errors import UserError
+from alphallm.train.labels import label_rows
 
 
 def add_parsers(sub: Any) -> None:
@@ -82,17 +83,6 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     e.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (fp32 on CPU)")
     e.set_defaults(run=run_eval)
-
-
-def label_rows(kind: str, trees: list[dict[str, Any]], min_samples: int) -> list[Any]:
-    """The labels a critic of ``kind`` learns from."""
-    from alphallm.train.labels import orm_rows, prm_rows, value_rows
-
-    if kind == "value":
-        return value_rows(trees, min_samples=min_samples)
-    if kind == "prm":
-        return prm_rows(trees, min_samples=min_samples)
-    return orm_rows(trees)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "CriticTrainConfig",
     "critic_gate",
     "critic_metrics",
+    "gate_retrained",
     "split_by_group",
     "train_critic",
     "trained_groups",
@@ -122,6 +124,32 @@ def critic_gate(
     record["se"] = _bootstrap_se(measure, rows, scores["new"], scores["previous"], draws)
     margin = max(tolerance, 2 * record["se"])
     return {**record, "accepted": record["new"] >= record["previous"] - margin}
+
+
+def gate_retrained(
+    kind: str,
+    rows: Sequence[LabelRow],
+    config: CriticTrainConfig,
+    new: tuple[CriticModel, Any],
+    previous_dir: str | Path,
+    previous_rows: Sequence[LabelRow],
+    previous_config: CriticTrainConfig,
+    *,
+    tolerance: float = 0.0,
+) -> dict[str, Any]:
+    """``critic_gate`` of a critic just trained on ``rows`` with ``config`` against the saved one at
+    ``previous_dir`` (trained on ``previous_rows`` with ``previous_config``), on the new one's held-out
+    problems that the previous one did not train on either (a problem can recur across rounds)."""
+    seen = trained_groups(previous_rows, previous_config)
+    held = [r for r in split_by_group(rows, config.holdout, config.seed)[1] if r.group not in seen]
+    old, old_tokenizer, _ = CriticModel.load(previous_dir, dtype="float32")
+    return critic_gate(
+        kind,
+        held,
+        lambda r: predict(*new, r),
+        lambda r: predict(old, old_tokenizer, r),
+        tolerance=tolerance,
+    )
 
 
 def _bootstrap_se(

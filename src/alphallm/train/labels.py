@@ -24,6 +24,7 @@ from typing import Any
 __all__ = [
     "LabelRow",
     "SiblingPair",
+    "label_rows",
     "orm_rows",
     "prm_rows",
     "rated_siblings",
@@ -215,3 +216,12 @@ def sibling_pairs(
                     )
                 )
     return pairs
+
+
+def label_rows(kind: str, trees: Iterable[Mapping[str, Any]], min_samples: int = 2) -> list[LabelRow]:
+    """The labels a critic of ``kind`` (value, prm or orm) learns from."""
+    if kind == "value":
+        return value_rows(trees, min_samples=min_samples)
+    if kind == "prm":
+        return prm_rows(trees, min_samples=min_samples)
+    return orm_rows(trees)
