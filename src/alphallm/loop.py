@@ -355,23 +355,21 @@ class Loop:
             out["kept"][kind] = k
             if settings.gate and kind in in_use:
                 j = in_use[kind]
-                trained_on = [t for i in range(1, j + 1) for t in by_round[i]]
                 gate = gate_retrained(
                     kind,
                     rows,
                     config,
                     (model, tokenizer),
                     self.critic_dir(j, kind),
-                    label_rows(kind, trained_on, settings.min_samples),
+                    label_rows(kind, [t for i in range(1, j + 1) for t in by_round[i]], settings.min_samples),
                     replace(config, seed=self.seed(j, "critics")),
                     tolerance=settings.gate_tolerance,
                 )
                 out[kind]["gate"] = {"previous_round": j, **gate}
                 out["kept"][kind] = k if gate["accepted"] else j
+                verdict = "the retrained one is used" if gate["accepted"] else f"round {j}'s stays"
                 self.ui.message(
-                    f"round {k} {kind} critic: {gate['measure']} {gate.get('new', float('nan')):.3f}, round "
-                    f"{j}'s {gate.get('previous', float('nan')):.3f} on {gate['rows']} held-out rows: "
-                    + ("retrained one in use" if gate["accepted"] else f"round {j}'s stays")
+                    f"round {k} {kind} critic gate: {verdict} ({gate['measure']}, {gate['rows']} rows)"
                 )
         return out
 
