@@ -157,7 +157,7 @@ def _gate_loop(tmp_path: Path, dev: dict[str, float], *, dpo_ran: bool = True) -
     [
         ({"arith-base": 0.5, "policy": 0.4, "sft": 0.6}, True, "sft", "round-1/sft"),  # DPO hurt
         ({"arith-base": 0.5, "policy": 0.7, "sft": 0.6}, True, "policy", "round-1/policy"),
-        ({"arith-base": 0.5, "policy": 0.6, "sft": 0.6}, True, "policy", "round-1/policy"),  # tie: SFT + DPO
+        ({"arith-base": 0.5, "policy": 0.6, "sft": 0.6}, True, "sft", "round-1/sft"),  # tie: DPO must earn it
         ({"arith-base": 0.5, "policy": 0.3, "sft": 0.4}, True, "sft", "arith-base"),  # both worse: rejected
         ({"arith-base": 0.5, "policy": 0.6}, False, "policy", "round-1/policy"),  # no DPO: one candidate
     ],

@@ -375,11 +375,13 @@ class Loop:
 
     def _stage_gate(self, k: int) -> dict[str, Any]:
         """Keeps the round's best candidate on dev if it is not worse than the policy before it.
-        When DPO ran, SFT alone is a candidate too: a DPO step that hurts costs the round nothing."""
+        When DPO ran, SFT alone is a candidate too: a DPO step that hurts costs the round nothing, and
+        one that only ties keeps nothing (game24-small's round 1 kept SFT + DPO on a tie of 7 dev
+        puzzles and its eta-MCTS fell 0.72 -> 0.40; benchmarks/README.md)."""
         previous = self.kept_dev_accuracy(k - 1)
         names = ["policy"] if self._read(k, "dpo").get("skipped") else ["policy", "sft"]
         scores = {name: self.dev_accuracy(str(self.round_dir(k) / name)) for name in names}
-        kept = max(names, key=lambda name: (scores[name], name == "policy"))  # a tie keeps SFT + DPO
+        kept = max(names, key=lambda name: (scores[name], name == "sft"))  # a tie keeps SFT alone
         return {
             "accepted": scores[kept] >= previous - self.config.evaluate.gate_tolerance,
             "kept": kept,
