@@ -29,6 +29,7 @@ from typing import Any
 from alphallm.errors import UserError
 from alphallm.io import atomic_dir, exclusive, write_json, write_text
 from alphallm.loop_config import LoopConfig, load_config
+from alphallm.loop_meta import write_run_record
 from alphallm.loop_solve import evaluate_policy, solve_with
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
@@ -174,31 +175,14 @@ class Loop:
         return out
 
     def _write_meta(self) -> None:
-        import yaml
-
-        from alphallm import __version__
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(asdict(self.config), sort_keys=False)
-        config = yaml.safe_load(text)  # as it reads back, so that tuples compare equal to lists
-        config_path, meta_path = self.dir / "config.yaml", self.dir / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        if not meta:
-            meta = {"version": __version__, "git": _git_hash(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        elif config_path.exists():
-            # A resumed run may be given other settings; the rounds already done keep theirs, so the
-            # run's record says from when on each change applies.
-            changes = _changed(yaml.safe_load(config_path.read_text()) or {}, config)
-            if changes:
-                done = sum(
-                    (self.round_dir(k) / "evaluate.json").exists() for k in range(1, self.config.rounds + 1)
-                )
-                meta.setdefault("config_changes", []).append(
-                    {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "rounds_done": done, "changes": changes}
-                )
-                self.ui.message("resuming with changed settings: " + "; ".join(changes))
-        write_json(meta_path, meta)
-        write_text(config_path, text)
+        write_run_record(
+            self.dir,
+            self.config,
+            rounds_done=lambda: sum(
+                (self.round_dir(k) / "evaluate.json").exists() for k in range(1, self.config.rounds + 1)
+            ),
+            message=self.ui.message,
+        )
 
     # -- stages (each returns the record written to round-k/<stage>.json) ------------------------
     def _stage_imagine(self, k: int) -> dict[str, Any]:
@@ -475,17 +459,6 @@ class Loop:
         return replace(config, critic_dirs=critics, weights=weights)
 
 
-def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every setting that differs between two nested mappings."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        return [
-            line
-            for key in sorted(set(before) | set(after), key=str)
-            for line in _changed(before.get(key), after.get(key), f"{prefix}{key}.")
-        ]
-    return [] if before == after else [f"{prefix[:-1]}: {before!r} -> {after!r}"]
-
-
 def _drop_chunks(round_dir: Path) -> None:
     """A finished stage's search chunks (its resume points) are in its output now."""
     for chunks in round_dir.glob("*.chunks"):
@@ -494,15 +467,3 @@ def _drop_chunks(round_dir: Path) -> None:
 
 def _rollout_solved(tree: dict[str, Any]) -> bool:
     return any(r.get("verified") for n in tree["nodes"] for r in n.get("rollouts", []))
-
-
-def _git_hash() -> str | None:
-    import subprocess
-
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None

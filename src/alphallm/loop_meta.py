@@ -1,0 +1,66 @@
+"""A loop run's record of itself: ``config.yaml`` (the settings it last ran with) and ``meta.json``
+(version, git hash, start time, and every change of settings a resumed run was given)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from alphallm.io import write_json, write_text
+from alphallm.loop_config import LoopConfig
+
+__all__ = ["write_run_record"]
+
+
+def write_run_record(
+    run_dir: Path, config: LoopConfig, *, rounds_done: Callable[[], int], message: Callable[[str], None]
+) -> None:
+    """Writes ``config.yaml`` and ``meta.json``. A resumed run may be given other settings; the rounds
+    already done (``rounds_done()`` of them) keep theirs, so the record says from when on each
+    change applies."""
+    import yaml
+
+    from alphallm import __version__
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(asdict(config), sort_keys=False)
+    resolved = yaml.safe_load(text)  # as it reads back, so that tuples compare equal to lists
+    config_path, meta_path = run_dir / "config.yaml", run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if not meta:
+        meta = {"version": __version__, "git": _git_hash(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    elif config_path.exists():
+        changes = _changed(yaml.safe_load(config_path.read_text()) or {}, resolved)
+        if changes:
+            meta.setdefault("config_changes", []).append(
+                {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "rounds_done": rounds_done(), "changes": changes}
+            )
+            message("resuming with changed settings: " + "; ".join(changes))
+    write_json(meta_path, meta)
+    write_text(config_path, text)
+
+
+def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs between two nested mappings."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            line
+            for key in sorted(set(before) | set(after), key=str)
+            for line in _changed(before.get(key), after.get(key), f"{prefix}{key}.")
+        ]
+    return [] if before == after else [f"{prefix[:-1]}: {before!r} -> {after!r}"]
+
+
+def _git_hash() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
