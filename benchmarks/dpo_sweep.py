@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
     loop = Loop.open(run)  # its gate.json is there, so is its config.yaml
     pairs = [Pair(**p) for p in json.loads((loop.round_dir(k) / "data.json").read_text())["pairs"]]
-    gate = json.loads((loop.round_dir(k) / "gate.json").read_text())
+    gate = loop.gate(k)
     score = loop.config.evaluate.gate_score
-    if gate.get("metric", "greedy") != score:  # the run changed its gate score since this round
+    if gate["metric"] != score:  # the run changed its gate score since this round
         gate["candidates"]["sft"] = loop.dev_accuracy(str(loop.round_dir(k) / "sft"))
         gate["previous_dev_accuracy"] = loop.kept_dev_accuracy(k - 1)
         gate["metric"] = score

@@ -15,7 +15,6 @@ decides on noise. Prints a table and writes ``gate_noise-<run>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections import defaultdict
@@ -32,8 +31,7 @@ def candidate(loop: Loop, k: int) -> str:
     """The policy round k kept, or the candidate its gate rejected (the one a gate decides about)."""
     if k == 0 or not (loop.round_dir(k) / "gate.json").is_file():
         return loop.policy(k)
-    gate = json.loads((loop.round_dir(k) / "gate.json").read_text())
-    return str(loop.round_dir(k) / gate.get("kept", "policy"))
+    return str(loop.round_dir(k) / loop.gate(k)["kept"])
 
 
 def per_problem(loop: Loop, policy: str, metric: str, samples: int, temperature: float) -> dict[str, float]:

@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from alphallm.cli import main as alphallm
+from alphallm.loop import gate_record
 from alphallm.report.run_report import critic_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +137,8 @@ def round_records(run_dir: Path) -> list[dict[str, Any]]:
             "sft_rows": _read(round_dir / "sft.json").get("rows"),
             "dpo_pairs": None if dpo.get("skipped") else dpo.get("pairs"),
         }
-        m["gate"] = {k: v for k, v in _read(round_dir / "gate.json").items() if k != "seconds"}
+        gate = gate_record(round_dir / "gate.json") if (round_dir / "gate.json").exists() else {}
+        m["gate"] = {k: v for k, v in gate.items() if k != "seconds"}
     return metrics
 
 
@@ -151,8 +153,7 @@ def markdown(name: str, records: list[dict[str, Any]]) -> str:
             return "-"
         candidates = ", ".join(f"{k} {v:.2f}" for k, v in sorted(g.get("candidates", {}).items()))
         verdict = f"kept {g['kept']}" if g.get("accepted") else "rejected"
-        metric = g.get("metric", "greedy")
-        return f"{verdict} ({metric}: previous {g['previous_dev_accuracy']:.2f}; {candidates})"
+        return f"{verdict} ({g['metric']}: previous {g['previous_dev_accuracy']:.2f}; {candidates})"
 
     lines = [
         f"| {name} round | greedy (test) | eta-MCTS + verifier | eta-MCTS + learned critics "

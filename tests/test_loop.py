@@ -193,6 +193,17 @@ def test_gate_keeps_the_best_candidate_of_the_round(
     assert scored == [Path(policy).name, "policy"]
 
 
+def test_gate_records_from_older_runs_read_with_their_meaning(tmp_path: Path) -> None:
+    """Before SFT alone was a candidate a gate record had no ``kept`` (SFT + DPO was the one), and
+    before the sampled score no ``metric`` (greedy): a resumed old run must read them so."""
+    loop = _gate_loop(tmp_path, {"arith-base": 0.5, "policy": 0.7})  # scored again, it would read 0.7
+    old = {"accepted": True, "dev_accuracy": 0.6, "previous_dev_accuracy": 0.5, "dev_problems": 10}
+    (loop.round_dir(1) / "gate.json").write_text(json.dumps(old))  # type: ignore[attr-defined]
+    assert loop.policy(1).endswith("round-1/policy")  # type: ignore[attr-defined]
+    assert loop.gate(1)["metric"] == "greedy"  # type: ignore[attr-defined]
+    assert loop.kept_dev_accuracy(1) == 0.6  # type: ignore[attr-defined]  # recorded, not scored again
+
+
 def test_the_sampled_gate_scores_every_policy_on_the_same_draws(tmp_path: Path) -> None:
     from alphallm.errors import UserError
     from alphallm.loop import Loop

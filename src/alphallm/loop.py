@@ -36,7 +36,7 @@ from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
 from alphallm.train.dpo import DPOConfig, Pair
 
-__all__ = ["STAGES", "Loop", "Quiet"]
+__all__ = ["STAGES", "Loop", "Quiet", "gate_record"]
 
 STAGES = ("imagine", "search", "data", "sft", "dpo", "critics", "gate", "evaluate")
 STAGE_SEEDS = {name: i * 1000 for i, name in enumerate(STAGES)}
@@ -88,8 +88,12 @@ class Loop:
         round's candidates (``policy``: SFT + DPO, ``sft``: SFT alone), or the one before it."""
         if k == 0:
             return self.config.policy
-        gate = json.loads((self.round_dir(k) / "gate.json").read_text())
-        return str(self.round_dir(k) / gate.get("kept", "policy")) if gate["accepted"] else self.policy(k - 1)
+        gate = self.gate(k)
+        return str(self.round_dir(k) / gate["kept"]) if gate["accepted"] else self.policy(k - 1)
+
+    def gate(self, k: int) -> dict[str, Any]:
+        """Round k's gate record (``gate.json``)."""
+        return gate_record(self.round_dir(k) / "gate.json")
 
     def critics(self, k: int) -> dict[str, str]:
         """The learned critics in use after round k (none before round 1)."""
@@ -394,7 +398,7 @@ class Loop:
         record = self._evaluate(self.policy(k), critics, round_=k)
         return {
             "policy": self._relative(self.policy(k)),
-            "accepted": self._read(k, "gate")["accepted"],
+            "accepted": self.gate(k)["accepted"],
             # the round that trained each critic in use (the critic gate may have kept an earlier one)
             "critics": {kind: j for kind, j in self.critic_rounds(k).items() if kind in critics},
             **record,
@@ -414,9 +418,9 @@ class Loop:
     def kept_dev_accuracy(self, k: int) -> float:
         """Dev accuracy of the policy kept after round k: round k's gate scored it, unless the run
         was resumed with another number of dev problems or another gate score since (or k is 0)."""
-        gate = self._read(k, "gate") if k > 0 else {}
+        gate = self.gate(k) if k > 0 else {}
         settings = self.config.evaluate
-        if (gate.get("dev_problems"), gate.get("metric", "greedy")) != (
+        if (gate.get("dev_problems"), gate.get("metric")) != (
             settings.dev_problems,
             settings.gate_score,
         ):
@@ -457,6 +461,12 @@ class Loop:
             return config
         weights = {**config.weights, **{kind: config.weights.get(kind, 1.0) for kind in critics}}
         return replace(config, critic_dirs=critics, weights=weights)
+
+
+def gate_record(path: Path) -> dict[str, Any]:
+    """A round's ``gate.json`` as the loop writes it today: older records have no ``metric`` (their
+    gate scored greedy decoding) and may have no ``kept`` (SFT + DPO was the only candidate)."""
+    return {"metric": "greedy", "kept": "policy", **json.loads(path.read_text())}
 
 
 def _drop_chunks(round_dir: Path) -> None:
