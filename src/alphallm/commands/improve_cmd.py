@@ -23,7 +23,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(run=run_improve)
 
     d = sub.add_parser(
-        "demo", help="a small self-improvement run on the shipped arith model (~10 min on 2 cores)"
+        "demo", help="one round of the whole loop on the shipped arith model (about 4 min on 2 cores)"
     )
     d.add_argument("--out-dir", default="runs", help="parent directory of the demo run")
     d.add_argument("--resume", action="store_true", help="continue an interrupted demo")
