@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gate_noise import paired
-
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.loop import Loop
 from alphallm.loop_solve import evaluation_searches, solve_with
 from alphallm.report.run_report import critic_rounds
+from alphallm.report.stats import paired_change
 
 
 def search(loop: Loop, k: int, critics: dict[str, str], problems: int) -> dict[str, Any]:
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
         solved = {name: r.pop("solved") for name, r in searches.items()}
-        change = paired(solved["retrained"], solved["kept"])
+        change = paired_change(solved["retrained"], solved["kept"])
         rows.append({"round": k, "critics": kept, "gates": gates, "searches": searches, "change": change})
         write_json(out, {"run": str(run), "problems": problems, "rows": rows})  # each round as it ends
         print(f"round {k} searched", flush=True)

@@ -15,7 +15,6 @@ decides on noise. Prints a table and writes ``gate_noise-<run>.json``.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import defaultdict
 from dataclasses import replace
@@ -25,6 +24,7 @@ from typing import Any
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.loop import Loop
+from alphallm.report.stats import paired_change
 
 
 def candidate(loop: Loop, k: int) -> str:
@@ -45,16 +45,6 @@ def per_problem(loop: Loop, policy: str, metric: str, samples: int, temperature:
     for record in result.records:
         solved[record.problem_id].append(record.correct)
     return {pid: sum(c) / len(c) for pid, c in solved.items()}
-
-
-def paired(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Mean change over the same problems, its standard error, and z."""
-    diffs = [after[pid] - before[pid] for pid in before]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, n - 1))
-    se = sd / math.sqrt(n)
-    return {"change": mean, "se": se, "z": mean / se if se > 0 else 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             row[metric] = {
                 "before": sum(by_round[before].values()) / len(by_round[before]),
                 "after": sum(by_round[after].values()) / len(by_round[after]),
-                **paired(by_round[before], by_round[after]),
+                **paired_change(by_round[before], by_round[after]),
             }
         rows.append(row)
     sampled = replace(

@@ -41,6 +41,7 @@ import yaml
 from alphallm.cli import main as alphallm
 from alphallm.loop import gate_record
 from alphallm.report.run_report import critic_rounds
+from alphallm.report.stats import noise_drops, round_changes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,7 +172,22 @@ def markdown(name: str, records: list[dict[str, Any]]) -> str:
             f"| {critic_rounds(m.get('critics'))} | {solved} "
             f"| {data if t['sft_rows'] else '-'} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + changes(records))
+
+
+def changes(records: list[dict[str, Any]]) -> list[str]:
+    """Under the table: each round's change from the round before, paired over the test problems,
+    and the rounds worse than the one before beyond noise (the issue's bar). Records without
+    per-problem outcomes (runs from before they were kept) give nothing."""
+    lines = []
+    for method, name in (("greedy", "greedy"), ("mcts", "eta-MCTS + verifier")):
+        by_round = round_changes(records, method)
+        if by_round:
+            steps = ", ".join(f"{k}: {c['change']:+.2f} (z {c['z']:+.1f})" for k, c in by_round.items())
+            drops = noise_drops(records, method)
+            verdict = f"worse beyond noise in rounds {', '.join(map(str, drops))}" if drops else "none worse"
+            lines.append(f"- {name}, change from the round before: {steps}; {verdict}")
+    return ["", *lines] if lines else []
 
 
 def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> None:

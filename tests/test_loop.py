@@ -67,6 +67,12 @@ def test_killed_runs_resume_to_the_same_metrics(tmp_path: Path) -> None:
     expected = _metrics(tmp_path / "a" / "tiny")
     assert [m["round"] for m in expected] == [0, 1, 2]
     assert (tmp_path / "a" / "tiny" / "report" / "index.html").exists()
+    # Every method's record keeps its per-problem outcomes, so rounds can be compared problem by problem.
+    greedy, mcts = expected[1]["greedy"], expected[1]["mcts"]
+    assert len(greedy["solved"]) == TINY["evaluate"]["test_problems"]
+    assert greedy["accuracy"] == pytest.approx(sum(greedy["solved"].values()) / len(greedy["solved"]))
+    assert len(mcts["solved"]) == TINY["evaluate"]["search_problems"]
+    assert mcts["accuracy"] == pytest.approx(sum(mcts["solved"].values()) / len(mcts["solved"]))
 
     killed = tmp_path / "killed.yaml"
     killed.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "b")}))

@@ -79,7 +79,8 @@ def evaluate_policy(
     chunks: Path | None = None,
 ) -> dict[str, Any]:
     """Test-split accuracy and compute of a policy: greedy, eta-MCTS with the task's verifier, eta-MCTS
-    with only the learned critics (no verifier), and self-consistency at eta-MCTS's token budget.
+    with only the learned critics (no verifier), and self-consistency at eta-MCTS's token budget; each
+    with its per-problem outcomes (``solved``: problem id -> 0 or 1).
     With ``ray`` enabled the searches run on Ray actors (greedy decoding stays here: it is cheap)."""
     from alphallm.evaluation import evaluate
     from alphallm.lm import load_lm
@@ -91,6 +92,7 @@ def evaluate_policy(
     out["greedy"] = {
         "accuracy": greedy.metrics["accuracy"],
         "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),
+        "solved": {r.problem_id: int(bool(r.correct)) for r in greedy.records},
     }
     problems = test[: settings.search_problems]
     for name, config in evaluation_searches(settings, critics, seed).items():
@@ -108,6 +110,7 @@ def evaluate_policy(
         out[name] = {
             "accuracy": report.accuracy,
             "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
+            "solved": _solved(report),
         }
         if name == "mcts_critics" and config.prune:  # the PRM as a soft verifier: say so in the record
             out[name]["prm_prunes_below"] = config.prune_below
@@ -131,5 +134,12 @@ def evaluate_policy(
             "accuracy": report.accuracy,
             "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
             "samples": samples,
+            "solved": _solved(report),
         }
     return out
+
+
+def _solved(report: SolveReport) -> dict[str, int]:
+    """Each problem's outcome by id (1: solved), so that rounds can be compared problem by problem
+    (``report.stats.round_changes``)."""
+    return {r.problem_id: int(bool(r.correct)) for r in report.results}

@@ -1,4 +1,5 @@
-"""Human-readable reports of runs: a self-contained HTML viewer for saved search trees."""
+"""Human-readable reports of runs: a self-contained HTML viewer for saved search trees, the loop's
+run report, and whether a change between rounds is beyond noise (``report.stats``)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.io import write_text
+from alphallm.report.stats import binomial_se, round_changes
 from alphallm.report.tree_html import render_tree_html
 
 __all__ = ["credit_assignment", "critic_rounds", "write_report"]
@@ -54,10 +55,10 @@ def _plot(metrics: list[dict[str, Any]], key: str, ylabel: str, path: Path) -> N
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for method, label in _labels(metrics).items():
-        points = [(m["round"], m[method][key]) for m in metrics if method in m]
+        points = [(m["round"], m[method][key], _error(m[method], key)) for m in metrics if method in m]
         if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", label=label)
+            xs, ys, errors = zip(*points)
+            ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label)
     ax.set_xlabel("round")
     ax.set_ylabel(ylabel)
     ax.set_xticks([m["round"] for m in metrics])
@@ -101,6 +102,22 @@ def _img(path: Path) -> str:
     return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
 
 
+def _error(record: dict[str, Any], key: str) -> float:
+    """The error bar of an accuracy: one binomial standard error over the problems it was measured on
+    (none for records without per-problem outcomes, or for other quantities)."""
+    solved = record.get("solved")
+    return binomial_se(record[key], len(solved)) if key == "accuracy" and solved else 0.0
+
+
+def _change(change: dict[str, float] | None) -> str:
+    """`` +0.050 (z 1.8)``: the change from the round before, paired over the same problems; bold
+    when it is beyond noise (|z| > 2)."""
+    if change is None:
+        return ""
+    text = f"{change['change']:+.3f} (z {change['z']:+.1f})"
+    return f"<br><small>{'<b>' + text + '</b>' if abs(change['z']) > 2 else text}</small>"
+
+
 def critic_rounds(critics: dict[str, int] | None) -> str:
     """``value 2, prm 1, orm 2``: the round that trained each critic a round used (the critic gate can
     keep an earlier round's); ``-`` when none (round 0, or a record from before the gate)."""
@@ -113,6 +130,7 @@ def _table(metrics: list[dict[str, Any]]) -> str:
         + "".join(f"<th>{v}</th>" for v in _labels(metrics).values())
         + "<th>critics (trained in round)</th></tr>"
     )
+    changes = {method: round_changes(metrics, method) for method in METHOD_LABELS}
     rows = []
     for m in metrics:
         cells = [
@@ -121,8 +139,10 @@ def _table(metrics: list[dict[str, Any]]) -> str:
         ]
         for method in METHOD_LABELS:
             value = m.get(method)
+            change = _change(changes[method].get(m["round"]))
             cells.append(
-                f"<td>{value['accuracy']:.3f} <small>({value['tokens_per_problem']:.0f} tok)</small></td>"
+                f"<td>{value['accuracy']:.3f} <small>({value['tokens_per_problem']:.0f} tok)</small>"
+                f"{change}</td>"
                 if value
                 else "<td>-</td>"
             )
@@ -164,6 +184,9 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 img{{max-width:49%}}</style></head><body>
 <h1>alphallm run: {html.escape(run_dir.name)}</h1>
 <h2>Accuracy by round</h2>{_table(metrics)}
+<p><small>Under each accuracy: its change from the round before on the same test problems, and z, that
+change over its paired standard error (bold beyond 2). Error bars in the plot: one binomial standard
+error.</small></p>
 <p>{_img(out / "accuracy.png")} {_img(out / "tokens.png")}</p>
 <h2>Search trees</h2><ul>{"".join(tree_links) or "<li>none</li>"}</ul>
 {credit}
