@@ -273,6 +273,27 @@ def test_a_resumed_run_records_changed_settings(tmp_path: Path) -> None:
     assert record["rounds_done"] == 0
 
 
+def test_a_run_resumed_with_other_code_records_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alphallm.loop_meta
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    def loop_at(commit: str) -> object:
+        monkeypatch.setattr(alphallm.loop_meta, "_git_hash", lambda: commit)
+        loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
+        loop._write_meta()  # type: ignore[attr-defined]
+        return json.loads((loop.dir / "meta.json").read_text())
+
+    assert loop_at("aaa")["git"] == "aaa"
+    assert "code_changes" not in loop_at("aaa")  # the same code again: nothing to record
+    assert [c["git"] for c in loop_at("bbb-dirty")["code_changes"]] == ["bbb-dirty"]
+    assert [c["git"] for c in loop_at("bbb-dirty")["code_changes"]] == ["bbb-dirty"]  # still the same
+    meta = loop_at("aaa")
+    assert meta["git"] == "aaa" and [c["git"] for c in meta["code_changes"]] == ["bbb-dirty", "aaa"]
+
+
 def test_the_learned_critics_search_prunes_with_the_prm_only_when_asked() -> None:
     from alphallm.errors import UserError
     from alphallm.loop_config import LoopConfig, build

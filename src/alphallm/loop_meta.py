@@ -1,5 +1,5 @@
 """A loop run's record of itself: ``config.yaml`` (the settings it last ran with) and ``meta.json``
-(version, git hash, start time, and every change of settings a resumed run was given)."""
+(version, git hash, start time, and every change of settings or code a resumed run was given)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ __all__ = ["write_run_record"]
 def write_run_record(
     run_dir: Path, config: LoopConfig, *, rounds_done: Callable[[], int], message: Callable[[str], None]
 ) -> None:
-    """Writes ``config.yaml`` and ``meta.json``. A resumed run may be given other settings; the rounds
-    already done (``rounds_done()`` of them) keep theirs, so the record says from when on each
-    change applies."""
+    """Writes ``config.yaml`` and ``meta.json``. A resumed run may be given other settings or run other
+    code; the rounds already done (``rounds_done()`` of them) keep what they ran with, so the record
+    says from when on each change applies."""
     import yaml
 
     from alphallm import __version__
@@ -32,13 +32,18 @@ def write_run_record(
     resolved = yaml.safe_load(text)  # as it reads back, so that tuples compare equal to lists
     config_path, meta_path = run_dir / "config.yaml", run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if not meta:
-        meta = {"version": __version__, "git": _git_hash(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    elif config_path.exists():
+    git, now, resumed = _git_hash(), time.strftime("%Y-%m-%dT%H:%M:%S"), bool(meta)
+    if not resumed:
+        meta = {"version": __version__, "git": git, "started": now}
+    elif git != ([meta.get("git")] + [c["git"] for c in meta.get("code_changes", [])])[-1]:
+        # Resumed with other code: the rounds done so far ran with the code before.
+        meta.setdefault("code_changes", []).append({"at": now, "rounds_done": rounds_done(), "git": git})
+        message(f"resuming with other code: git {git}")
+    if resumed and config_path.exists():
         changes = _changed(yaml.safe_load(config_path.read_text()) or {}, resolved)
         if changes:
             meta.setdefault("config_changes", []).append(
-                {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "rounds_done": rounds_done(), "changes": changes}
+                {"at": now, "rounds_done": rounds_done(), "changes": changes}
             )
             message("resuming with changed settings: " + "; ".join(changes))
     write_json(meta_path, meta)
@@ -57,10 +62,14 @@ def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:
 
 
 def _git_hash() -> str | None:
+    """The commit the package runs from, ``-dirty`` when its files differ from it (None outside git)."""
+    here = Path(__file__).parent
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        head, dirty = (
+            subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=here)
+            for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None
+    commit = head.stdout.strip()
+    return (commit + ("-dirty" if dirty.stdout.strip() else "")) if head.returncode == 0 and commit else None
