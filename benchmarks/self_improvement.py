@@ -41,7 +41,7 @@ import yaml
 from alphallm.cli import main as alphallm
 from alphallm.loop import gate_record
 from alphallm.report.run_report import critic_rounds
-from alphallm.report.stats import noise_drops, round_changes
+from alphallm.report.stats import binomial_se, noise_drops, round_changes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,10 +202,14 @@ def plot(results: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Non
         for row, method in enumerate(("greedy", "mcts")):
             ax = axes[row][column]
             for variant, metrics in variants.items():
-                ax.plot(
+                ax.errorbar(
                     [m["round"] for m in metrics],
                     [m[method]["accuracy"] for m in metrics],
+                    yerr=[
+                        binomial_se(m[method]["accuracy"], len(m[method].get("solved", {}))) for m in metrics
+                    ],
                     marker="o",
+                    capsize=3,
                     label=variant,
                 )
             ax.set_title(f"{task}: {method} accuracy (test)")
