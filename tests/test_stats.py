@@ -69,3 +69,13 @@ def test_the_report_shows_each_rounds_change_and_marks_it_beyond_noise() -> None
     assert "<b>+1.000 (z +inf)</b>" in html  # every problem changed alike: no noise at all, in bold
     quiet = [metrics[0], {"round": 1, "accepted": True, "greedy": cell([1] + [0] * 39)}]
     assert "+0.025 (z +1.0)" in _table(quiet) and "<b>" not in _table(quiet)
+
+
+def test_improve_prints_how_far_a_change_is_from_noise() -> None:
+    from alphallm.commands.improve_cmd import _noise
+
+    before = {"accuracy": 0.5, "solved": {"a": 0, "b": 1, "c": 0, "d": 1}}
+    after = {"accuracy": 0.75, "solved": {"a": 1, "b": 1, "c": 0, "d": 1}}
+    assert _noise(before, after) == " (z +1.0)"  # one problem of four: differences 1, 0, 0, 0
+    assert _noise(None, after) == ""  # a method the starting policy was not measured with
+    assert _noise({"accuracy": 0.5}, after) == ""  # a record from before outcomes were kept

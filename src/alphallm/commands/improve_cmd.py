@@ -60,13 +60,27 @@ def _run(config: Any, resume: bool) -> int:
     for method in ("greedy", "mcts", "mcts_critics", "sc"):
         if method in last:
             before = f"{first[method]['accuracy']:.3f}" if method in first else "-"
-            rows[f"{method} accuracy"] = f"{before} -> {last[method]['accuracy']:.3f}"
+            rows[f"{method} accuracy"] = f"{before} -> {last[method]['accuracy']:.3f}" + _noise(
+                first.get(method), last[method]
+            )
     rows["rounds"] = len(metrics) - 1
     rows["wall minutes"] = round((time.perf_counter() - started) / 60, 1)
     print_table(f"{config.name}: round 0 -> round {len(metrics) - 1} (test split)", rows)
     console.print(f"report: {report}")
     console.print(f"metrics: {config.run_dir / 'metrics.jsonl'}")
     return 0
+
+
+def _noise(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+    """`` (z +1.2)``: the change over its standard error, paired over the test problems both measured,
+    so a reader sees whether it is more than noise (nothing when they share none)."""
+    from alphallm.report.stats import paired_change
+
+    try:
+        change = paired_change((before or {}).get("solved", {}), after.get("solved", {}))
+    except ValueError:
+        return ""
+    return f" (z {change['z']:+.1f})"
 
 
 def _ray_session(config: Any) -> Any:
