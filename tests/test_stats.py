@@ -14,7 +14,7 @@ def test_a_paired_change_is_measured_on_the_problems_both_rounds_saw() -> None:
     after = {"a": 1, "b": 1, "c": 1, "d": 1, "new": 0}
     change = paired_change(before, after)
     # differences 1, 1, 0, 0: mean 0.5, sample sd sqrt(1/3), se sqrt(1/3) / 2
-    assert change["problems"] == 4
+    assert change["problems"] == 4 and change["before"] == 0.5 and change["after"] == 1.0
     assert change["change"] == pytest.approx(0.5)
     assert change["se"] == pytest.approx(math.sqrt(1 / 3) / 2)
     assert change["z"] == pytest.approx(0.5 / (math.sqrt(1 / 3) / 2))

@@ -18,7 +18,15 @@ __all__ = ["main"]
 
 def _build_parser() -> argparse.ArgumentParser:
     from alphallm import __version__
-    from alphallm.commands import critic_cmd, eval_cmd, improve_cmd, pretrain_cmd, search_cmd, viz_cmd
+    from alphallm.commands import (
+        compare_cmd,
+        critic_cmd,
+        eval_cmd,
+        improve_cmd,
+        pretrain_cmd,
+        search_cmd,
+        viz_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="alphallm",
@@ -31,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_parser(sub)
     search_cmd.add_parser(sub)
     viz_cmd.add_parser(sub)
+    compare_cmd.add_parser(sub)
     critic_cmd.add_parsers(sub)
     pretrain_cmd.add_parser(sub)
     return parser

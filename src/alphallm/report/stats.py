@@ -18,19 +18,24 @@ def binomial_se(accuracy: float, problems: int) -> float:
 
 
 def paired_change(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
-    """Mean change over the problems both measured (by id), its standard error, and z = change / se.
-    Scores are per problem: 0 or 1 for a single answer, a fraction for sampled ones."""
+    """Accuracy before and after on the problems both measured (by id), the mean change, its standard
+    error, and z = change / se. Scores are per problem: 0 or 1 for a single answer, a fraction for
+    sampled ones."""
     shared = [pid for pid in before if pid in after]
     if not shared:
         raise ValueError("no problem was measured both times")
     diffs = [after[pid] - before[pid] for pid in shared]
+    means = {
+        "before": sum(before[pid] for pid in shared) / len(shared),
+        "after": sum(after[pid] for pid in shared) / len(shared),
+    }
     n = len(diffs)
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, n - 1))
     se = sd / math.sqrt(n)
     # Every problem changed alike (se 0): no noise at all, so any change is certain.
     z = mean / se if se > 0 else math.copysign(math.inf, mean) if mean else 0.0
-    return {"change": mean, "se": se, "z": z, "problems": n}
+    return {**means, "change": mean, "se": se, "z": z, "problems": n}
 
 
 def round_changes(metrics: list[dict[str, Any]], method: str) -> dict[int, dict[str, float]]:

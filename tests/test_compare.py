@@ -1,0 +1,86 @@
+"""``alphallm compare``: paired differences between results, read from the files commands write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alphallm.cli import main
+
+
+def _run_dir(tmp_path: Path, rounds: list[list[int]]) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = []
+    for k, solved in enumerate(rounds):
+        outcomes = {f"p{i}": s for i, s in enumerate(solved)}
+        lines.append(
+            json.dumps({"round": k, "greedy": {"accuracy": sum(solved) / len(solved), "solved": outcomes}})
+        )
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_compare_reads_search_and_eval_results_as_the_commands_write_them(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alphallm.report.compare import compare, load_outcomes
+
+    common = ["--task", "arith", "--model", str(tiny_model_dir), "--limit", "4"]
+    assert main(["search", *common, "--method", "greedy", "--out", str(tmp_path / "s.json")]) == 0
+    assert main(["eval", *common, "--method", "sample", "--n", "2", "--out", str(tmp_path / "e.json")]) == 0
+    search, sampled = load_outcomes(tmp_path / "s.json"), load_outcomes(tmp_path / "e.json")
+    assert list(search) == ["greedy"] and len(search["greedy"]) == 4
+    assert set(sampled["sample"].values()) <= {0.0, 0.5, 1.0}  # two samples per problem: fractions
+    [row] = compare(search, sampled)
+    assert row["label"] == "greedy / sample" and row["problems"] == 4
+    assert row["change"] == pytest.approx(row["after"] - row["before"])
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "s.json"), str(tmp_path / "e.json")]) == 0
+    assert "greedy / sample" in capsys.readouterr().out
+
+
+def test_compare_pairs_only_shared_problems_and_a_runs_rounds(tmp_path: Path) -> None:
+    from alphallm.report.compare import compare, load_outcomes, round_by_round
+
+    run = _run_dir(tmp_path, [[0] * 10 + [1] * 10, [1] * 20, [1] * 19 + [0]])
+    assert set(load_outcomes(run)) == {"round 0 greedy", "round 1 greedy", "round 2 greedy"}
+    first, second = round_by_round(run)
+    assert first["label"] == "round 1 greedy" and first["change"] == pytest.approx(0.5) and first["z"] > 2
+    assert second["change"] == pytest.approx(-0.05) and abs(second["z"]) < 2
+    # Results on partly different problems compare on the ones both have.
+    [row] = compare({"m": {"a": 0.0, "b": 1.0, "c": 0.0}}, {"m": {"b": 1.0, "c": 1.0, "d": 0.0}})
+    assert row["problems"] == 2 and row["before"] == 0.5 and row["after"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.json", "no such file or run directory"),
+        (lambda d: (d / "x.json").write_text("{oops") and d / "x.json", "not a JSON result file"),
+        (
+            lambda d: (d / "y.json").write_text('{"results": [{"problem_id": "p"}]}') and d / "y.json",
+            "record 0",
+        ),
+        (lambda d: (d / "z.json").write_text('{"accuracy": 1}') and d / "z.json", "no per-problem outcomes"),
+        (lambda d: d, "no metrics.jsonl"),
+    ],
+)
+def test_compare_names_the_culprit_in_one_line(
+    tmp_path: Path, make: object, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make(tmp_path)  # type: ignore[operator]
+    assert main(["compare", str(path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_one_input_alone_must_be_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.json"
+    path.write_text('{"method": "greedy", "results": [{"problem_id": "p", "correct": true}]}')
+    assert main(["compare", str(path)]) == 2
+    assert "compare it with a second result B" in capsys.readouterr().err
+    assert main(["compare", str(_run_dir(tmp_path, [[0, 1, 1], [1, 1, 1]]))]) == 0
+    assert "round 1 greedy" in capsys.readouterr().out
