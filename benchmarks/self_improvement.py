@@ -240,12 +240,16 @@ def main(argv: list[str] | None = None) -> int:
         help="samples per problem for rest (default: matched to the full run's round-1 search tokens, "
         "which needs that run; its measured value can be given instead, e.g. 46 for game24)",
     )
+    parser.add_argument(
+        "--runs", nargs="+", metavar="DIR", help="with --summarize: these run directories, not the variants'"
+    )
     parser.add_argument("--work", default="runs/bench-improve")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     work = Path(args.work)
     if args.summarize:
-        return summarize(args.tasks, args.variants, work, Path(args.out), args.small)
+        runs = [Path(run) for run in args.runs] if args.runs else None
+        return summarize(args.tasks, args.variants, work, Path(args.out), args.small, runs)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task in args.tasks:
         results[task] = {
@@ -268,17 +272,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def summarize(tasks: list[str], variants: list[str], work: Path, out: Path, small: bool) -> int:
+def summarize(
+    tasks: list[str], variants: list[str], work: Path, out: Path, small: bool, runs: list[Path] | None = None
+) -> int:
+    """Tables of the rounds finished so far: the variants' runs under ``work``, or the run directories
+    given (``--runs``, any loop run; keyed by their task and directory name)."""
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for task in tasks:
-        prefix = _prefix(task, small)
-        for variant in variants:
-            records = round_records(work / f"{prefix}-{variant}")
-            if records:
-                results.setdefault(task, {})[variant] = records
-                print(f"\n{markdown(f'{prefix}-{variant}', records)}")
+    named = [
+        (str(yaml.safe_load((run / "config.yaml").read_text())["task"]), run.name, run)
+        for run in runs or []
+        if (run / "config.yaml").is_file()
+    ]
+    if not runs:
+        named = [(t, v, work / f"{_prefix(t, small)}-{v}") for t in tasks for v in variants]
+    for task, name, run in named:
+        records = round_records(run)
+        if records:
+            results.setdefault(task, {})[name] = records
+            print(f"\n{markdown(run.name, records)}")
     if not results:
-        raise SystemExit(f"no finished rounds under {work}")
+        raise SystemExit(f"no finished rounds in {', '.join(map(str, runs)) if runs else work}")
     out.mkdir(parents=True, exist_ok=True)
     stem = f"self_improvement{'-small' if small else ''}-partial"
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
