@@ -41,6 +41,7 @@ import yaml
 
 from alphallm.cli import main as alphallm
 from alphallm.critics.learned import KINDS
+from alphallm.io import write_json, write_text
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"
 
@@ -76,7 +77,7 @@ def _search_config(task: str, work: Path, extra: dict[str, Any]) -> Path:
     merged = {**base, **extra, "mcts": {**base.get("mcts", {}), **extra.get("mcts", {})}}
     digest = hashlib.blake2b(json.dumps(extra, sort_keys=True).encode(), digest_size=4).hexdigest()
     path = work / f"search-{task}-{digest}.yaml"
-    path.write_text(yaml.safe_dump(merged))
+    write_text(path, yaml.safe_dump(merged))
     return path
 
 
@@ -286,7 +287,7 @@ def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -
     kept = json.loads(path.read_text())["results"] if path.exists() else []
     fresh = {key(r) for r in results}
     merged = [r for r in kept if key(r) not in fresh] + [{**r, "args": vars(args)} for r in results]
-    path.write_text(json.dumps({"results": merged}, indent=2))
+    write_json(path, {"results": merged})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import ray
 import torch
 
 from alphallm.distributed import RayConfig, solve_on_ray
+from alphallm.io import write_json
 from alphallm.lm import load_lm
 from alphallm.search import MCTSConfig
 from alphallm.solve import SolveConfig, SolveReport, solve
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"args": vars(args), "accuracy": reference.accuracy, "runs": runs}
-    (out / "ray_scaling.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out / "ray_scaling.json", record)
     print(f"\nwrote {out / 'ray_scaling.json'}")
     return 0 if all(run["same_results"] for run in runs) else 1
 

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from alphallm.cli import main as alphallm
+from alphallm.io import write_json, write_text
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Task
 
@@ -63,7 +64,7 @@ def run(task: str, name: str, patch: dict[str, Any], args: argparse.Namespace, w
         config = yaml.safe_load((CONFIGS / f"{task}.yaml").read_text())
         config = {**config, **patch, "mcts": {**config.get("mcts", {}), **patch.get("mcts", {})}}
         path = work / f"{task}-{slug}.yaml"
-        path.write_text(yaml.safe_dump(config))
+        write_text(path, yaml.safe_dump(config))
         flags = []
         for kind in patch.get("weights", {}):
             found = _critic_dir(Path(args.critics), task, kind) if kind in ("value", "prm", "orm") else None
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.update(LEARNED)
         results[task] = {name: run(task, name, patch, args, work) for name, patch in rows.items()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "search_ablations.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    write_json(out / "search_ablations.json", {"args": vars(args), "results": results})
     print(f"\n{'task':8s} {'search':24s} {'accuracy':>8s} {'tokens':>7s} {'nodes':>6s}")
     for task, rows_ in results.items():
         for name, r in rows_.items():

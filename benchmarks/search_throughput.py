@@ -12,12 +12,12 @@ Prints a table and writes ``search_throughput.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from alphallm.io import write_json
 from alphallm.lm import load_lm
 from alphallm.search import MCTSConfig
 from alphallm.solve import SolveConfig, solve
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"search_throughput-{args.task}.json").write_text(
-        json.dumps({"args": vars(args), "raw": raw, **rows}, indent=2)
-    )
+    write_json(out / f"search_throughput-{args.task}.json", {"args": vars(args), "raw": raw, **rows})
     print(f"\nwrote {out / f'search_throughput-{args.task}.json'}")
     return 0
 

@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from alphallm.cli import main as alphallm
+from alphallm.io import write_json, write_text
 from alphallm.loop import gate_record
 from alphallm.report.run_report import critic_rounds
 from alphallm.report.stats import binomial_se, noise_drops, round_changes
@@ -105,7 +106,7 @@ def run_variant(
         config["search"]["samples"] = rest_samples or _rest_samples(prefix, work)
     path = work / f"{prefix}-{variant}.yaml"
     work.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_text(path, yaml.safe_dump(config, sort_keys=False))
     run_dir = work / f"{prefix}-{variant}"
     args = ["improve", "--config", str(path)] + (["--resume"] if run_dir.exists() else [])
     print("$ alphallm " + " ".join(args), flush=True)
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "self_improvement-small" if args.small else "self_improvement"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    write_json(out / f"{stem}.json", results)
     plot(results, out / f"{stem}.png")
     for task, by_variant in results.items():
         print(f"\n{task}: test accuracy per round (greedy / eta-MCTS)")
@@ -294,7 +295,7 @@ def summarize(
         raise SystemExit(f"no finished rounds in {', '.join(map(str, runs)) if runs else work}")
     out.mkdir(parents=True, exist_ok=True)
     stem = f"self_improvement{'-small' if small else ''}-partial"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    write_json(out / f"{stem}.json", results)
     plot(results, out / f"{stem}.png")
     print(f"\nwrote {out / stem}.json and {out / stem}.png")
     return 0

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from alphallm.evaluation import evaluate
+from alphallm.io import write_json
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem, Task
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"sft_headroom-{args.task}.json"
     previous = json.loads(path.read_text()) if path.exists() else []
-    path.write_text(json.dumps([*previous, {"args": vars(args), "results": results}], indent=2))
+    write_json(path, [*previous, {"args": vars(args), "results": results}])
     print(f"wrote {path}")
     return 0
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
+from alphallm.io import write_json
 from alphallm.report.stats import binomial_se, noise_drops, paired_change, round_changes
 
 
@@ -49,6 +52,22 @@ def test_round_changes_flag_only_drops_beyond_noise() -> None:
     assert changes[1]["change"] == pytest.approx(-0.025) and changes[1]["z"] > -2
     assert noise_drops(metrics, "greedy") == [2]
     assert round_changes(metrics, "mcts") == {}
+
+
+def test_a_change_without_variance_is_written_as_strict_json(tmp_path: Path) -> None:
+    """Every shared problem lost: the se is 0 and z is -inf. Python would write ``-Infinity``, which
+    strict JSON readers (jq, JavaScript, most libraries outside Python) reject; it is written as null."""
+    change = paired_change({"a": 1, "b": 1}, {"a": 0, "b": 0})
+    assert change["se"] == 0 and change["z"] == -math.inf
+    write_json(tmp_path / "change.json", {"changes": [change], "nan": math.nan})
+    text = (tmp_path / "change.json").read_text()
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    written = json.loads(text, parse_constant=reject)
+    assert written["changes"][0]["z"] is None and written["nan"] is None
+    assert written["changes"][0]["change"] == -1.0
 
 
 def test_the_report_shows_each_rounds_change_and_marks_it_beyond_noise() -> None:

@@ -4,6 +4,7 @@ the lock that keeps two processes out of one run directory."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -14,7 +15,16 @@ from typing import Any
 
 from alphallm.errors import UserError
 
-__all__ = ["atomic_dir", "exclusive", "load_trees", "read_trees", "tree_files", "write_json", "write_text"]
+__all__ = [
+    "atomic_dir",
+    "dumps",
+    "exclusive",
+    "load_trees",
+    "read_trees",
+    "tree_files",
+    "write_json",
+    "write_text",
+]
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -33,8 +43,25 @@ def write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def dumps(data: Any, **kwargs: Any) -> str:
+    """JSON text of ``data`` that strict readers accept: a non-finite float (a z-score of an se of 0, a
+    correlation of constant scores) is written as null, not as Python's ``Infinity`` or ``NaN``, which jq,
+    JavaScript and most JSON libraries outside Python reject."""
+    return json.dumps(_finite(data), allow_nan=False, default=str, **kwargs)
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(value) for value in data]
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    write_text(path, dumps(data, indent=2) + "\n")
 
 
 @contextmanager

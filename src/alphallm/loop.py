@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.errors import UserError
-from alphallm.io import atomic_dir, exclusive, write_json, write_text
+from alphallm.io import atomic_dir, dumps, exclusive, write_json, write_text
 from alphallm.loop_config import LoopConfig, load_config
 from alphallm.loop_meta import write_run_record
 from alphallm.loop_solve import evaluate_policy, solve_with
@@ -157,7 +157,7 @@ class Loop:
     def _write_metrics(self) -> list[dict[str, Any]]:
         """``metrics.jsonl`` after every round, so a long run can be followed (and plotted) as it goes."""
         metrics = self.metrics()
-        write_text(self.dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        write_text(self.dir / "metrics.jsonl", "".join(dumps(m) + "\n" for m in metrics))
         return metrics
 
     def report(self) -> Path:
@@ -205,9 +205,7 @@ class Loop:
             temperature=settings.temperature,
             seed=self.seed(k, "imagine"),
         )
-        write_text(
-            self.round_dir(k) / "problems.jsonl", "".join(json.dumps(asdict(p)) + "\n" for p in problems)
-        )
+        write_text(self.round_dir(k) / "problems.jsonl", "".join(dumps(asdict(p)) + "\n" for p in problems))
         return {"problems": len(problems), **stats}
 
     def _stage_search(self, k: int) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from torch import nn
 
 from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
+from alphallm.io import write_json
 from alphallm.lm.base import Usage
 from alphallm.train.lora import is_peft_model, unwrap
 
@@ -231,7 +232,7 @@ class CriticModel(nn.Module):
             "token_evidence": self.token_evidence,
             **meta,
         }
-        (directory / "critic.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(directory / "critic.json", meta)
 
     @classmethod
     def load(

@@ -33,7 +33,8 @@ def paired_change(before: Mapping[str, float], after: Mapping[str, float]) -> di
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, n - 1))
     se = sd / math.sqrt(n)
-    # Every problem changed alike (se 0): no noise at all, so any change is certain.
+    # Every problem changed alike (se 0): no noise at all, so any change is certain. JSON files get
+    # null for an infinite z (``io.dumps``); se 0 says why.
     z = mean / se if se > 0 else math.copysign(math.inf, mean) if mean else 0.0
     return {**means, "change": mean, "se": se, "z": z, "problems": n}
 
