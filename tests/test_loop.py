@@ -270,7 +270,7 @@ def test_a_resumed_run_records_changed_settings(tmp_path: Path) -> None:
     loop._write_meta()  # type: ignore[attr-defined]
     [record] = json.loads((loop.dir / "meta.json").read_text())["config_changes"]
     assert record["changes"] == ["critics.use_in_search: True -> False"]
-    assert record["rounds_done"] == 0
+    assert record["rounds_done"] == 0 and record["next_stage"] == "round 0: eval"
 
 
 def test_a_run_resumed_with_other_code_records_the_commit(
@@ -290,8 +290,20 @@ def test_a_run_resumed_with_other_code_records_the_commit(
     assert "code_changes" not in loop_at("aaa")  # the same code again: nothing to record
     assert [c["git"] for c in loop_at("bbb-dirty")["code_changes"]] == ["bbb-dirty"]
     assert [c["git"] for c in loop_at("bbb-dirty")["code_changes"]] == ["bbb-dirty"]  # still the same
+    # Killed in round 1 after its search: the record names the stage the new code starts with.
+    run = tmp_path / "tiny"
+    for done in ("round-0/eval.json", "round-1/imagine.json", "round-1/search.json"):
+        (run / done).parent.mkdir(parents=True, exist_ok=True)
+        (run / done).write_text("{}")
     meta = loop_at("aaa")
     assert meta["git"] == "aaa" and [c["git"] for c in meta["code_changes"]] == ["bbb-dirty", "aaa"]
+    assert meta["code_changes"][0]["next_stage"] == "round 0: eval"
+    assert meta["code_changes"][1] | {"at": None} == {
+        "at": None,
+        "rounds_done": 0,
+        "next_stage": "round 1: data",
+        "git": "aaa",
+    }
 
 
 def test_the_learned_critics_search_prunes_with_the_prm_only_when_asked() -> None:

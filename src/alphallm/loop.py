@@ -182,11 +182,21 @@ class Loop:
         write_run_record(
             self.dir,
             self.config,
-            rounds_done=lambda: sum(
-                (self.round_dir(k) / "evaluate.json").exists() for k in range(1, self.config.rounds + 1)
-            ),
+            position=self.position,
             message=self.ui.message,
         )
+
+    def position(self) -> dict[str, Any]:
+        """How far the run got: the rounds done, and the first stage not yet done (the one a resumed run
+        starts with; the stages before it in that round ran with the code and settings before)."""
+        done = sum((self.round_dir(k) / "evaluate.json").exists() for k in range(1, self.config.rounds + 1))
+        if not (self.round_dir(0) / "eval.json").exists():
+            return {"rounds_done": 0, "next_stage": "round 0: eval"}
+        for k in range(1, self.config.rounds + 1):
+            for stage in STAGES:
+                if not (self.round_dir(k) / f"{stage}.json").exists():
+                    return {"rounds_done": done, "next_stage": f"round {k}: {stage}"}
+        return {"rounds_done": done, "next_stage": None}
 
     # -- stages (each returns the record written to round-k/<stage>.json) ------------------------
     def _stage_imagine(self, k: int) -> dict[str, Any]:

@@ -18,11 +18,15 @@ __all__ = ["write_run_record"]
 
 
 def write_run_record(
-    run_dir: Path, config: LoopConfig, *, rounds_done: Callable[[], int], message: Callable[[str], None]
+    run_dir: Path,
+    config: LoopConfig,
+    *,
+    position: Callable[[], dict[str, Any]],
+    message: Callable[[str], None],
 ) -> None:
     """Writes ``config.yaml`` and ``meta.json``. A resumed run may be given other settings or run other
-    code; the rounds already done (``rounds_done()`` of them) keep what they ran with, so the record
-    says from when on each change applies."""
+    code; the stages already done keep what they ran with, so the record says from where on each change
+    applies (``position()``: the rounds done and the first stage not yet done)."""
     import yaml
 
     from alphallm import __version__
@@ -37,14 +41,12 @@ def write_run_record(
         meta = {"version": __version__, "git": git, "started": now}
     elif git != ([meta.get("git")] + [c["git"] for c in meta.get("code_changes", [])])[-1]:
         # Resumed with other code: the rounds done so far ran with the code before.
-        meta.setdefault("code_changes", []).append({"at": now, "rounds_done": rounds_done(), "git": git})
+        meta.setdefault("code_changes", []).append({"at": now, **position(), "git": git})
         message(f"resuming with other code: git {git}")
     if resumed and config_path.exists():
         changes = _changed(yaml.safe_load(config_path.read_text()) or {}, resolved)
         if changes:
-            meta.setdefault("config_changes", []).append(
-                {"at": now, "rounds_done": rounds_done(), "changes": changes}
-            )
+            meta.setdefault("config_changes", []).append({"at": now, **position(), "changes": changes})
             message("resuming with changed settings: " + "; ".join(changes))
     write_json(meta_path, meta)
     write_text(config_path, text)
