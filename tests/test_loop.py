@@ -403,3 +403,50 @@ def test_the_critic_gate_keeps_the_critic_in_use_when_its_successor_scores_worse
     ungated = Loop(build(LoopConfig, {**config, "critics": {**stalled, "gate": False}}))
     record = ungated._stage_critics(2)  # type: ignore[attr-defined]
     assert "gate" not in record["orm"] and record["kept"] == {"orm": 2}
+
+    # The search gate: the held-out gate's pick (round 1's, also the one in use) and the retrained one
+    # guide the learned-critics search on dev problems; a set named twice is searched once.
+    searched = Loop(build(LoopConfig, {**config, "critics": {**stalled, "gate_search": 4}}))
+    record = searched._stage_critics(2)  # type: ignore[attr-defined]
+    gate = record["search_gate"]
+    assert gate["problems"] == 4 and set(gate["accuracy"]) == {"gate", "in use", "retrained"}
+    assert set(gate["changes"]) == {"in use", "retrained"}
+    assert gate["changes"]["in use"]["se"] == 0 and gate["changes"]["in use"]["change"] == 0
+    expected = {"gate": {"orm": 1}, "in use": {"orm": 1}, "retrained": {"orm": 2}}[gate["kept"]]
+    assert record["kept"] == expected
+
+
+@pytest.mark.parametrize(
+    ("retrained", "kept"),
+    [
+        ([1] * 6 + [0] * 14, "retrained"),  # 6 more of 20 solved, none lost: beyond noise
+        ([1] * 3 + [0] * 17, "gate"),  # 3 more, within noise of the pick
+        ([0] * 20, "gate"),
+    ],
+)
+def test_the_search_gate_leaves_the_held_out_pick_only_beyond_noise(retrained: list[int], kept: str) -> None:
+    from alphallm.loop_solve import choose_by_search
+
+    ids = [f"p{i}" for i in range(20)]
+    solved = {
+        "gate": dict.fromkeys(ids, 0),
+        "in use": {pid: int(i == 0) for i, pid in enumerate(ids)},  # one more: within noise
+        "retrained": dict(zip(ids, retrained, strict=True)),
+    }
+    choice = choose_by_search(solved, "gate")
+    assert choice["kept"] == kept
+    assert choice["accuracy"]["retrained"] == sum(retrained) / 20
+    assert choice["changes"]["in use"]["change"] == pytest.approx(0.05)
+
+
+def test_the_largest_gain_beyond_noise_wins_the_search_gate() -> None:
+    from alphallm.loop_solve import choose_by_search
+
+    ids = [f"p{i}" for i in range(30)]
+    solved = {
+        "gate": dict.fromkeys(ids, 0),
+        "in use": {pid: int(i < 8) for i, pid in enumerate(ids)},
+        "retrained": {pid: int(i < 12) for i, pid in enumerate(ids)},
+    }
+    assert choose_by_search(solved, "gate")["kept"] == "retrained"
+    assert choose_by_search({**solved, "retrained": solved["gate"]}, "gate")["kept"] == "in use"

@@ -120,7 +120,8 @@ class Loop:
         lines = (self.round_dir(k) / "problems.jsonl").read_text().splitlines()
         return [Problem(**json.loads(line)) for line in lines if line.strip()]
 
-    def _trees(self, rounds: range) -> list[dict[str, Any]]:
+    def trees(self, rounds: range) -> list[dict[str, Any]]:
+        """The training search's trees of ``rounds``, in order."""
         trees: list[dict[str, Any]] = []
         for j in rounds:
             trees.extend(json.loads((self.round_dir(j) / "trees.json").read_text())["trees"])
@@ -242,7 +243,7 @@ class Loop:
     def _stage_data(self, k: int) -> dict[str, Any]:
         from alphallm.train.data import dpo_pairs, sft_rows
 
-        trees = self._trees(range(k, k + 1))
+        trees = self.trees(range(k, k + 1))
         learn = self.config.learn
         rows = sft_rows(trees, per_problem=learn.solutions_per_problem)
         pairs = dpo_pairs(
@@ -314,60 +315,9 @@ class Loop:
         return model, tokenizer, metrics
 
     def _stage_critics(self, k: int) -> dict[str, Any]:
-        from alphallm.lm.hf import load_causal_lm
-        from alphallm.train.critic import gate_retrained, train_critic, training_steps
-        from alphallm.train.labels import label_rows
+        from alphallm.loop_critics import critics_stage
 
-        settings = self.config.critics
-        if not settings.kinds or (not settings.refresh and k > 1):
-            return {"trained": [], "frozen": not settings.refresh}
-        by_round = {j: self._trees(range(j, j + 1)) for j in range(1, k + 1)}
-        trees = [tree for j in range(1, k + 1) for tree in by_round[j]]
-        in_use = {kind: j for kind, j in self.critic_rounds(k - 1).items() if kind in self.critics(k - 1)}
-        out: dict[str, Any] = {"trained": [], "kept": {}}
-        for kind in settings.kinds:
-            rows = label_rows(kind, trees, settings.min_samples)
-            if len(rows) < 20:
-                out[kind] = {"skipped": f"only {len(rows)} labels"}
-                if kind in in_use:  # too few new labels: the critic in use stays
-                    out["kept"][kind] = in_use[kind]
-                continue
-            # Critics start from the policy that made the trees (the paper initialises them from the policy).
-            base, tokenizer = load_causal_lm(self.policy(k - 1), dtype="float32")
-            config = replace(settings.train, seed=self.seed(k, "critics"))
-            with self.ui.progress(f"round {k} {kind} critic", training_steps(rows, config)) as adv:
-                model, metrics = train_critic(
-                    rows,
-                    base=base,
-                    tokenizer=tokenizer,
-                    kind=kind,
-                    config=config,
-                    on_step=lambda s, loss: adv(1),
-                )
-            with atomic_dir(self.critic_dir(k, kind)) as tmp:
-                model.save(tmp, tokenizer, {"base": self.policy(k - 1), **metrics})
-            out[kind] = metrics
-            out["trained"].append(kind)
-            out["kept"][kind] = k
-            if settings.gate and kind in in_use:
-                j = in_use[kind]
-                gate = gate_retrained(
-                    kind,
-                    rows,
-                    config,
-                    (model, tokenizer),
-                    self.critic_dir(j, kind),
-                    label_rows(kind, [t for i in range(1, j + 1) for t in by_round[i]], settings.min_samples),
-                    replace(config, seed=self.seed(j, "critics")),
-                    tolerance=settings.gate_tolerance,
-                )
-                out[kind]["gate"] = {"previous_round": j, **gate}
-                out["kept"][kind] = k if gate["accepted"] else j
-                verdict = "the retrained one is used" if gate["accepted"] else f"round {j}'s stays"
-                self.ui.message(
-                    f"round {k} {kind} critic gate: {verdict} ({gate['measure']}, {gate['rows']} rows)"
-                )
-        return out
+        return critics_stage(self, k)
 
     def _stage_gate(self, k: int) -> dict[str, Any]:
         """Keeps the round's best candidate on dev if it is not worse than the policy before it.

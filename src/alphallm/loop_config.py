@@ -124,6 +124,15 @@ class CriticSettings:
         default=0.0,
         metadata={"help": "how much worse than the critic in use a retrained one may always score"},
     )
+    gate_search: int = field(
+        default=0,
+        metadata={
+            "help": "dev problems on which the round's critic sets (the gate's pick, the set in use, all "
+            "retrained) each guide the learned-critics search of the policy that made the trees; another "
+            "set replaces the gate's pick only if it solves more by over twice the paired standard error "
+            "(0: off). A critic that ranks held-out labels better can still guide search worse"
+        },
+    )
     weight: float = field(default=1.0, metadata={"help": "search weight of each learned critic"})
     min_samples: int = field(default=2, metadata={"help": "verified outcomes a node needs to get a label"})
     train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
@@ -132,6 +141,8 @@ class CriticSettings:
         bad = sorted(set(self.kinds) - {"value", "prm", "orm"})
         if bad:
             raise ValueError(f"unknown critic kind(s): {', '.join(bad)}")
+        if self.gate_search < 0:
+            raise ValueError("gate_search must be non-negative (0: off)")
         if self.gate_tolerance < 0:
             raise ValueError("gate_tolerance must be non-negative")
 

@@ -11,7 +11,7 @@ from alphallm.distributed.config import RayConfig
 from alphallm.solve import SolveConfig, SolveReport
 from alphallm.tasks.base import Problem
 
-__all__ = ["evaluate_policy", "evaluation_searches", "solve_with"]
+__all__ = ["choose_by_search", "critic_search_gate", "evaluate_policy", "evaluation_searches", "solve_with"]
 
 
 def solve_with(
@@ -137,6 +137,49 @@ def evaluate_policy(
             "solved": _solved(report),
         }
     return out
+
+
+def critic_search_gate(
+    task: Any,
+    problems: list[Problem],
+    *,
+    policy: str,
+    candidates: dict[str, dict[str, str]],
+    default: str,
+    settings: Any,
+    seed: int,
+    ui: Any,
+    label: str,
+) -> dict[str, Any]:
+    """Which critic set guides search best: each distinct set in ``candidates`` (name -> kind -> critic
+    directory) runs the learned-critics search (``evaluation_searches``) on ``problems`` with ``policy``,
+    and ``choose_by_search`` picks. A set listed twice is searched once."""
+    solved: dict[str, dict[str, int]] = {}
+    searched: dict[tuple[tuple[str, str], ...], str] = {}
+    for name, critics in candidates.items():
+        key = tuple(sorted(critics.items()))
+        if key in searched:
+            solved[name] = solved[searched[key]]
+            continue
+        searched[key] = name
+        config = evaluation_searches(settings, critics, seed)["mcts_critics"]
+        with ui.progress(f"{label} critic search gate: {name}", len(problems)) as advance:
+            report = solve_with(task, problems, policy=policy, config=config, progress=advance)
+        solved[name] = _solved(report)
+    return {"problems": len(problems), "policy": policy, **choose_by_search(solved, default)}
+
+
+def choose_by_search(solved: dict[str, dict[str, int]], default: str) -> dict[str, Any]:
+    """``default`` unless another candidate solves more of the same problems by more than twice the
+    standard error of the paired difference (the largest such gain wins): a gap within noise is no reason
+    to leave the held-out gate's pick."""
+    from alphallm.report.stats import paired_change
+
+    accuracy = {name: sum(s.values()) / max(1, len(s)) for name, s in solved.items()}
+    changes = {name: paired_change(solved[default], s) for name, s in solved.items() if name != default}
+    better = {name: c for name, c in changes.items() if c["change"] > 2 * c["se"]}
+    kept = max(better, key=lambda name: better[name]["change"]) if better else default
+    return {"accuracy": accuracy, "changes": changes, "kept": kept}
 
 
 def _solved(report: SolveReport) -> dict[str, int]:

@@ -1,0 +1,134 @@
+"""A round's learned critics: trained on the labels of every tree so far, then gated twice. The held-out
+gate keeps a critic in use when its retrained successor ranks held-out labels worse beyond noise; the
+search gate (off by default) lets whole critic sets compete on what they are for, guiding search."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from alphallm.io import atomic_dir
+from alphallm.loop_solve import critic_search_gate
+
+if TYPE_CHECKING:
+    from alphallm.loop import Loop
+
+__all__ = ["critics_stage"]
+
+
+def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
+    """Round k's critics (``round-k/critics.json``): each kind retrained on the labels of all trees so
+    far, starting from the policy that made them; the held-out gate per kind (``critics.gate``), then,
+    with ``critics.gate_search``, the search gate over whole sets."""
+    from alphallm.lm.hf import load_causal_lm
+    from alphallm.train.critic import gate_retrained, train_critic, training_steps
+    from alphallm.train.labels import label_rows
+
+    settings = loop.config.critics
+    if not settings.kinds or (not settings.refresh and k > 1):
+        return {"trained": [], "frozen": not settings.refresh}
+    by_round = {j: loop.trees(range(j, j + 1)) for j in range(1, k + 1)}
+    trees = [tree for j in range(1, k + 1) for tree in by_round[j]]
+    in_use = {kind: j for kind, j in loop.critic_rounds(k - 1).items() if kind in loop.critics(k - 1)}
+    out: dict[str, Any] = {"trained": [], "kept": {}}
+    for kind in settings.kinds:
+        rows = label_rows(kind, trees, settings.min_samples)
+        if len(rows) < 20:
+            out[kind] = {"skipped": f"only {len(rows)} labels"}
+            if kind in in_use:  # too few new labels: the critic in use stays
+                out["kept"][kind] = in_use[kind]
+            continue
+        # Critics start from the policy that made the trees (the paper initialises them from the policy).
+        base, tokenizer = load_causal_lm(loop.policy(k - 1), dtype="float32")
+        config = replace(settings.train, seed=loop.seed(k, "critics"))
+        with loop.ui.progress(f"round {k} {kind} critic", training_steps(rows, config)) as adv:
+            model, metrics = train_critic(
+                rows,
+                base=base,
+                tokenizer=tokenizer,
+                kind=kind,
+                config=config,
+                on_step=lambda s, loss: adv(1),
+            )
+        with atomic_dir(loop.critic_dir(k, kind)) as tmp:
+            model.save(tmp, tokenizer, {"base": loop.policy(k - 1), **metrics})
+        out[kind] = metrics
+        out["trained"].append(kind)
+        out["kept"][kind] = k
+        if settings.gate and kind in in_use:
+            j = in_use[kind]
+            gate = gate_retrained(
+                kind,
+                rows,
+                config,
+                (model, tokenizer),
+                loop.critic_dir(j, kind),
+                label_rows(kind, [t for i in range(1, j + 1) for t in by_round[i]], settings.min_samples),
+                replace(config, seed=loop.seed(j, "critics")),
+                tolerance=settings.gate_tolerance,
+            )
+            out[kind]["gate"] = {"previous_round": j, **gate}
+            out["kept"][kind] = k if gate["accepted"] else j
+            verdict = "the retrained one is used" if gate["accepted"] else f"round {j}'s stays"
+            loop.ui.message(
+                f"round {k} {kind} critic gate: {verdict} ({gate['measure']}, {gate['rows']} rows)"
+            )
+    if settings.gate_search and in_use and out["trained"]:
+        _search_gate(loop, k, out, in_use)
+    return out
+
+
+def _critic_search_gate(loop, k: int, out: dict[str, Any], in_use: dict[str, int]) -> None:
+    """``critics.gate_search``: the held-out gate's pick, the set in use and all retrained critics,
+    each guiding search on dev problems; ``out["kept"]`` becomes the winner."""
+    from alphallm.loop_solve import critic_search_gate
+
+    sets = {
+        "gate": out["kept"],
+        "in use": in_use,
+        "retrained": {**in_use, **dict.fromkeys(out["trained"], k)},
+    }
+    record = critic_search_gate(
+        loop.task,
+        loop.task.problems("dev")[: loop.config.critics.gate_search],
+        policy=loop.policy(k - 1),  # the policy the critics were trained from, and on the trees of
+        candidates={
+            n: {kind: str(loop.critic_dir(j, kind)) for kind, j in s.items()} for n, s in sets.items()
+        },
+        default="gate",
+        settings=loop.config.evaluate,
+        seed=loop.seed(k, "critics"),
+        ui=loop.ui,
+        label=f"round {k}",
+    )
+    out["search_gate"], out["kept"] = record, dict(sets[record["kept"]])
+    accuracy = ", ".join(f"{name} {a:.2f}" for name, a in record["accuracy"].items())
+    loop.ui.message(f"round {k} critic search gate: {record['kept']} kept ({accuracy})")
+
+
+def _search_gate(loop: Loop, k: int, out: dict[str, Any], in_use: dict[str, int]) -> None:
+    """``critics.gate_search``: the held-out gate's pick, the set in use and all retrained critics, each
+    guiding the learned-critics search on dev problems; ``out["kept"]`` becomes the winner. A critic that
+    ranks held-out labels better can still guide search worse (game24-small's round-2 ORM:
+    benchmarks/README.md)."""
+    sets = {
+        "gate": out["kept"],
+        "in use": in_use,
+        "retrained": {**in_use, **dict.fromkeys(out["trained"], k)},
+    }
+    record = critic_search_gate(
+        loop.task,
+        loop.task.problems("dev")[: loop.config.critics.gate_search],
+        policy=loop.policy(k - 1),  # the policy that made the trees, and the critics' starting point
+        candidates={
+            n: {kind: str(loop.critic_dir(j, kind)) for kind, j in s.items()} for n, s in sets.items()
+        },
+        default="gate",
+        settings=loop.config.evaluate,
+        seed=loop.seed(k, "critics"),
+        ui=loop.ui,
+        label=f"round {k}",
+    )
+    out["search_gate"], out["kept"] = record, dict(sets[record["kept"]])
+    accuracy = ", ".join(f"{name} {a:.2f}" for name, a in record["accuracy"].items())
+    loop.ui.message(f"round {k} critic search gate: {record['kept']} kept ({accuracy})")
