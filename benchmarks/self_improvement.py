@@ -12,6 +12,8 @@ Each variant is the task's config in ``configs/improve/<task>.yaml`` (``<task>-s
     no_merge        no state merge
     no_rollouts     no fast rollouts in training-time search
     no_prm          value and ORM critics only
+    search_gate     not an ablation: the critic sets also gated by search on 100 dev problems
+                    (``critics.gate_search``)
     rest            rejection-sampling self-training (STaR / ReST-EM): sample N solutions per
                     problem, keep the verified ones, SFT; N is set so a round generates about as many
                     tokens as the full loop's search (measured from its round 1, or given with
@@ -54,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_merge": {"search": {"mcts": {"merge": "off"}}},
     "no_rollouts": {"search": {"rollouts": 0}},
     "no_prm": {"critics": {"kinds": ["value", "orm"]}},
+    "search_gate": {"critics": {"gate_search": 100}},
     "rest": {
         "search": {"method": "bon", "temperature": 0.7},
         "learn": {"use_dpo": False},
