@@ -78,34 +78,6 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
     return out
 
 
-def _critic_search_gate(loop, k: int, out: dict[str, Any], in_use: dict[str, int]) -> None:
-    """``critics.gate_search``: the held-out gate's pick, the set in use and all retrained critics,
-    each guiding search on dev problems; ``out["kept"]`` becomes the winner."""
-    from alphallm.loop_solve import critic_search_gate
-
-    sets = {
-        "gate": out["kept"],
-        "in use": in_use,
-        "retrained": {**in_use, **dict.fromkeys(out["trained"], k)},
-    }
-    record = critic_search_gate(
-        loop.task,
-        loop.task.problems("dev")[: loop.config.critics.gate_search],
-        policy=loop.policy(k - 1),  # the policy the critics were trained from, and on the trees of
-        candidates={
-            n: {kind: str(loop.critic_dir(j, kind)) for kind, j in s.items()} for n, s in sets.items()
-        },
-        default="gate",
-        settings=loop.config.evaluate,
-        seed=loop.seed(k, "critics"),
-        ui=loop.ui,
-        label=f"round {k}",
-    )
-    out["search_gate"], out["kept"] = record, dict(sets[record["kept"]])
-    accuracy = ", ".join(f"{name} {a:.2f}" for name, a in record["accuracy"].items())
-    loop.ui.message(f"round {k} critic search gate: {record['kept']} kept ({accuracy})")
-
-
 def _search_gate(loop: Loop, k: int, out: dict[str, Any], in_use: dict[str, int]) -> None:
     """``critics.gate_search``: the held-out gate's pick, the set in use and all retrained critics, each
     guiding the learned-critics search on dev problems; ``out["kept"]`` becomes the winner. A critic that
