@@ -40,7 +40,7 @@ def write_run_record(
     if not resumed:
         meta = {"version": __version__, "git": git, "started": now}
     elif git != ([meta.get("git")] + [c["git"] for c in meta.get("code_changes", [])])[-1]:
-        # Resumed with other code: the rounds done so far ran with the code before.
+        # Resumed with other code: the stages done so far ran with the code before.
         meta.setdefault("code_changes", []).append({"at": now, **position(), "git": git})
         message(f"resuming with other code: git {git}")
     if resumed and config_path.exists():
