@@ -122,6 +122,15 @@ def test_game24_rule_verifier() -> None:
     assert not task.check(problem, "Answer: (13-9)*(10-4)+0=24\n")  # uses a number that is not given
     assert not task.check(problem, "Answer: 13+9+10-4=28\n")
     assert not task.check(problem, "Answer: 24\n")
+    # The expression makes 24, the work before it does not: not a solution.
+    astray = "13+10=23 (left: 4 9 23)\n23-9=14 (left: 4 14)\n14+4=18 (left: 18)\n"
+    assert not task.check(problem, astray + "Answer: (13-9)*(10-4)=18\n")
+    assert not task.check(problem, astray + "Answer: (13-9)*(10-4)=24\n")
+    assert not task.check_step(problem, astray, "Answer: (13-9)*(10-4)=24")
+    work = "13-9=4 (left: 4 4 10)\n10-4=6 (left: 4 6)\n4*6=24 (left: 24)\n"
+    assert task.check(problem, work + "Answer: (13-9)*(10-4)=24\n")
+    assert not task.check(problem, work + "Answer: (13-9)*(10-4)=30\n")  # states a value it is not
+    assert not task.check(problem, work.replace("10-4=6", "10-4=7") + "Answer: (13-9)*(10-4)=24\n")
     assert task.check_step(problem, "", "13-9=4 (left: 4 4 10)")
     assert not task.check_step(problem, "", "13-9=5 (left: 4 5 10)")  # wrong arithmetic
     assert not task.check_step(problem, "", "13-8=5 (left: 4 5 10)")  # 8 is not available

@@ -290,9 +290,22 @@ class Game24Task(Task):
         return expression or None
 
     def check(self, problem: Problem, solution: str) -> bool | None:
-        """True iff the answer expression uses each input number once and equals 24 exactly."""
-        expression = self.extract_answer(solution)
-        return expression is not None and self._solves(problem, expression)
+        """True iff the answer expression uses each input number once and equals 24 exactly, and
+        the work before it holds: every move legal, the last one leaving 24 (``check_step``).
+
+        Tree of Thoughts grades the expression alone. Sampled solutions sometimes end in an
+        expression that happens to make 24 after moves that went elsewhere (``9+6=15``, ``15*2=30``,
+        then ``Answer: (8+1)*2+6=30``): 7% of the verified solutions in game24-small's trees, 10% of
+        the SFT rows taken from them. As training data they teach an answer unrelated to the work.
+        """
+        prefix = ""
+        for line in solution_lines(solution):
+            if self.is_answer_line(line):
+                return bool(self.check_step(problem, prefix, line))
+            if line.strip() and not self.check_step(problem, prefix, line):
+                return False
+            prefix += line + "\n"
+        return False
 
     def _solves(self, problem: Problem, expression: str) -> bool:
         try:
@@ -305,11 +318,11 @@ class Game24Task(Task):
 
     def check_step(self, problem: Problem, prefix: str, step: str) -> bool | None:
         """A move is legal when it uses two available numbers, computes exactly and lists the
-        numbers left correctly; the answer line is correct when it solves the puzzle."""
+        numbers left correctly; the answer line is correct when it solves the puzzle, states 24 (if
+        it states a value) and follows moves that left 24 (or no moves at all)."""
         step = step.rstrip("\n")
         if self.is_answer_line(step):
-            answer = self.normalize_answer(step[len(self.answer_prefix) :].strip())
-            return answer is not None and self._solves(problem, answer)
+            return self._answer_holds(problem, prefix, step[len(self.answer_prefix) :].strip())
         available = self._available(problem, prefix)
         match = _MOVE.match(step)
         if available is None or match is None:
@@ -326,6 +339,17 @@ class Game24Task(Task):
             return False
         pool[c_value] += 1
         return +pool == left
+
+    def _answer_holds(self, problem: Problem, prefix: str, answer: str) -> bool:
+        expression = self.normalize_answer(answer)
+        stated = answer.split("=")[1:]
+        try:
+            states_24 = all(Fraction(value.strip()) == TARGET for value in stated)
+        except (ValueError, ZeroDivisionError):
+            return False
+        moved = any(line.strip() for line in solution_lines(prefix))
+        left = self._available(problem, prefix) if moved else [TARGET]
+        return expression is not None and states_24 and left == [TARGET] and self._solves(problem, expression)
 
     def solvable_after(self, problem: Problem, prefix: str) -> bool | None:
         """24 is still reachable from the numbers left after ``prefix`` (the solver, exactly: its
