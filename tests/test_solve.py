@@ -135,3 +135,22 @@ def test_solve_in_chunks_equals_one_solve_and_resumes_a_killed_run(tmp_path: Pat
     assert rows(other)[2:] != rows(whole)[2:]
     shutil.copy(tmp_path / "other" / files[1].name, files[1])
     assert rows(chunked()) == rows(whole)
+
+
+def test_a_search_without_terminals_keeps_its_completed_answer_as_training_data() -> None:
+    from alphallm.train.data import sft_rows
+
+    task = get_task("arith")
+    problems = task.problems("test")[:8]
+    # Two levels of a 5-7 line solution and no rollouts: every answer is the greedy completion of the
+    # best path, outside the tree.
+    config = replace(SolveConfig(rollouts=0, batch_size=8), mcts=MCTSConfig(num_simulations=3, max_depth=2))
+    report = solve(task, problems, policy=load_lm("arith-base"), config=config, keep_trees=True)
+    trees = [r.tree for r in report.results]
+    assert all(r.readout == "completed" for r in report.results)
+    assert all(
+        t is not None and t["completed"]["verified"] == r.correct for t, r in zip(trees, report.results)
+    )
+    assert not any(n.get("terminal") for t in trees for n in t["nodes"])  # type: ignore[index]
+    right = {(task.format_prompt(p), r.solution) for p, r in zip(problems, report.results) if r.correct}
+    assert right and set(sft_rows(trees)) == right  # type: ignore[arg-type]

@@ -241,7 +241,7 @@ class Loop:
         return {k_: v for k_, v in report.summary().items() if k_ != "readouts"}
 
     def _stage_data(self, k: int) -> dict[str, Any]:
-        from alphallm.train.data import dpo_pairs, sft_rows
+        from alphallm.train.data import complete_solutions, dpo_pairs, sft_rows
 
         trees = self.trees(range(k, k + 1))
         learn = self.config.learn
@@ -249,7 +249,7 @@ class Loop:
         pairs = dpo_pairs(
             trees, min_gap=learn.dpo_min_gap, per_tree=learn.dpo_pairs_per_tree, span=learn.dpo_span
         )
-        solved = sum(1 for t in trees if any(n.get("verified") for n in t["nodes"]) or _rollout_solved(t))
+        solved = sum(any(c.verified for c in complete_solutions(t)) for t in trees)
         return {"sft": rows, "pairs": [asdict(p) for p in pairs], "problems": len(trees), "solved": solved}
 
     def _stage_sft(self, k: int) -> dict[str, Any]:
@@ -431,7 +431,3 @@ def _drop_chunks(round_dir: Path) -> None:
     """A finished stage's search chunks (its resume points) are in its output now."""
     for chunks in round_dir.glob("*.chunks"):
         shutil.rmtree(chunks, ignore_errors=True)
-
-
-def _rollout_solved(tree: dict[str, Any]) -> bool:
-    return any(r.get("verified") for n in tree["nodes"] for r in n.get("rollouts", []))

@@ -350,16 +350,24 @@ def solve(
         for b, problem in enumerate(batch):
             choice = choices[b]
             solution = task.truncate(choice.solution)
+            correct = task.check(problem, solution)
+            saved = None
+            if keep_trees:
+                saved = tree.to_dict(b) | {"problem_id": problem.id}
+                if choice.readout == "completed":
+                    # The greedy completion of the best path is not in the tree; without rollouts it is
+                    # often the only complete solution the search found, so training data needs it.
+                    saved["completed"] = {"node": choice.node, "solution": solution, "verified": correct}
             results.append(
                 ProblemResult(
                     problem_id=problem.id,
                     solution=solution,
                     answer=task.extract_answer(solution),
-                    correct=task.check(problem, solution),
+                    correct=correct,
                     readout=choice.readout,
                     score=choice.score,
                     nodes=int(tree.num_nodes[b]),
-                    tree=tree.to_dict(b) | {"problem_id": problem.id} if keep_trees else None,
+                    tree=saved,
                 )
             )
         if progress is not None:

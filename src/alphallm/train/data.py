@@ -1,7 +1,8 @@
 """Policy training data from search trees (pure functions over ``Tree.to_dict`` records).
 
-- SFT rows: per problem, the verified-correct complete solutions (terminal paths and rollouts) with
-  the highest critic score, deduplicated (AlphaLLM §4.5 keeps one; ``per_problem`` keeps more).
+- SFT rows: per problem, the verified-correct complete solutions (terminal paths, rollouts and the
+  search's greedy completion of its best path) with the highest critic score, deduplicated
+  (AlphaLLM §4.5 keeps one; ``per_problem`` keeps more).
 - Step-DPO pairs (r->Q*; qstar.md §4.2): at a node with two rated children, the child with the
   higher verified success rate (and a correct completion below it) against one with a clearly lower
   rate (and a wrong completion below it). ``span="completion"`` (the default) continues both sides to
@@ -33,14 +34,14 @@ class Completion:
 
 
 def complete_solutions(tree: Mapping[str, Any]) -> list[Completion]:
-    """Every terminal path and every rollout in the tree, with its verified outcome."""
+    """Every terminal path and every rollout in the tree, and the search's greedy completion of its
+    best path when it read one out (``completed``), with its verified outcome."""
     nodes = tree_nodes(tree)
     solutions = node_solutions(nodes)
     out = []
     for node_id, node in nodes.items():
         if node.get("terminal"):
-            score = node.get("value") if node.get("value") is not None else node.get("q", 0.0)
-            out.append(Completion(node_id, solutions[node_id], node.get("verified"), float(score or 0.0)))
+            out.append(Completion(node_id, solutions[node_id], node.get("verified"), _score(node)))
         for rollout in node.get("rollouts", []):
             score = rollout.get("score")
             out.append(
@@ -51,7 +52,17 @@ def complete_solutions(tree: Mapping[str, Any]) -> list[Completion]:
                     float(score or 0.0),
                 )
             )
+    if completed := tree.get("completed"):
+        origin = int(completed["node"])
+        verified = completed.get("verified")
+        out.append(Completion(origin, completed["solution"], verified, _score(nodes[origin])))
     return out
+
+
+def _score(node: Mapping[str, Any]) -> float:
+    """A node's critic value, or its backed-up Q when it has none."""
+    score = node.get("value") if node.get("value") is not None else node.get("q", 0.0)
+    return float(score or 0.0)
 
 
 def sft_rows(trees: Iterable[Mapping[str, Any]], *, per_problem: int = 1) -> list[tuple[str, str]]:
