@@ -1,0 +1,160 @@
+"""What moves greedy accuracy: one finished loop round's SFT stage, re-run with other rows and recipes.
+
+    python benchmarks/sft_sweep.py --run runs/bench-improve/game24-small-full-d45d7a5 --round 5 --seeds 2
+
+Re-runs round k's SFT stage as the loop did (the rows of rounds 1..k, replayed and deduplicated, from
+the policy kept after round k-1, with the round's SFT settings and seed) and with one change at a time:
+
+    loop            the stage as it ran (seed 0 reproduces the round's ``sft`` model)
+    consistent      the same rows less those the task's verifier now rejects (game24 since b82fd39:
+                    an answer that makes 24 after moves that went elsewhere)
+    4 per problem   up to 4 verified solutions per problem from the rounds' trees, consistent ones
+    lr 1e-3 x 6     consistent rows, lr 1e-3, 6 epochs
+    from start      consistent rows from the run's starting policy, lr 1e-3, 10 epochs
+
+``--seeds S`` trains each variant with S shuffling seeds (the round's seed, then +1, ...): a single
+round's retrain moves by several points with the seed alone. Each candidate is scored greedy on the
+run's dev problems (the gate's set) and test problems, paired against ``loop`` at the round's seed.
+Prints a table and writes ``sft_sweep-<run>-round<k>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from alphallm.evaluation import evaluate
+from alphallm.io import write_json
+from alphallm.lm import load_lm
+from alphallm.lm.hf import load_causal_lm
+from alphallm.loop import Loop
+from alphallm.report.stats import paired_change
+from alphallm.train.data import sft_rows
+from alphallm.train.sft import sft
+
+Row = tuple[str, str]
+VARIANTS: dict[str, dict[str, Any]] = {  # rows: "loop", "consistent" or per problem; start; SFTConfig
+    "loop": {"rows": "loop"},
+    "consistent": {"rows": "consistent"},
+    "4 per problem": {"rows": 4},
+    "lr 1e-3 x 6": {"rows": "consistent", "sft": {"lr": 1e-3, "epochs": 6}},
+    "from start": {"rows": "consistent", "start": "start", "sft": {"lr": 1e-3, "epochs": 10}},
+}
+
+
+def loop_rows(loop: Loop, k: int) -> list[Row]:
+    """The rows round k's SFT stage trained on (replayed rounds, deduplicated, as the stage does)."""
+    rounds = range(1, k + 1) if loop.config.learn.replay else range(k, k + 1)
+    data = (json.loads((loop.round_dir(j) / "data.json").read_text())["sft"] for j in rounds)
+    return list(dict.fromkeys(tuple(r) for rows in data for r in rows))
+
+
+def consistent(loop: Loop, rows: list[Row]) -> list[Row]:
+    task = loop.task
+    problems = {prompt: task.problem_from_prompt(prompt) for prompt, _ in rows}
+    return [(prompt, s) for prompt, s in rows if (p := problems[prompt]) is not None and task.check(p, s)]
+
+
+def tree_rows(loop: Loop, k: int, per_problem: int) -> list[Row]:
+    """Up to ``per_problem`` solutions per problem and round, best-scored first, that verify now."""
+    rows: list[Row] = []
+    for j in range(1, k + 1):
+        counts: dict[str, int] = {}
+        for prompt, solution in consistent(loop, sft_rows(loop.trees(range(j, j + 1)), per_problem=10**6)):
+            if counts.get(prompt, 0) < per_problem:
+                counts[prompt] = counts.get(prompt, 0) + 1
+                rows.append((prompt, solution))
+    return list(dict.fromkeys(rows))
+
+
+def train(
+    loop: Loop, k: int, rows: list[Row], variant: dict[str, Any], seed: int, out: Path
+) -> dict[str, Any]:
+    start = loop.config.policy if variant.get("start") == "start" else loop.policy(k - 1)
+    config = replace(loop.config.learn.sft, **variant.get("sft", {}), seed=seed)
+    model, tokenizer = load_causal_lm(start, dtype="float32")
+    started = time.perf_counter()
+    sft(model, tokenizer, rows, config=config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {
+        "seconds": time.perf_counter() - started,
+        "lr": config.lr,
+        "epochs": config.epochs,
+        "start": start,
+    }
+
+
+def greedy(loop: Loop, policy: Path, split: str, limit: int) -> dict[str, Any]:
+    problems = loop.task.problems(split)[:limit]
+    report = evaluate(loop.task, load_lm(str(policy)), problems, method="greedy")
+    return {
+        "accuracy": report.metrics["accuracy"],
+        "solved": {r.problem_id: int(bool(r.correct)) for r in report.records},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
+    parser.add_argument("--round", type=int, required=True, help="a finished round (k >= 1)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, default=1, help="shuffling seeds per variant")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    run, k = Path(args.run), args.round
+    if not (run / f"round-{k}" / "gate.json").is_file():
+        raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
+    loop = Loop.open(run)
+    settings = loop.config.evaluate
+    base = loop_rows(loop, k)
+    data = {"loop": base, "consistent": consistent(loop, base)}
+    results: list[dict[str, Any]] = []
+    for name in args.variants:
+        variant = VARIANTS[name]
+        kind = variant["rows"]
+        rows = data[kind] if isinstance(kind, str) else tree_rows(loop, k, kind)
+        for i in range(args.seeds):
+            seed = loop.seed(k, "sft") + i
+            with tempfile.TemporaryDirectory() as tmp:
+                record = {"variant": name, "seed": seed, "rows": len(rows)}
+                record |= train(loop, k, rows, variant, seed, Path(tmp))
+                record["dev"] = greedy(loop, Path(tmp), "dev", settings.dev_problems)
+                record["test"] = greedy(loop, Path(tmp), "test", settings.test_problems)
+            results.append(record)
+            print(
+                f"{name} seed {seed}: {len(rows)} rows, dev {record['dev']['accuracy']:.2f}, "
+                f"test {record['test']['accuracy']:.2f}",
+                flush=True,
+            )
+    reference = next(
+        (r for r in results if r["variant"] == "loop" and r["seed"] == loop.seed(k, "sft")), None
+    )
+    print(f"\n{run.name} round {k} (dev {settings.dev_problems}, test {settings.test_problems}, greedy)")
+    print("| SFT variant | seed | rows | dev | test | test against loop (z) |\n|---|---|---|---|---|---|")
+    for r in results:
+        change = "-"
+        if reference is not None and r is not reference:
+            c = paired_change(reference["test"]["solved"], r["test"]["solved"])
+            r["test_change"] = c
+            change = f"{c['change']:+.2f} ({c['z']:+.1f})"
+        print(
+            f"| {r['variant']} | {r['seed']} | {r['rows']} | {r['dev']['accuracy']:.2f} | "
+            f"{r['test']['accuracy']:.2f} | {change} |"
+        )
+    out = Path(args.out) / f"sft_sweep-{run.name}-round{k}.json"
+    write_json(out, {"run": str(run), "round": k, "results": results})
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
