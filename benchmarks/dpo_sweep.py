@@ -20,13 +20,14 @@ run's dev problems, or the mean accuracy of sampled solutions). Prints a table a
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
+
+from _sweep import finished_round, sweep_parser
 
 from alphallm.io import write_json
 from alphallm.loop import Loop
@@ -65,18 +66,9 @@ def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
-    parser.add_argument("--round", type=int, required=True, help="a finished round (k >= 1)")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args(argv)
+    args = sweep_parser(__doc__, VARIANTS).parse_args(argv)
     run, k = Path(args.run), args.round
-    if not (run / f"round-{k}" / "gate.json").is_file():
-        raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
-    loop = Loop.open(run)  # its gate.json is there, so is its config.yaml
+    loop = finished_round(run, k)
     pairs = [Pair(**p) for p in json.loads((loop.round_dir(k) / "data.json").read_text())["pairs"]]
     gate = loop.gate(k)
     score = loop.config.evaluate.gate_score

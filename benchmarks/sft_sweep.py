@@ -20,7 +20,6 @@ Prints a table and writes ``sft_sweep-<run>-round<k>.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from _sweep import finished_round, sweep_parser
 
 from alphallm.evaluation import evaluate
 from alphallm.io import write_json
@@ -101,19 +102,11 @@ def greedy(loop: Loop, policy: Path, split: str, limit: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
-    parser.add_argument("--round", type=int, required=True, help="a finished round (k >= 1)")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser = sweep_parser(__doc__, VARIANTS)
     parser.add_argument("--seeds", type=int, default=1, help="shuffling seeds per variant")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run, k = Path(args.run), args.round
-    if not (run / f"round-{k}" / "gate.json").is_file():
-        raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
-    loop = Loop.open(run)
+    loop = finished_round(run, k)
     settings = loop.config.evaluate
     base = loop_rows(loop, k)
     data = {"loop": base, "consistent": consistent(loop, base)}

@@ -1,0 +1,28 @@
+"""What the sweeps of one finished loop round share (``dpo_sweep``, ``sft_sweep``): their arguments and
+the check that the round has finished."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+
+from alphallm.loop import Loop
+
+
+def sweep_parser(doc: str | None, variants: Iterable[str]) -> argparse.ArgumentParser:
+    """``--run``, ``--round``, ``--variants`` (all by default) and ``--out``."""
+    names = list(variants)
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
+    parser.add_argument("--round", type=int, required=True, help="a finished round (k >= 1)")
+    parser.add_argument("--variants", nargs="+", choices=names, default=names)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    return parser
+
+
+def finished_round(run: Path, k: int) -> Loop:
+    """The loop of ``run``, once its round ``k`` has passed its gate."""
+    if not (run / f"round-{k}" / "gate.json").is_file():
+        raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
+    return Loop.open(run)  # its gate.json is there, so is its config.yaml
