@@ -5,7 +5,7 @@
 Re-runs round k's SFT stage as the loop did (the rows of rounds 1..k, replayed and deduplicated, from
 the policy kept after round k-1, with the round's SFT settings and seed) and with one change at a time:
 
-    loop            the stage as it ran (seed 0 reproduces the round's ``sft`` model)
+    loop            the stage as it ran (the first seed, the round's own, reproduces its ``sft`` model)
     consistent      the same rows less those the task's verifier now rejects (game24 since b82fd39:
                     an answer that makes 24 after moves that went elsewhere)
     4 per problem   up to 4 verified solutions per problem from the rounds' trees, consistent ones
