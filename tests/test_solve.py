@@ -137,8 +137,9 @@ def test_solve_in_chunks_equals_one_solve_and_resumes_a_killed_run(tmp_path: Pat
     assert rows(chunked()) == rows(whole)
 
 
-def test_a_search_without_terminals_keeps_its_completed_answer_as_training_data() -> None:
+def test_a_search_without_terminals_keeps_its_completed_answer_as_training_data_and_labels() -> None:
     from alphallm.train.data import sft_rows
+    from alphallm.train.labels import orm_rows, success_counts
 
     task = get_task("arith")
     problems = task.problems("test")[:8]
@@ -154,3 +155,9 @@ def test_a_search_without_terminals_keeps_its_completed_answer_as_training_data(
     assert not any(n.get("terminal") for t in trees for n in t["nodes"])  # type: ignore[index]
     right = {(task.format_prompt(p), r.solution) for p, r in zip(problems, report.results) if r.correct}
     assert right and set(sft_rows(trees)) == right  # type: ignore[arg-type]
+    # The critics learn from it too: an ORM row with its outcome, and the root's success count.
+    orm = {(row.prompt, row.solution): row.target for row in orm_rows(trees)}  # type: ignore[arg-type]
+    for problem, result, tree in zip(problems, report.results, trees):
+        assert orm[(task.format_prompt(problem), result.solution)] == float(bool(result.correct))
+        root = next(int(n["id"]) for n in tree["nodes"] if int(n["parent"]) < 0)  # type: ignore[index]
+        assert success_counts(tree)[root][0] == int(bool(result.correct))  # type: ignore[arg-type]

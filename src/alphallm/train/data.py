@@ -14,55 +14,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from alphallm.train.dpo import Pair
-from alphallm.train.labels import node_solutions, rated_siblings, success_counts, tree_nodes
+from alphallm.train.labels import (
+    Completion,
+    complete_solutions,
+    node_solutions,
+    rated_siblings,
+    success_counts,
+    tree_nodes,
+)
 
 __all__ = ["SPANS", "Completion", "complete_solutions", "dpo_pairs", "sft_rows"]
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A complete solution in a tree: the node it ends at or rolls out from, its text, outcome, score."""
-
-    origin: int
-    solution: str
-    verified: bool | None
-    score: float
-
-
-def complete_solutions(tree: Mapping[str, Any]) -> list[Completion]:
-    """Every terminal path and every rollout in the tree, and the search's greedy completion of its
-    best path when it read one out (``completed``), with its verified outcome."""
-    nodes = tree_nodes(tree)
-    solutions = node_solutions(nodes)
-    out = []
-    for node_id, node in nodes.items():
-        if node.get("terminal"):
-            out.append(Completion(node_id, solutions[node_id], node.get("verified"), _score(node)))
-        for rollout in node.get("rollouts", []):
-            score = rollout.get("score")
-            out.append(
-                Completion(
-                    node_id,
-                    solutions[node_id] + rollout["text"],
-                    rollout.get("verified"),
-                    float(score or 0.0),
-                )
-            )
-    if completed := tree.get("completed"):
-        origin = int(completed["node"])
-        verified = completed.get("verified")
-        out.append(Completion(origin, completed["solution"], verified, _score(nodes[origin])))
-    return out
-
-
-def _score(node: Mapping[str, Any]) -> float:
-    """A node's critic value, or its backed-up Q when it has none."""
-    score = node.get("value") if node.get("value") is not None else node.get("q", 0.0)
-    return float(score or 0.0)
 
 
 def sft_rows(trees: Iterable[Mapping[str, Any]], *, per_problem: int = 1) -> list[tuple[str, str]]:

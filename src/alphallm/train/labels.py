@@ -12,7 +12,9 @@ the labels circular):
   same parent) support ranking losses.
 - **ORM**: the verified outcome of every terminal and every rollout.
 
-A node the tool verifier pruned counts as one verified failure: its step is wrong.
+The outcomes are ``complete_solutions``: terminals, rollouts, and the search's greedy completion of
+its best path when it read one out (a tree may hold no other outcome when the search runs without
+rollouts). A node the tool verifier pruned counts as one verified failure: its step is wrong.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "Completion",
     "LabelRow",
     "SiblingPair",
+    "complete_solutions",
     "label_rows",
     "orm_rows",
     "prm_rows",
@@ -75,25 +79,66 @@ def node_solutions(nodes: dict[int, Mapping[str, Any]]) -> dict[int, str]:
     return out
 
 
-def success_counts(tree: Mapping[str, Any]) -> dict[int, tuple[int, int]]:
-    """``node -> (correct, verified)`` over its subtree's terminals, rollouts and pruned steps."""
+@dataclass(frozen=True)
+class Completion:
+    """A complete solution in a tree: the node it ends at or rolls out from, its text, outcome, score."""
+
+    origin: int
+    solution: str
+    verified: bool | None
+    score: float
+
+
+def complete_solutions(tree: Mapping[str, Any]) -> list[Completion]:
+    """Every terminal path and every rollout in the tree, and the search's greedy completion of its
+    best path when it read one out (``completed``), with its verified outcome."""
     nodes = tree_nodes(tree)
-    counts = {node_id: [0, 0] for node_id in nodes}
+    solutions = node_solutions(nodes)
+    out = []
     for node_id, node in nodes.items():
-        own = [0, 0]
-        if node.get("terminal") and node.get("verified") is not None:
-            own[0] += int(bool(node["verified"]))
-            own[1] += 1
-        elif node.get("pruned"):
-            own[1] += 1
+        if node.get("terminal"):
+            out.append(Completion(node_id, solutions[node_id], node.get("verified"), _score(node)))
         for rollout in node.get("rollouts", []):
-            if rollout.get("verified") is not None:
-                own[0] += int(bool(rollout["verified"]))
-                own[1] += 1
+            score = rollout.get("score")
+            out.append(
+                Completion(
+                    node_id,
+                    solutions[node_id] + rollout["text"],
+                    rollout.get("verified"),
+                    float(score or 0.0),
+                )
+            )
+    if completed := tree.get("completed"):
+        origin = int(completed["node"])
+        out.append(
+            Completion(origin, completed["solution"], completed.get("verified"), _score(nodes[origin]))
+        )
+    return out
+
+
+def _score(node: Mapping[str, Any]) -> float:
+    """A node's critic value, or its backed-up Q when it has none."""
+    score = node.get("value") if node.get("value") is not None else node.get("q", 0.0)
+    return float(score or 0.0)
+
+
+def success_counts(tree: Mapping[str, Any]) -> dict[int, tuple[int, int]]:
+    """``node -> (correct, verified)`` over its subtree's verified outcomes and pruned steps."""
+    nodes = tree_nodes(tree)
+    own = {node_id: [0, 0] for node_id in nodes}
+    for completion in complete_solutions(tree):
+        if completion.verified is not None:
+            own[completion.origin][0] += int(completion.verified)
+            own[completion.origin][1] += 1
+    for node_id, node in nodes.items():
+        if node.get("pruned") and not (node.get("terminal") and node.get("verified") is not None):
+            own[node_id][1] += 1
+    counts = {node_id: [0, 0] for node_id in nodes}
+    for node_id, (correct, total) in own.items():
         current: int = node_id
         while current >= 0:  # add the node's own outcomes to it and every ancestor
-            counts[current][0] += own[0]
-            counts[current][1] += own[1]
+            counts[current][0] += correct
+            counts[current][1] += total
             current = int(nodes[current]["parent"])
     return {k: (v[0], v[1]) for k, v in counts.items()}
 
@@ -147,23 +192,19 @@ def prm_rows(trees: Iterable[Mapping[str, Any]], *, min_samples: int = 2) -> lis
 
 
 def orm_rows(trees: Iterable[Mapping[str, Any]]) -> list[LabelRow]:
-    """Every verified complete solution (terminal nodes and rollouts) with its outcome."""
+    """Every verified complete solution (``complete_solutions``) with its outcome."""
     rows = []
     seen: set[tuple[str, str]] = set()
     for tree in trees:
-        nodes = tree_nodes(tree)
-        solutions = node_solutions(nodes)
-        for node_id, node in nodes.items():
-            candidates = []
-            if node.get("terminal") and node.get("verified") is not None:
-                candidates.append((solutions[node_id], bool(node["verified"])))
-            for rollout in node.get("rollouts", []):
-                if rollout.get("verified") is not None:
-                    candidates.append((solutions[node_id] + rollout["text"], bool(rollout["verified"])))
-            for solution, verified in candidates:
-                if (tree["root"], solution) not in seen:  # duplicates would only reweight
-                    seen.add((tree["root"], solution))
-                    rows.append(LabelRow(tree["root"], solution, float(verified), group=_group(tree)))
+        for completion in complete_solutions(tree):
+            key = (tree["root"], completion.solution)
+            if completion.verified is not None and key not in seen:  # duplicates would only reweight
+                seen.add(key)
+                rows.append(
+                    LabelRow(
+                        tree["root"], completion.solution, float(completion.verified), group=_group(tree)
+                    )
+                )
     return rows
 
 
