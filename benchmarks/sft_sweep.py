@@ -15,6 +15,9 @@ the policy kept after round k-1, with the round's SFT settings and seed) and wit
 ``--seeds S`` trains each variant with S shuffling seeds (the round's seed, then +1, ...): a single
 round's retrain moves by several points with the seed alone. Each candidate is scored greedy on the
 run's dev problems (the gate's set) and test problems, paired against ``loop`` at the round's seed.
+``--search N`` also runs the loop's test-time eta-MCTS (the run's ``evaluate.search`` settings and
+seed, the task's verifier) on the first N test problems, as the round's evaluate stage does with
+``evaluate.search_problems``: how far the seed alone moves the search a round hands on.
 Prints a table and writes ``sft_sweep-<run>-round<k>.json``.
 """
 
@@ -35,6 +38,7 @@ from alphallm.io import write_json
 from alphallm.lm import load_lm
 from alphallm.lm.hf import load_causal_lm
 from alphallm.loop import Loop
+from alphallm.loop_solve import solve_with
 from alphallm.report.stats import paired_change
 from alphallm.train.data import sft_rows
 from alphallm.train.sft import sft
@@ -101,9 +105,23 @@ def greedy(loop: Loop, policy: Path, split: str, limit: int) -> dict[str, Any]:
     }
 
 
+def search(loop: Loop, policy: Path, limit: int) -> dict[str, Any]:
+    """The evaluate stage's eta-MCTS with the task's verifier (same settings and seed)."""
+    config = replace(loop.config.evaluate.search, seed=loop.config.seed)
+    report = solve_with(loop.task, loop.task.problems("test")[:limit], policy=str(policy), config=config)
+    return {
+        "accuracy": report.accuracy,
+        "generated_tokens": report.generated_tokens,
+        "solved": {r.problem_id: int(bool(r.correct)) for r in report.results},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = sweep_parser(__doc__, VARIANTS)
     parser.add_argument("--seeds", type=int, default=1, help="shuffling seeds per variant")
+    parser.add_argument(
+        "--search", type=int, default=0, metavar="N", help="also eta-MCTS on the first N test problems"
+    )
     args = parser.parse_args(argv)
     run, k = Path(args.run), args.round
     loop = finished_round(run, k)
@@ -122,27 +140,34 @@ def main(argv: list[str] | None = None) -> int:
                 record |= train(loop, k, rows, variant, seed, Path(tmp))
                 record["dev"] = greedy(loop, Path(tmp), "dev", settings.dev_problems)
                 record["test"] = greedy(loop, Path(tmp), "test", settings.test_problems)
+                if args.search:
+                    record["search"] = search(loop, Path(tmp), args.search)
             results.append(record)
             print(
                 f"{name} seed {seed}: {len(rows)} rows, dev {record['dev']['accuracy']:.2f}, "
-                f"test {record['test']['accuracy']:.2f}",
+                f"test {record['test']['accuracy']:.2f}"
+                + (f", eta-MCTS {record['search']['accuracy']:.2f}" if args.search else ""),
                 flush=True,
             )
     reference = next(
         (r for r in results if r["variant"] == "loop" and r["seed"] == loop.seed(k, "sft")), None
     )
-    print(f"\n{run.name} round {k} (dev {settings.dev_problems}, test {settings.test_problems}, greedy)")
-    print("| SFT variant | seed | rows | dev | test | test against loop (z) |\n|---|---|---|---|---|---|")
+    scored = f"greedy on dev {settings.dev_problems} and test {settings.test_problems}"
+    scored += f", eta-MCTS on test {args.search}" if args.search else ""
+    print(f"\n{run.name} round {k} ({scored})")
+    columns = ["SFT variant", "seed", "rows", "dev", "test", "test against loop (z)"]
+    columns += ["eta-MCTS", "eta-MCTS against loop (z)"] if args.search else []
+    print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for r in results:
-        change = "-"
-        if reference is not None and r is not reference:
-            c = paired_change(reference["test"]["solved"], r["test"]["solved"])
-            r["test_change"] = c
-            change = f"{c['change']:+.2f} ({c['z']:+.1f})"
-        print(
-            f"| {r['variant']} | {r['seed']} | {r['rows']} | {r['dev']['accuracy']:.2f} | "
-            f"{r['test']['accuracy']:.2f} | {change} |"
-        )
+        cells = [r["variant"], r["seed"], r["rows"], f"{r['dev']['accuracy']:.2f}"]
+        for metric in ("test", "search") if args.search else ("test",):
+            change = "-"
+            if reference is not None and r is not reference:
+                c = paired_change(reference[metric]["solved"], r[metric]["solved"])
+                r[f"{metric}_change"] = c
+                change = f"{c['change']:+.2f} ({c['z']:+.1f})"
+            cells += [f"{r[metric]['accuracy']:.2f}", change]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     out = Path(args.out) / f"sft_sweep-{run.name}-round{k}.json"
     write_json(out, {"run": str(run), "round": k, "results": results})
     print(f"wrote {out}")
