@@ -3,7 +3,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from alphallm.train.data import complete_solutions, dpo_pairs, sft_rows
+from alphallm.train.data import dpo_pairs, sft_rows
+from alphallm.train.labels import complete_solutions
 from test_labels import _tree as _labels_tree
 
 

@@ -241,7 +241,8 @@ class Loop:
         return {k_: v for k_, v in report.summary().items() if k_ != "readouts"}
 
     def _stage_data(self, k: int) -> dict[str, Any]:
-        from alphallm.train.data import complete_solutions, dpo_pairs, sft_rows
+        from alphallm.train.data import dpo_pairs, sft_rows
+        from alphallm.train.labels import complete_solutions
 
         trees = self.trees(range(k, k + 1))
         learn = self.config.learn

@@ -26,7 +26,7 @@ from alphallm.train.labels import (
     tree_nodes,
 )
 
-__all__ = ["SPANS", "Completion", "complete_solutions", "dpo_pairs", "sft_rows"]
+__all__ = ["SPANS", "dpo_pairs", "sft_rows"]
 
 
 def sft_rows(trees: Iterable[Mapping[str, Any]], *, per_problem: int = 1) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ the labels circular):
   is positive; the *first* step whose rate falls to 0 while its parent's was above 0 is negative;
   steps below a first error are not labelled. Sibling pairs (higher vs lower success rate at the
   same parent) support ranking losses.
-- **ORM**: the verified outcome of every terminal and every rollout.
+- **ORM**: the verified outcome of every complete solution (below).
 
 The outcomes are ``complete_solutions``: terminals, rollouts, and the search's greedy completion of
 its best path when it read one out (a tree may hold no other outcome when the search runs without
