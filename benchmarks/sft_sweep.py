@@ -38,7 +38,7 @@ from alphallm.io import write_json
 from alphallm.lm import load_lm
 from alphallm.lm.hf import load_causal_lm
 from alphallm.loop import Loop
-from alphallm.loop_solve import solve_with
+from alphallm.loop_solve import evaluation_searches, solve_with
 from alphallm.report.stats import paired_change
 from alphallm.train.data import sft_rows
 from alphallm.train.sft import sft
@@ -107,7 +107,7 @@ def greedy(loop: Loop, policy: Path, split: str, limit: int) -> dict[str, Any]:
 
 def search(loop: Loop, policy: Path, limit: int) -> dict[str, Any]:
     """The evaluate stage's eta-MCTS with the task's verifier (same settings and seed)."""
-    config = replace(loop.config.evaluate.search, seed=loop.config.seed)
+    config = evaluation_searches(loop.config.evaluate, {}, loop.config.seed)["mcts"]
     report = solve_with(loop.task, loop.task.problems("test")[:limit], policy=str(policy), config=config)
     return {
         "accuracy": report.accuracy,
