@@ -21,7 +21,7 @@ from typing import Any
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.loop import Loop
-from alphallm.loop_solve import evaluation_searches, solve_with
+from alphallm.loop_solve import evaluation_searches, solve_with, solved_by_problem
 from alphallm.report.run_report import critic_rounds
 from alphallm.report.stats import paired_change
 
@@ -36,7 +36,7 @@ def search(loop: Loop, k: int, critics: dict[str, str], problems: int) -> dict[s
     return {
         "accuracy": report.accuracy,
         "tokens_per_problem": report.generated_tokens / max(1, len(report.results)),
-        "solved": {r.problem_id: float(bool(r.correct)) for r in report.results},
+        "solved": solved_by_problem(report.results),
     }
 
 

@@ -38,7 +38,7 @@ from alphallm.io import write_json
 from alphallm.lm import load_lm
 from alphallm.lm.hf import load_causal_lm
 from alphallm.loop import Loop
-from alphallm.loop_solve import evaluation_searches, solve_with
+from alphallm.loop_solve import evaluation_searches, solve_with, solved_by_problem
 from alphallm.report.stats import paired_change
 from alphallm.train.data import sft_rows
 from alphallm.train.sft import sft
@@ -101,7 +101,7 @@ def greedy(loop: Loop, policy: Path, split: str, limit: int) -> dict[str, Any]:
     report = evaluate(loop.task, load_lm(str(policy)), problems, method="greedy")
     return {
         "accuracy": report.metrics["accuracy"],
-        "solved": {r.problem_id: int(bool(r.correct)) for r in report.records},
+        "solved": solved_by_problem(report.records),
     }
 
 
@@ -112,7 +112,7 @@ def search(loop: Loop, policy: Path, limit: int) -> dict[str, Any]:
     return {
         "accuracy": report.accuracy,
         "generated_tokens": report.generated_tokens,
-        "solved": {r.problem_id: int(bool(r.correct)) for r in report.results},
+        "solved": solved_by_problem(report.results),
     }
 
 

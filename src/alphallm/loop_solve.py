@@ -3,6 +3,7 @@ search streamed to disk chunk by chunk so that a killed stage of the loop resume
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,14 @@ from alphallm.distributed.config import RayConfig
 from alphallm.solve import SolveConfig, SolveReport
 from alphallm.tasks.base import Problem
 
-__all__ = ["choose_by_search", "critic_search_gate", "evaluate_policy", "evaluation_searches", "solve_with"]
+__all__ = [
+    "choose_by_search",
+    "critic_search_gate",
+    "evaluate_policy",
+    "evaluation_searches",
+    "solve_with",
+    "solved_by_problem",
+]
 
 
 def solve_with(
@@ -92,7 +100,7 @@ def evaluate_policy(
     out["greedy"] = {
         "accuracy": greedy.metrics["accuracy"],
         "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),
-        "solved": {r.problem_id: int(bool(r.correct)) for r in greedy.records},
+        "solved": solved_by_problem(greedy.records),
     }
     problems = test[: settings.search_problems]
     for name, config in evaluation_searches(settings, critics, seed).items():
@@ -110,7 +118,7 @@ def evaluate_policy(
         out[name] = {
             "accuracy": report.accuracy,
             "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
-            "solved": _solved(report),
+            "solved": solved_by_problem(report.results),
         }
         if name == "mcts_critics" and config.prune:  # the PRM as a soft verifier: say so in the record
             out[name]["prm_prunes_below"] = config.prune_below
@@ -134,7 +142,7 @@ def evaluate_policy(
             "accuracy": report.accuracy,
             "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
             "samples": samples,
-            "solved": _solved(report),
+            "solved": solved_by_problem(report.results),
         }
     return out
 
@@ -165,7 +173,7 @@ def critic_search_gate(
         config = evaluation_searches(settings, critics, seed)["mcts_critics"]
         with ui.progress(f"{label} critic search gate: {name}", len(problems)) as advance:
             report = solve_with(task, problems, policy=policy, config=config, progress=advance)
-        solved[name] = _solved(report)
+        solved[name] = solved_by_problem(report.results)
     return {"problems": len(problems), "policy": policy, **choose_by_search(solved, default)}
 
 
@@ -182,7 +190,7 @@ def choose_by_search(solved: dict[str, dict[str, int]], default: str) -> dict[st
     return {"accuracy": accuracy, "changes": changes, "kept": kept}
 
 
-def _solved(report: SolveReport) -> dict[str, int]:
-    """Each problem's outcome by id (1: solved), so that rounds can be compared problem by problem
-    (``report.stats.round_changes``)."""
-    return {r.problem_id: int(bool(r.correct)) for r in report.results}
+def solved_by_problem(records: Iterable[Any]) -> dict[str, int]:
+    """Each problem's outcome by id (1: solved), from search results or greedy eval records, so that
+    rounds and variants can be compared problem by problem (``report.stats.paired_change``)."""
+    return {r.problem_id: int(bool(r.correct)) for r in records}
