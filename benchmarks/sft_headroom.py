@@ -74,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--base", help="base model directory (default: the shipped <task>-base)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     task = get_task(args.task)
-    base = f"{args.task}-base"
+    base = args.base or f"{args.task}-base"
     problems = task.problems("dev")[:200] if args.task == "arith" else task.problems("test")
     model, tokenizer = load_causal_lm(base, dtype="float32")
     results: list[dict[str, Any]] = [

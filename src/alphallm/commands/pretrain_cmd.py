@@ -20,6 +20,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--noise", type=float, help="teacher slip probability per step (arith)")
     p.add_argument("--eval-problems", type=int, help="test problems for the model card's greedy accuracy")
+    p.add_argument("--hidden-size", type=int, help="model width (shipped: 192)")
+    p.add_argument("--layers", type=int, dest="num_layers", help="transformer blocks (shipped: 4)")
+    p.add_argument("--heads", type=int, dest="num_heads", help="attention heads (shipped: 6)")
+    p.add_argument("--mlp", type=int, dest="intermediate_size", help="MLP width (shipped: 512)")
     p.set_defaults(run=run)
 
 
@@ -33,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "noise": args.noise,
         "eval_problems": args.eval_problems,
+        "hidden_size": args.hidden_size,
+        "num_layers": args.num_layers,
+        "num_heads": args.num_heads,
+        "intermediate_size": args.intermediate_size,
     }
     recipe = dict(RECIPES[args.task]) | {k: v for k, v in overrides.items() if v is not None}
     try:
