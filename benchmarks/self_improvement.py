@@ -14,6 +14,9 @@ Each variant is the task's config in ``configs/improve/<task>.yaml`` (``<task>-s
     no_prm          value and ORM critics only
     search_gate     not an ablation: the critic sets also gated by search on 100 dev problems
                     (``critics.gate_search``)
+    search_guard    not an ablation: a policy is kept only if its eta-MCTS on 50 dev problems holds
+                    up against the best kept so far (``evaluate.gate_search``)
+    no_ab_guard     no_ab with the search guard: does the guard stop the decline no_ab's policies show?
     rest            rejection-sampling self-training (STaR / ReST-EM): sample N solutions per
                     problem, keep the verified ones, SFT; N is set so a round generates about as many
                     tokens as the full loop's search (measured from its round 1, or given with
@@ -57,6 +60,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_rollouts": {"search": {"rollouts": 0}},
     "no_prm": {"critics": {"kinds": ["value", "orm"]}},
     "search_gate": {"critics": {"gate_search": 100}},
+    "search_guard": {"evaluate": {"gate_search": 50}},
+    "no_ab_guard": {
+        "search": {"mcts": {"adaptive_branching": False, "fixed_width": 2}},
+        "evaluate": {"gate_search": 50},
+    },
     "rest": {
         "search": {"method": "bon", "temperature": 0.7},
         "learn": {"use_dpo": False},
@@ -158,7 +166,13 @@ def markdown(name: str, records: list[dict[str, Any]]) -> str:
             return "-"
         candidates = ", ".join(f"{k} {v:.2f}" for k, v in sorted(g.get("candidates", {}).items()))
         verdict = f"kept {g['kept']}" if g.get("accepted") else "rejected"
-        return f"{verdict} ({g['metric']}: previous {g['previous_dev_accuracy']:.2f}; {candidates})"
+        guard = g.get("search_guard", {}).get("candidates", {})
+        searched = "".join(
+            f"; {name} search {c['accuracy']:.2f} against {c['reference']['accuracy']:.2f}"
+            f"{'' if c['passed'] else ' (fails)'}"
+            for name, c in guard.items()
+        )
+        return f"{verdict} ({g['metric']}: previous {g['previous_dev_accuracy']:.2f}; {candidates}{searched})"
 
     lines = [
         f"| {name} round | greedy (test) | eta-MCTS + verifier | eta-MCTS + learned critics "

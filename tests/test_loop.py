@@ -450,3 +450,63 @@ def test_the_largest_gain_beyond_noise_wins_the_search_gate() -> None:
     }
     assert choose_by_search(solved, "gate")["kept"] == "retrained"
     assert choose_by_search({**solved, "retrained": solved["gate"]}, "gate")["kept"] == "in use"
+
+
+def test_the_search_guard_keeps_only_a_candidate_whose_dev_search_holds_up(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``evaluate.gate_search`` the candidate with the best dev score must also search the dev
+    problems no worse than the best policy kept so far. Here SFT + DPO scores best on dev but is a
+    random model whose search solves nothing, so the guard keeps SFT alone (the base model again)."""
+    import shutil
+
+    import alphallm.loop_gate
+    from alphallm.lm.hf import SHIPPED_MODELS_DIR
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    evaluate = {**TINY["evaluate"], "gate_search": 8}
+    loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path), "evaluate": evaluate}))
+    for k in (0, 1):
+        loop.round_dir(k).mkdir(parents=True)
+    (loop.round_dir(1) / "dpo.json").write_text("{}")
+    shutil.copytree(tiny_model_dir, loop.round_dir(1) / "policy")
+    shutil.copytree(SHIPPED_MODELS_DIR / "arith-base", loop.round_dir(1) / "sft")
+    dev = {"arith-base": 0.5, "policy": 0.7, "sft": 0.6}
+    loop.dev_accuracy = lambda policy: dev[Path(policy).name]  # type: ignore[method-assign]
+    searched: list[str] = []
+    solve_with = alphallm.loop_gate.solve_with
+    monkeypatch.setattr(
+        alphallm.loop_gate,
+        "solve_with",
+        lambda *a, **kw: searched.append(kw["policy"]) or solve_with(*a, **kw),
+    )
+
+    gate = loop._stage_gate(1)
+    guard = gate["search_guard"]["candidates"]
+    assert guard["policy"]["accuracy"] == 0.0 and not guard["policy"]["passed"]
+    assert guard["sft"]["passed"] and guard["sft"]["change"] == 0.0 and guard["sft"]["se"] == 0.0
+    base = guard["sft"]["reference"]
+    assert base["round"] == 0 and base["accuracy"] == guard["sft"]["accuracy"] > 0.0
+    assert gate["accepted"] and gate["kept"] == "sft" and gate["dev_accuracy"] == 0.6
+    assert sorted(Path(p).name for p in searched) == ["arith-base", "policy", "sft"]
+    (loop.round_dir(1) / "gate.json").write_text(json.dumps(gate))
+
+    # The searches are kept: a resumed gate reuses them, and so does the next round, whose best kept
+    # policy (a tie of the base and round 1's SFT) is the later one.
+    searched.clear()
+    assert loop._stage_gate(1) == gate and searched == []
+    loop.round_dir(2).mkdir()
+    (loop.round_dir(2) / "dpo.json").write_text(json.dumps({"skipped": True}))
+    shutil.copytree(tiny_model_dir, loop.round_dir(2) / "policy")
+    dev["policy"] = 0.8
+    gate2 = loop._stage_gate(2)
+    assert searched == [str(loop.round_dir(2) / "policy")]
+    assert gate2["search_guard"]["candidates"]["policy"]["reference"]["round"] == 1
+    (loop.round_dir(2) / "gate.json").write_text(json.dumps(gate2))
+    assert not gate2["accepted"] and loop.policy(2) == str(loop.round_dir(1) / "sft")
+
+    # Without the guard the random model would have been kept.
+    plain = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
+    plain.dev_accuracy = loop.dev_accuracy  # type: ignore[method-assign]
+    assert plain._stage_gate(2)["accepted"] and "search_guard" not in plain._stage_gate(2)

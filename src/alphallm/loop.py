@@ -5,7 +5,8 @@
     data      SFT rows (verified solutions) and step-DPO pairs (siblings with a clear gap)
     sft, dpo  policy_k    = SFT from policy_{k-1}, then DPO with policy_{k-1} as the reference
     critics   critics_k   = value / PRM / ORM retrained on all trees so far (or frozen after round 1)
-    gate      keep policy_k only if its dev accuracy does not drop
+    gate      keep policy_k only if its dev accuracy does not drop (and, with evaluate.gate_search,
+              its dev search does not fall below the best kept beyond noise)
     evaluate  test split: greedy, eta-MCTS with the verifier, with the learned critics, and
               self-consistency at matched tokens
 
@@ -325,18 +326,32 @@ class Loop:
         When DPO ran, SFT alone is a candidate too: a DPO step that hurts costs the round nothing, and
         one that only ties keeps nothing (game24-small's round 1 kept SFT + DPO on a tie of 7 dev
         puzzles and its eta-MCTS fell 0.72 -> 0.40; benchmarks/README.md)."""
+        from alphallm.loop_gate import search_guard
+
+        settings = self.config.evaluate
         previous = self.kept_dev_accuracy(k - 1)
         names = ["policy"] if self._read(k, "dpo").get("skipped") else ["policy", "sft"]
         scores = {name: self.dev_accuracy(str(self.round_dir(k) / name)) for name in names}
-        kept = max(names, key=lambda name: (scores[name], name == "sft"))  # a tie keeps SFT alone
+        # best dev score first; a tie keeps SFT alone
+        order = sorted(names, key=lambda name: (scores[name], name == "sft"), reverse=True)
+        passing = [name for name in order if scores[name] >= previous - settings.gate_tolerance]
+        guard: dict[str, Any] = {}
+        if settings.gate_search:  # the best-scoring candidate whose search holds up, if any
+            for name in passing:
+                guard[name] = search_guard(self, k, name)
+                if guard[name]["passed"]:
+                    break
+            passing = [name for name in passing if guard.get(name, {}).get("passed")]
+        kept = passing[0] if passing else order[0]
         return {
-            "accepted": scores[kept] >= previous - self.config.evaluate.gate_tolerance,
+            "accepted": bool(passing),
             "kept": kept,
             "dev_accuracy": scores[kept],
             "candidates": scores,
             "previous_dev_accuracy": previous,
-            "dev_problems": self.config.evaluate.dev_problems,
-            "metric": self.config.evaluate.gate_score,
+            "dev_problems": settings.dev_problems,
+            "metric": settings.gate_score,
+            **({"search_guard": {"problems": settings.gate_search, "candidates": guard}} if guard else {}),
         }
 
     def _evaluate(self, policy: str, critics: dict[str, str], round_: int) -> dict[str, Any]:

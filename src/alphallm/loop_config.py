@@ -174,6 +174,15 @@ class EvalSettings:
     gate_temperature: float = field(
         default=0.7, metadata={"help": "sampling temperature of the gate (gate_metric: sampled)"}
     )
+    gate_search: int = field(
+        default=0,
+        metadata={
+            "help": "dev problems (the gate's first) on which a candidate that passes the dev score must "
+            "also search (eta-MCTS above, with the verifier) no worse than the best policy kept so far, "
+            "beyond twice the paired standard error (0: off). A policy can decode better while it proposes "
+            "fewer distinct steps, and search worse"
+        },
+    )
     critics_prune_below: float | None = field(
         default=None,
         metadata={
@@ -191,6 +200,8 @@ class EvalSettings:
             )
         if self.gate_samples < 1 or self.gate_temperature <= 0.0:
             raise ValueError("gate_samples must be at least 1 and gate_temperature above 0")
+        if self.gate_search < 0:
+            raise ValueError("gate_search must be non-negative (0: off)")
 
     @property
     def gate_score(self) -> str:
