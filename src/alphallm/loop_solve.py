@@ -162,6 +162,9 @@ def critic_search_gate(
     """Which critic set guides search best: each distinct set in ``candidates`` (name -> kind -> critic
     directory) runs the learned-critics search (``evaluation_searches``) on ``problems`` with ``policy``,
     and ``choose_by_search`` picks. A set listed twice is searched once."""
+    from alphallm.lm import load_lm
+
+    lm = load_lm(policy)  # once: every set guides the same policy
     solved: dict[str, dict[str, int]] = {}
     searched: dict[tuple[tuple[str, str], ...], str] = {}
     for name, critics in candidates.items():
@@ -172,7 +175,7 @@ def critic_search_gate(
         searched[key] = name
         config = evaluation_searches(settings, critics, seed)["mcts_critics"]
         with ui.progress(f"{label} critic search gate: {name}", len(problems)) as advance:
-            report = solve_with(task, problems, policy=policy, config=config, progress=advance)
+            report = solve_with(task, problems, policy=policy, lm=lm, config=config, progress=advance)
         solved[name] = solved_by_problem(report.results)
     return {"problems": len(problems), "policy": policy, **choose_by_search(solved, default)}
 
