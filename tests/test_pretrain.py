@@ -20,6 +20,11 @@ def test_pretrain_builds_the_architecture_it_is_asked_for_and_the_model_loads(tm
     model, _ = load_causal_lm(str(out), dtype="float32")
     assert card["parameters"] == sum(p.numel() for p in model.parameters())
     assert card["config"]["steps"] == 3 and card["greedy_test"]["problems"] == 2
+    # The card's command makes the same model again, however the CLI was started (here: main()).
+    assert card["command"] == (
+        f"alphallm pretrain --task game24 --out {out} --steps 3 --eval-problems 2 "
+        "--hidden-size 48 --layers 2 --heads 3 --mlp 96"
+    )
     assert "2 layers, width 48, 3 heads, MLP 96" in (out / "README.md").read_text()
 
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from typing import Any
 
 from alphallm.errors import UserError
+
+# The recipe options a command may override: (flag, argparse destination).
+FLAGS = (
+    ("--steps", "steps"),
+    ("--batch-size", "batch_size"),
+    ("--lr", "lr"),
+    ("--noise", "noise"),
+    ("--eval-problems", "eval_problems"),
+    ("--hidden-size", "hidden_size"),
+    ("--layers", "num_layers"),
+    ("--heads", "num_heads"),
+    ("--mlp", "intermediate_size"),
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -31,25 +43,28 @@ def run(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
     from alphallm.train.pretrain import RECIPES, PretrainConfig, pretrain
 
-    overrides = {
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "noise": args.noise,
-        "eval_problems": args.eval_problems,
-        "hidden_size": args.hidden_size,
-        "num_layers": args.num_layers,
-        "num_heads": args.num_heads,
-        "intermediate_size": args.intermediate_size,
-    }
+    overrides = {dest: getattr(args, dest) for _, dest in FLAGS}
     recipe = dict(RECIPES[args.task]) | {k: v for k, v in overrides.items() if v is not None}
     try:
         config = PretrainConfig(task=args.task, out=args.out or f"{args.task}-base", seed=args.seed, **recipe)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    command = "alphallm " + shlex.join(sys.argv[1:] if sys.argv[0].endswith("alphallm") else ["pretrain"])
+    command = _command(args)
     with progress_bar(f"pretrain {args.task}", config.steps) as advance:
         card = pretrain(config, command=command, on_step=lambda step, loss: advance(1))
     print_table(f"{card['name']}: greedy on test", card["greedy_test"]["metrics"])
     console.print(f"model: {config.out}  ({card['parameters']:,} parameters, {card['train_seconds']} s)")
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command that makes this model again, for its card: rebuilt from the parsed options, so it is
+    exact however the CLI was started (``alphallm``, ``python -m alphallm`` or ``main([...])``)."""
+    words = ["alphallm", "pretrain", "--task", args.task, "--out", args.out or f"{args.task}-base"]
+    if args.seed:
+        words += ["--seed", str(args.seed)]
+    for flag, dest in FLAGS:
+        value = getattr(args, dest)
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)
