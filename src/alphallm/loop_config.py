@@ -177,7 +177,7 @@ class EvalSettings:
     gate_search: int = field(
         default=0,
         metadata={
-            "help": "dev problems (the gate's first) on which a candidate that passes the dev score must "
+            "help": "the first N dev problems, on which a candidate that passes the dev score must "
             "also search (eta-MCTS above, with the verifier) no worse than the best policy kept so far, "
             "beyond twice the paired standard error (0: off). A policy can decode better while it proposes "
             "fewer distinct steps, and search worse"
