@@ -1,5 +1,6 @@
-"""What the sweeps of one finished loop round share (``dpo_sweep``, ``sft_sweep``): their arguments and
-the check that the round has finished."""
+"""What the benchmarks over a finished loop run share: opening it with a one-line error (``critic_gate``,
+``gate_noise``, ``search_guard``), and for the sweeps of one round (``dpo_sweep``, ``sft_sweep``) their
+arguments and the check that the round has finished."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import argparse
 from collections.abc import Iterable
 from pathlib import Path
 
+from alphallm.errors import UserError
 from alphallm.loop import Loop
+
+
+def open_run(run: Path) -> Loop:
+    """The loop of a run directory, or exit with its one-line error (not a loop run, a bad config)."""
+    try:
+        return Loop.open(run)
+    except UserError as error:
+        raise SystemExit(str(error)) from None
 
 
 def sweep_parser(doc: str | None, variants: Iterable[str]) -> argparse.ArgumentParser:
@@ -25,4 +35,4 @@ def finished_round(run: Path, k: int) -> Loop:
     """The loop of ``run``, once its round ``k`` has passed its gate."""
     if not (run / f"round-{k}" / "gate.json").is_file():
         raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
-    return Loop.open(run)  # its gate.json is there, so is its config.yaml
+    return open_run(run)

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alphallm.errors import UserError
+from _sweep import open_run
+
 from alphallm.io import write_json
 from alphallm.loop import Loop
 from alphallm.loop_solve import evaluation_searches, solve_with, solved_by_problem
@@ -73,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run = Path(args.run)
-    try:
-        loop = Loop.open(run)
-    except UserError as error:
-        raise SystemExit(str(error)) from None
+    loop = open_run(run)
     problems = args.problems or loop.config.evaluate.search_problems
     rows: list[dict[str, Any]] = []
     out = Path(args.out) / f"critic_gate-{run.name}.json"

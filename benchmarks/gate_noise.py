@@ -21,7 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from alphallm.errors import UserError
+from _sweep import open_run
+
 from alphallm.io import write_json
 from alphallm.loop import Loop
 from alphallm.report.stats import paired_change
@@ -58,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run = Path(args.run)
-    try:
-        loop = Loop.open(run)
-    except UserError as error:
-        raise SystemExit(str(error)) from None
+    loop = open_run(run)
     scores: dict[str, dict[int, dict[str, float]]] = {"greedy": {}, "sampled": {}}
     policies = {k: candidate(loop, k) for k in args.rounds}
     for k, policy in policies.items():

@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from alphallm.errors import UserError
+from _sweep import open_run
+
 from alphallm.io import write_json
 from alphallm.loop import Loop
 from alphallm.loop_gate import search_guard
@@ -67,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run = Path(args.run)
-    try:
-        loop = Loop.open(run)
-    except UserError as error:
-        raise SystemExit(str(error)) from None
+    loop = open_run(run)
     loop.config = replace(loop.config, evaluate=replace(loop.config.evaluate, gate_search=args.problems))
     rows = replay(loop)
     out = Path(args.out) / f"search_guard-{run.name}.json"
