@@ -1,0 +1,155 @@
+"""The policy gate: the best candidate of a round by dev score (a tie keeps SFT alone), older gate
+records read with their meaning, the sampled score's shared draws, and the search guard
+(``evaluate.gate_search``) with real searches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from test_loop import TINY
+
+
+def _gate_loop(tmp_path: Path, dev: dict[str, float], *, dpo_ran: bool = True) -> object:
+    """A Loop whose round-1 dev accuracies are given per policy directory name."""
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
+    (loop.round_dir(1)).mkdir(parents=True)
+    (loop.round_dir(1) / "dpo.json").write_text(json.dumps({} if dpo_ran else {"skipped": True}))
+    loop.dev_accuracy = lambda policy: dev[Path(policy).name]  # type: ignore[method-assign]
+    return loop
+
+
+@pytest.mark.parametrize(
+    ("dev", "dpo_ran", "kept", "policy"),
+    [
+        ({"arith-base": 0.5, "policy": 0.4, "sft": 0.6}, True, "sft", "round-1/sft"),  # DPO hurt
+        ({"arith-base": 0.5, "policy": 0.7, "sft": 0.6}, True, "policy", "round-1/policy"),
+        ({"arith-base": 0.5, "policy": 0.6, "sft": 0.6}, True, "sft", "round-1/sft"),  # tie: DPO must earn it
+        ({"arith-base": 0.5, "policy": 0.3, "sft": 0.4}, True, "sft", "arith-base"),  # both worse: rejected
+        ({"arith-base": 0.5, "policy": 0.6}, False, "policy", "round-1/policy"),  # no DPO: one candidate
+    ],
+)
+def test_gate_keeps_the_best_candidate_of_the_round(
+    tmp_path: Path, dev: dict[str, float], dpo_ran: bool, kept: str, policy: str
+) -> None:
+    loop = _gate_loop(tmp_path, dev, dpo_ran=dpo_ran)
+    gate = loop._stage_gate(1)  # type: ignore[attr-defined]
+    assert gate["kept"] == kept
+    assert set(gate["candidates"]) == ({"policy", "sft"} if dpo_ran else {"policy"})
+    (loop.round_dir(1) / "gate.json").write_text(json.dumps(gate))  # type: ignore[attr-defined]
+    assert loop.policy(1).endswith(policy)  # type: ignore[attr-defined]
+    # Round 2 compares against the score round 1's gate recorded; it does not score that policy again.
+    loop.round_dir(2).mkdir()  # type: ignore[attr-defined]
+    (loop.round_dir(2) / "dpo.json").write_text(json.dumps({"skipped": True}))  # type: ignore[attr-defined]
+    scored: list[str] = []
+    loop.dev_accuracy = lambda p: scored.append(Path(p).name) or 0.55  # type: ignore[attr-defined]
+    gate2 = loop._stage_gate(2)  # type: ignore[attr-defined]
+    assert scored == ["policy"]
+    assert gate2["previous_dev_accuracy"] == dev[Path(policy).name]
+    # Resumed with another dev set size, the recorded score no longer applies: score it again.
+    config = loop.config  # type: ignore[attr-defined]
+    loop.config = replace(config, evaluate=replace(config.evaluate, dev_problems=11))  # type: ignore[attr-defined]
+    scored.clear()
+    loop._stage_gate(2)  # type: ignore[attr-defined]
+    assert scored == [Path(policy).name, "policy"]
+    # So with another gate score: round 1 recorded a greedy one.
+    assert gate["metric"] == "greedy"
+    loop.config = replace(config, evaluate=replace(config.evaluate, gate_metric="sampled"))  # type: ignore[attr-defined]
+    scored.clear()
+    assert loop._stage_gate(2)["metric"] == "sampled (n=16, T=0.7)"  # type: ignore[attr-defined]
+    assert scored == [Path(policy).name, "policy"]
+
+
+def test_gate_records_from_older_runs_read_with_their_meaning(tmp_path: Path) -> None:
+    """Before SFT alone was a candidate a gate record had no ``kept`` (SFT + DPO was the one), and
+    before the sampled score no ``metric`` (greedy): a resumed old run must read them so."""
+    loop = _gate_loop(tmp_path, {"arith-base": 0.5, "policy": 0.7})  # scored again, it would read 0.7
+    old = {"accepted": True, "dev_accuracy": 0.6, "previous_dev_accuracy": 0.5, "dev_problems": 10}
+    (loop.round_dir(1) / "gate.json").write_text(json.dumps(old))  # type: ignore[attr-defined]
+    assert loop.policy(1).endswith("round-1/policy")  # type: ignore[attr-defined]
+    assert loop.gate(1)["metric"] == "greedy"  # type: ignore[attr-defined]
+    assert loop.kept_dev_accuracy(1) == 0.6  # type: ignore[attr-defined]  # recorded, not scored again
+
+
+def test_the_sampled_gate_scores_every_policy_on_the_same_draws(tmp_path: Path) -> None:
+    from alphallm.errors import UserError
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    evaluate = {**TINY["evaluate"], "gate_metric": "sampled", "gate_samples": 3, "gate_temperature": 1.0}
+    loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path), "evaluate": evaluate}))
+    scores = [loop.dev_accuracy("arith-base") for _ in range(2)]
+    greedy = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)})).dev_accuracy("arith-base")
+    # 3 samples of each of 10 problems: a multiple of 1/30, the same draws every time it is asked.
+    assert scores[0] == scores[1] and round(scores[0] * 30, 6).is_integer()
+    assert 0.0 < scores[0] < 1.0 and 0.0 < greedy < 1.0
+    with pytest.raises(UserError, match=r"evaluate: gate_metric must be one of greedy, sampled, not 'best'"):
+        build(LoopConfig, {**TINY, "evaluate": {**evaluate, "gate_metric": "best"}})
+    with pytest.raises(UserError, match=r"gate_samples must be at least 1"):
+        build(LoopConfig, {**TINY, "evaluate": {**evaluate, "gate_samples": 0}})
+
+
+def test_the_search_guard_keeps_only_a_candidate_whose_dev_search_holds_up(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``evaluate.gate_search`` the candidate with the best dev score must also search the dev
+    problems no worse than the best policy kept so far. Here SFT + DPO scores best on dev but is a
+    random model whose search solves nothing, so the guard keeps SFT alone (the base model again)."""
+    import shutil
+
+    import alphallm.loop_gate
+    from alphallm.lm.hf import SHIPPED_MODELS_DIR
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    evaluate = {**TINY["evaluate"], "gate_search": 8}
+    loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path), "evaluate": evaluate}))
+    for k in (0, 1):
+        loop.round_dir(k).mkdir(parents=True)
+    (loop.round_dir(1) / "dpo.json").write_text("{}")
+    shutil.copytree(tiny_model_dir, loop.round_dir(1) / "policy")
+    shutil.copytree(SHIPPED_MODELS_DIR / "arith-base", loop.round_dir(1) / "sft")
+    dev = {"arith-base": 0.5, "policy": 0.7, "sft": 0.6}
+    loop.dev_accuracy = lambda policy: dev[Path(policy).name]  # type: ignore[method-assign]
+    searched: list[str] = []
+    solve_with = alphallm.loop_gate.solve_with
+    monkeypatch.setattr(
+        alphallm.loop_gate,
+        "solve_with",
+        lambda *a, **kw: searched.append(kw["policy"]) or solve_with(*a, **kw),
+    )
+
+    gate = loop._stage_gate(1)
+    guard = gate["search_guard"]["candidates"]
+    assert guard["policy"]["accuracy"] == 0.0 and not guard["policy"]["passed"]
+    assert guard["sft"]["passed"] and guard["sft"]["change"] == 0.0 and guard["sft"]["se"] == 0.0
+    base = guard["sft"]["reference"]
+    assert base["round"] == 0 and base["accuracy"] == guard["sft"]["accuracy"] > 0.0
+    assert gate["accepted"] and gate["kept"] == "sft" and gate["dev_accuracy"] == 0.6
+    assert sorted(Path(p).name for p in searched) == ["arith-base", "policy", "sft"]
+    (loop.round_dir(1) / "gate.json").write_text(json.dumps(gate))
+
+    # The searches are kept: a resumed gate reuses them, and so does the next round, whose best kept
+    # policy (a tie of the base and round 1's SFT) is the later one.
+    searched.clear()
+    assert loop._stage_gate(1) == gate and searched == []
+    loop.round_dir(2).mkdir()
+    (loop.round_dir(2) / "dpo.json").write_text(json.dumps({"skipped": True}))
+    shutil.copytree(tiny_model_dir, loop.round_dir(2) / "policy")
+    dev["policy"] = 0.8
+    gate2 = loop._stage_gate(2)
+    assert searched == [str(loop.round_dir(2) / "policy")]
+    assert gate2["search_guard"]["candidates"]["policy"]["reference"]["round"] == 1
+    (loop.round_dir(2) / "gate.json").write_text(json.dumps(gate2))
+    assert not gate2["accepted"] and loop.policy(2) == str(loop.round_dir(1) / "sft")
+
+    # Without the guard the random model would have been kept.
+    plain = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
+    plain.dev_accuracy = loop.dev_accuracy  # type: ignore[method-assign]
+    assert plain._stage_gate(2)["accepted"] and "search_guard" not in plain._stage_gate(2)
