@@ -153,3 +153,18 @@ def test_the_search_guard_keeps_only_a_candidate_whose_dev_search_holds_up(
     plain = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
     plain.dev_accuracy = loop.dev_accuracy  # type: ignore[method-assign]
     assert plain._stage_gate(2)["accepted"] and "search_guard" not in plain._stage_gate(2)
+
+
+def test_the_report_says_which_test_a_rejected_round_failed() -> None:
+    from alphallm.report.run_report import _table
+
+    cell = {"accuracy": 0.4, "tokens_per_problem": 900.0}
+    rejected = [{"round": 0, "greedy": cell}, {"round": 1, "accepted": False, "greedy": cell}]
+    assert "<td>no</td>" in _table(rejected)  # no gate record at hand
+    dev = {"dev_accuracy": 0.14, "previous_dev_accuracy": 0.19}
+    assert "<td>no: dev 0.14 &lt; 0.19</td>" in _table(rejected, {1: dev})
+    guard = {"sft": {"accuracy": 0.62, "reference": {"accuracy": 0.8}}, "policy": {"accuracy": 0.48}}
+    searched = _table(rejected, {1: {**dev, "search_guard": {"candidates": guard}}})
+    assert "<td>no: dev search 0.62 &lt; 0.80</td>" in searched
+    kept = [rejected[0], {**rejected[1], "accepted": True}]
+    assert "<td>yes</td>" in _table(kept, {1: dev}) and "<td>base</td>" in _table(kept)

@@ -124,7 +124,23 @@ def critic_rounds(critics: dict[str, int] | None) -> str:
     return ", ".join(f"{kind} {j}" for kind, j in critics.items()) if critics else "-"
 
 
-def _table(metrics: list[dict[str, Any]]) -> str:
+def _kept(m: dict[str, Any], gate: dict[str, Any] | None) -> str:
+    """Whether the round's policy was kept, and if not, which test it failed (with the gate's record):
+    the dev score, or the search guard (``evaluate.gate_search``)."""
+    if m["round"] == 0:
+        return "base"
+    if m.get("accepted"):
+        return "yes"
+    if not gate:
+        return "no"
+    guard = gate.get("search_guard", {}).get("candidates", {})
+    if guard:  # a candidate passed the dev score; the first one tried is the best of them
+        first = next(iter(guard.values()))
+        return f"no: dev search {first['accuracy']:.2f} &lt; {first['reference']['accuracy']:.2f}"
+    return f"no: dev {gate['dev_accuracy']:.2f} &lt; {gate['previous_dev_accuracy']:.2f}"
+
+
+def _table(metrics: list[dict[str, Any]], gates: dict[int, dict[str, Any]] | None = None) -> str:
     head = (
         "<tr><th>round</th><th>policy kept</th>"
         + "".join(f"<th>{v}</th>" for v in _labels(metrics).values())
@@ -135,7 +151,7 @@ def _table(metrics: list[dict[str, Any]]) -> str:
     for m in metrics:
         cells = [
             f"<td>{m['round']}</td>",
-            f"<td>{'base' if m['round'] == 0 else ('yes' if m.get('accepted') else 'no')}</td>",
+            f"<td>{_kept(m, (gates or {}).get(m['round']))}</td>",
         ]
         for method in METHOD_LABELS:
             value = m.get(method)
@@ -183,7 +199,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 .tokens{{font-family:monospace;white-space:normal;line-height:1.8;border:1px solid #ddd;padding:8px}}
 img{{max-width:49%}}</style></head><body>
 <h1>alphallm run: {html.escape(run_dir.name)}</h1>
-<h2>Accuracy by round</h2>{_table(metrics)}
+<h2>Accuracy by round</h2>{_table(metrics, _gates(run_dir, metrics))}
 <p><small>Under each accuracy: its change from the round before on the same test problems, and z, that
 change over its paired standard error (bold beyond 2). Error bars in the plot: one binomial standard
 error.</small></p>
@@ -194,6 +210,12 @@ error.</small></p>
     index = out / "index.html"
     write_text(index, body)
     return index
+
+
+def _gates(run_dir: Path, metrics: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each round's gate record (``round-<k>/gate.json``), where there is one."""
+    paths = {m["round"]: run_dir / f"round-{m['round']}" / "gate.json" for m in metrics}
+    return {k: json.loads(path.read_text()) for k, path in paths.items() if k and path.exists()}
 
 
 def _credit_section(
