@@ -87,10 +87,19 @@ class Loop:
     def policy(self, k: int) -> str:
         """The policy kept after round k (round 0: the starting policy): the gate's pick of the
         round's candidates (``policy``: SFT + DPO, ``sft``: SFT alone), or the one before it."""
+        return self.candidate(*self.origin(k))
+
+    def origin(self, k: int) -> tuple[int, str]:
+        """Where the policy kept after round k was made: (round, candidate name); (0, "policy") for
+        the starting policy."""
         if k == 0:
-            return self.config.policy
+            return (0, "policy")
         gate = self.gate(k)
-        return str(self.round_dir(k) / gate["kept"]) if gate["accepted"] else self.policy(k - 1)
+        return (k, gate["kept"]) if gate["accepted"] else self.origin(k - 1)
+
+    def candidate(self, k: int, name: str) -> str:
+        """Round k's candidate ``name`` (round 0's only candidate is the starting policy)."""
+        return self.config.policy if k == 0 else str(self.round_dir(k) / name)
 
     def gate(self, k: int) -> dict[str, Any]:
         """Round k's gate record (``gate.json``)."""

@@ -27,7 +27,7 @@ def search_guard(loop: Loop, k: int, name: str) -> dict[str, Any]:
     their accuracies, the paired change and its standard error, and whether it ``passed``."""
     from alphallm.report.stats import paired_change
 
-    kept = {_origin(loop, j) for j in range(k)}
+    kept = {loop.origin(j) for j in range(k)}
     searched = {origin: _dev_search(loop, *origin) for origin in sorted(kept)}
     # the best kept so far; on a tie the later one (the policy in use)
     best = max(searched, key=lambda o: (_accuracy(searched[o]), o[0]))
@@ -40,15 +40,6 @@ def search_guard(loop: Loop, k: int, name: str) -> dict[str, Any]:
         "se": change["se"],
         "passed": change["change"] >= -2 * change["se"],
     }
-
-
-def _origin(loop: Loop, j: int) -> tuple[int, str]:
-    """Where the policy kept after round j was made: (round, candidate name); (0, "policy") for the
-    starting policy."""
-    if j == 0:
-        return (0, "policy")
-    gate = loop.gate(j)
-    return (j, gate["kept"]) if gate["accepted"] else _origin(loop, j - 1)
 
 
 def _dev_search(loop: Loop, j: int, name: str) -> dict[str, int]:
@@ -66,7 +57,7 @@ def _dev_search(loop: Loop, j: int, name: str) -> dict[str, int]:
         if record.get("settings") == key:
             return {pid: int(v) for pid, v in record["solved"].items()}
     problems = loop.task.problems("dev")[: settings.gate_search]
-    policy = loop.config.policy if j == 0 else str(loop.round_dir(j) / name)
+    policy = loop.candidate(j, name)
     with loop.ui.progress(f"round {j} gate search: {name}", len(problems)) as advance:
         report = solve_with(loop.task, problems, policy=policy, config=config, progress=advance)
     solved = solved_by_problem(report.results)
