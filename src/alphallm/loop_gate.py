@@ -14,7 +14,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from alphallm.io import write_json
-from alphallm.loop_solve import evaluation_searches, solve_with, solved_by_problem
+from alphallm.loop_solve import evaluation_searches, solve_with, solved_by_problem, solved_share
 
 if TYPE_CHECKING:
     from alphallm.loop import Loop
@@ -30,12 +30,12 @@ def search_guard(loop: Loop, k: int, name: str) -> dict[str, Any]:
     kept = {loop.origin(j) for j in range(k)}
     searched = {origin: _dev_search(loop, *origin) for origin in sorted(kept)}
     # the best kept so far; on a tie the later one (the policy in use)
-    best = max(searched, key=lambda o: (_accuracy(searched[o]), o[0]))
+    best = max(searched, key=lambda o: (solved_share(searched[o]), o[0]))
     solved = _dev_search(loop, k, name)
     change = paired_change(searched[best], solved)
     return {
-        "accuracy": _accuracy(solved),
-        "reference": {"round": best[0], "candidate": best[1], "accuracy": _accuracy(searched[best])},
+        "accuracy": solved_share(solved),
+        "reference": {"round": best[0], "candidate": best[1], "accuracy": solved_share(searched[best])},
         "change": change["change"],
         "se": change["se"],
         "passed": change["change"] >= -2 * change["se"],
@@ -63,7 +63,3 @@ def _dev_search(loop: Loop, j: int, name: str) -> dict[str, int]:
     solved = solved_by_problem(report.results)
     write_json(path, {"settings": key, "accuracy": report.accuracy, "solved": solved})
     return solved
-
-
-def _accuracy(solved: dict[str, int]) -> float:
-    return sum(solved.values()) / max(1, len(solved))

@@ -3,7 +3,7 @@ search streamed to disk chunk by chunk so that a killed stage of the loop resume
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ __all__ = [
     "evaluation_searches",
     "solve_with",
     "solved_by_problem",
+    "solved_share",
 ]
 
 
@@ -186,7 +187,7 @@ def choose_by_search(solved: dict[str, dict[str, int]], default: str) -> dict[st
     to leave the held-out gate's pick."""
     from alphallm.report.stats import paired_change
 
-    accuracy = {name: sum(s.values()) / max(1, len(s)) for name, s in solved.items()}
+    accuracy = {name: solved_share(s) for name, s in solved.items()}
     changes = {name: paired_change(solved[default], s) for name, s in solved.items() if name != default}
     better = {name: c for name, c in changes.items() if c["change"] > 2 * c["se"]}
     kept = max(better, key=lambda name: better[name]["change"]) if better else default
@@ -197,3 +198,8 @@ def solved_by_problem(records: Iterable[Any]) -> dict[str, int]:
     """Each problem's outcome by id (1: solved), from search results or greedy eval records, so that
     rounds and variants can be compared problem by problem (``report.stats.paired_change``)."""
     return {r.problem_id: int(bool(r.correct)) for r in records}
+
+
+def solved_share(solved: Mapping[str, int]) -> float:
+    """The accuracy of a ``solved_by_problem`` map (0.0 when it is empty)."""
+    return sum(solved.values()) / max(1, len(solved))
