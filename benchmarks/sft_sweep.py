@@ -61,9 +61,15 @@ def loop_rows(loop: Loop, k: int) -> list[Row]:
 
 
 def consistent(loop: Loop, rows: list[Row]) -> list[Row]:
+    """The rows the task's verifier does not now reject. A prompt keeps no gold answer, so a task that
+    needs one (arith) cannot re-check and keeps every row: they were verified when they were made."""
     task = loop.task
     problems = {prompt: task.problem_from_prompt(prompt) for prompt, _ in rows}
-    return [(prompt, s) for prompt, s in rows if (p := problems[prompt]) is not None and task.check(p, s)]
+    return [
+        (prompt, s)
+        for prompt, s in rows
+        if (p := problems[prompt]) is not None and task.check(p, s) is not False
+    ]
 
 
 def tree_rows(loop: Loop, k: int, per_problem: int) -> list[Row]:
