@@ -41,6 +41,20 @@ def test_eval_writes_json_and_log(
     assert "accuracy" in capsys.readouterr().out
 
 
+def test_progress_in_a_log_file_is_a_plain_line_at_every_tenth(capsys: pytest.CaptureFixture[str]) -> None:
+    from alphallm.commands._ui import progress_bar
+
+    with progress_bar("pretrain arith", 25) as advance:
+        for _ in range(25):
+            advance(1)
+    lines = capsys.readouterr().out.splitlines()
+    # 3, 5, 8, ... 25 of 25: the first step past each tenth, each once
+    assert [line.split(" (")[0] for line in lines] == [
+        f"pretrain arith: {k}/25" for k in (3, 5, 8, 10, 13, 15, 18, 20, 23, 25)
+    ]
+    assert all(line.endswith(" elapsed)") for line in lines)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "alphallm", *args], capture_output=True, text=True, timeout=120

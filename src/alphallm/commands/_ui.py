@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,12 @@ console = Console(stderr=False)
 
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Any]:
-    """A rich progress bar; yields ``advance(k)``."""
+    """A rich progress bar on a terminal, else a plain line at every tenth; yields ``advance(k)``."""
+    if not console.is_terminal:
+        # A log file (nohup, a cluster job) gets nothing from a live bar until it ends: a 52-minute
+        # pretrain left an empty log. Plain lines show how far it is and how fast it goes.
+        yield _plain_progress(description, total)
+        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -36,6 +42,21 @@ def progress_bar(description: str, total: int) -> Iterator[Any]:
     with Progress(*columns, console=console, transient=False) as progress:
         task_id = progress.add_task(description, total=total)
         yield lambda k=1: progress.advance(task_id, k)
+
+
+def _plain_progress(description: str, total: int) -> Callable[[int], None]:
+    started, done, shown = time.monotonic(), 0, 0
+
+    def advance(k: int = 1) -> None:
+        nonlocal done, shown
+        done += k
+        tenth = 10 * done // max(1, total)
+        if tenth > shown:
+            shown = tenth
+            elapsed = int(time.monotonic() - started)
+            console.print(f"{description}: {done}/{total} ({elapsed // 60}:{elapsed % 60:02d} elapsed)")
+
+    return advance
 
 
 def print_table(title: str, rows: Mapping[str, Any]) -> None:
