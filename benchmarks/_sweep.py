@@ -1,6 +1,7 @@
-"""What the benchmarks over a finished loop run share: opening it with a one-line error (``critic_gate``,
-``gate_noise``, ``search_guard``), and for the sweeps of one round (``dpo_sweep``, ``sft_sweep``) their
-arguments and the check that the round has finished."""
+"""What the benchmarks over a finished loop run share: their ``--run`` and ``--out`` arguments and
+opening the run with a one-line error (``critic_gate``, ``gate_noise``, ``search_guard``), and for the
+sweeps of one round (``dpo_sweep``, ``sft_sweep``) their arguments and the check that the round has
+finished."""
 
 from __future__ import annotations
 
@@ -20,14 +21,20 @@ def open_run(run: Path) -> Loop:
         raise SystemExit(str(error)) from None
 
 
-def sweep_parser(doc: str | None, variants: Iterable[str]) -> argparse.ArgumentParser:
-    """``--run``, ``--round``, ``--variants`` (all by default) and ``--out``."""
-    names = list(variants)
+def run_parser(doc: str | None) -> argparse.ArgumentParser:
+    """``--run`` (a loop run directory) and ``--out`` (where the JSON goes); a benchmark adds its own."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    return parser
+
+
+def sweep_parser(doc: str | None, variants: Iterable[str]) -> argparse.ArgumentParser:
+    """``run_parser``'s, ``--round`` and ``--variants`` (all by default)."""
+    names = list(variants)
+    parser = run_parser(doc)
     parser.add_argument("--round", type=int, required=True, help="a finished round (k >= 1)")
     parser.add_argument("--variants", nargs="+", choices=names, default=names)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     return parser
 
 

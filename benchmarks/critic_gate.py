@@ -12,13 +12,12 @@ standard error (as ``gate_noise.py``). Prints a table and writes ``critic_gate-<
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from _sweep import open_run
+from _sweep import open_run, run_parser
 
 from alphallm.io import write_json
 from alphallm.loop import Loop
@@ -65,13 +64,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
+    parser = run_parser(__doc__)
     parser.add_argument("--rounds", type=int, nargs="+", required=True)
     parser.add_argument("--problems", type=int, help="test problems (default: evaluate.search_problems)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run = Path(args.run)
     loop = open_run(run)

@@ -14,14 +14,13 @@ decides on noise. Prints a table and writes ``gate_noise-<run>.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _sweep import open_run
+from _sweep import open_run, run_parser
 
 from alphallm.io import write_json
 from alphallm.loop import Loop
@@ -49,14 +48,10 @@ def per_problem(loop: Loop, policy: str, metric: str, samples: int, temperature:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
+    parser = run_parser(__doc__)
     parser.add_argument("--rounds", type=int, nargs="+", required=True, help="rounds, 0 for the start")
     parser.add_argument("--samples", type=int, default=16, help="solutions per dev problem (sampled)")
     parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run = Path(args.run)
     loop = open_run(run)

@@ -12,13 +12,12 @@ reuses them. Prints a table and writes ``search_guard-<run>.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _sweep import open_run
+from _sweep import open_run, run_parser
 
 from alphallm.io import write_json
 from alphallm.loop import Loop
@@ -60,12 +59,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--run", required=True, help="a loop run directory (with config.yaml)")
+    parser = run_parser(__doc__)
     parser.add_argument("--problems", type=int, default=50, help="dev problems the guard searches")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     run = Path(args.run)
     loop = open_run(run)
