@@ -1,27 +1,36 @@
-"""The policy gate: the best candidate of a round by dev score (a tie keeps SFT alone), older gate
-records read with their meaning, the sampled score's shared draws, and the search guard
-(``evaluate.gate_search``) with real searches."""
+"""The policy gate: the best candidate of a round by dev score (SFT + DPO must beat SFT alone beyond
+noise), older gate records read with their meaning, the sampled score's shared draws, and the search
+guard (``evaluate.gate_search``) with real searches."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from test_loop import TINY
 
 
-def _gate_loop(tmp_path: Path, dev: dict[str, float], *, dpo_ran: bool = True) -> object:
-    """A Loop whose round-1 dev accuracies are given per policy directory name."""
+def _scores(dev: float | list[int]) -> tuple[float, dict[str, float]]:
+    """A policy's dev score and each problem's: a float is every one of 10 problems alike (a gain over
+    another such policy is beyond any noise), a list gives each problem's 1/0."""
+    by_problem = [dev] * 10 if isinstance(dev, float) else dev
+    score = dev if isinstance(dev, float) else sum(dev) / len(dev)
+    return score, {f"p{i}": float(v) for i, v in enumerate(by_problem)}
+
+
+def _gate_loop(tmp_path: Path, dev: dict[str, Any], *, dpo_ran: bool = True) -> Any:
+    """A Loop whose round-1 dev scores are given per policy directory name (see ``_scores``)."""
     from alphallm.loop import Loop
     from alphallm.loop_config import LoopConfig, build
 
     loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
     (loop.round_dir(1)).mkdir(parents=True)
     (loop.round_dir(1) / "dpo.json").write_text(json.dumps({} if dpo_ran else {"skipped": True}))
-    loop.dev_accuracy = lambda policy: dev[Path(policy).name]  # type: ignore[method-assign]
+    loop.dev_scores = lambda policy: _scores(dev[Path(policy).name])  # type: ignore[method-assign]
     return loop
 
 
@@ -31,27 +40,41 @@ def _gate_loop(tmp_path: Path, dev: dict[str, float], *, dpo_ran: bool = True) -
         ({"arith-base": 0.5, "policy": 0.4, "sft": 0.6}, True, "sft", "round-1/sft"),  # DPO hurt
         ({"arith-base": 0.5, "policy": 0.7, "sft": 0.6}, True, "policy", "round-1/policy"),
         ({"arith-base": 0.5, "policy": 0.6, "sft": 0.6}, True, "sft", "round-1/sft"),  # tie: DPO must earn it
+        # DPO solves one dev problem more (z 1): a lead within noise keeps SFT alone
+        (
+            {"arith-base": 0.5, "policy": [1] * 7 + [0] * 3, "sft": [1] * 6 + [0] * 4},
+            True,
+            "sft",
+            "round-1/sft",
+        ),
         ({"arith-base": 0.5, "policy": 0.3, "sft": 0.4}, True, "sft", "arith-base"),  # both worse: rejected
         ({"arith-base": 0.5, "policy": 0.6}, False, "policy", "round-1/policy"),  # no DPO: one candidate
     ],
 )
 def test_gate_keeps_the_best_candidate_of_the_round(
-    tmp_path: Path, dev: dict[str, float], dpo_ran: bool, kept: str, policy: str
+    tmp_path: Path, dev: dict[str, Any], dpo_ran: bool, kept: str, policy: str
 ) -> None:
     loop = _gate_loop(tmp_path, dev, dpo_ran=dpo_ran)
     gate = loop._stage_gate(1)  # type: ignore[attr-defined]
     assert gate["kept"] == kept
     assert set(gate["candidates"]) == ({"policy", "sft"} if dpo_ran else {"policy"})
+    assert gate["dev_accuracy"] == _scores(dev[kept])[0]
+    if dpo_ran:  # the paired comparison that decided between them is on record
+        change = gate["dpo_over_sft"]
+        assert change["change"] == pytest.approx(_scores(dev["policy"])[0] - _scores(dev["sft"])[0])
+        assert change["problems"] == 10
+    else:
+        assert "dpo_over_sft" not in gate
     (loop.round_dir(1) / "gate.json").write_text(json.dumps(gate))  # type: ignore[attr-defined]
     assert loop.policy(1).endswith(policy)  # type: ignore[attr-defined]
     # Round 2 compares against the score round 1's gate recorded; it does not score that policy again.
     loop.round_dir(2).mkdir()  # type: ignore[attr-defined]
     (loop.round_dir(2) / "dpo.json").write_text(json.dumps({"skipped": True}))  # type: ignore[attr-defined]
     scored: list[str] = []
-    loop.dev_accuracy = lambda p: scored.append(Path(p).name) or 0.55  # type: ignore[attr-defined]
+    loop.dev_scores = lambda p: scored.append(Path(p).name) or _scores(0.55)  # type: ignore[attr-defined]
     gate2 = loop._stage_gate(2)  # type: ignore[attr-defined]
     assert scored == ["policy"]
-    assert gate2["previous_dev_accuracy"] == dev[Path(policy).name]
+    assert gate2["previous_dev_accuracy"] == _scores(dev[Path(policy).name])[0]
     # Resumed with another dev set size, the recorded score no longer applies: score it again.
     config = loop.config  # type: ignore[attr-defined]
     loop.config = replace(config, evaluate=replace(config.evaluate, dev_problems=11))  # type: ignore[attr-defined]
@@ -89,6 +112,11 @@ def test_the_sampled_gate_scores_every_policy_on_the_same_draws(tmp_path: Path) 
     # 3 samples of each of 10 problems: a multiple of 1/30, the same draws every time it is asked.
     assert scores[0] == scores[1] and round(scores[0] * 30, 6).is_integer()
     assert 0.0 < scores[0] < 1.0 and 0.0 < greedy < 1.0
+    # Each problem's share of its 3 samples, from the same draws: the candidates are compared on them.
+    score, by_problem = loop.dev_scores("arith-base")
+    assert score == scores[0] and len(by_problem) == 10
+    assert all(round(v * 3, 6).is_integer() for v in by_problem.values())
+    assert sum(by_problem.values()) / 10 == pytest.approx(score)
     with pytest.raises(UserError, match=r"evaluate: gate_metric must be one of greedy, sampled, not 'best'"):
         build(LoopConfig, {**TINY, "evaluate": {**evaluate, "gate_metric": "best"}})
     with pytest.raises(UserError, match=r"gate_samples must be at least 1"):
@@ -116,7 +144,7 @@ def test_the_search_guard_keeps_only_a_candidate_whose_dev_search_holds_up(
     shutil.copytree(tiny_model_dir, loop.round_dir(1) / "policy")
     shutil.copytree(SHIPPED_MODELS_DIR / "arith-base", loop.round_dir(1) / "sft")
     dev = {"arith-base": 0.5, "policy": 0.7, "sft": 0.6}
-    loop.dev_accuracy = lambda policy: dev[Path(policy).name]  # type: ignore[method-assign]
+    loop.dev_scores = lambda policy: _scores(dev[Path(policy).name])  # type: ignore[method-assign]
     searched: list[str] = []
     solve_with = alphallm.loop_gate.solve_with
     monkeypatch.setattr(
@@ -151,7 +179,7 @@ def test_the_search_guard_keeps_only_a_candidate_whose_dev_search_holds_up(
 
     # Without the guard the random model would have been kept.
     plain = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
-    plain.dev_accuracy = loop.dev_accuracy  # type: ignore[method-assign]
+    plain.dev_scores = loop.dev_scores  # type: ignore[method-assign]
     assert plain._stage_gate(2)["accepted"] and "search_guard" not in plain._stage_gate(2)
 
 

@@ -343,7 +343,7 @@ def test_the_critic_gate_keeps_the_critic_in_use_when_its_successor_scores_worse
     ],
 )
 def test_the_search_gate_leaves_the_held_out_pick_only_beyond_noise(retrained: list[int], kept: str) -> None:
-    from alphallm.loop_solve import choose_by_search
+    from alphallm.loop_solve import choose_beyond_noise
 
     ids = [f"p{i}" for i in range(20)]
     solved = {
@@ -351,14 +351,14 @@ def test_the_search_gate_leaves_the_held_out_pick_only_beyond_noise(retrained: l
         "in use": {pid: int(i == 0) for i, pid in enumerate(ids)},  # one more: within noise
         "retrained": dict(zip(ids, retrained, strict=True)),
     }
-    choice = choose_by_search(solved, "gate")
+    choice = choose_beyond_noise(solved, "gate")
     assert choice["kept"] == kept
     assert choice["accuracy"]["retrained"] == sum(retrained) / 20
     assert choice["changes"]["in use"]["change"] == pytest.approx(0.05)
 
 
 def test_the_largest_gain_beyond_noise_wins_the_search_gate() -> None:
-    from alphallm.loop_solve import choose_by_search
+    from alphallm.loop_solve import choose_beyond_noise
 
     ids = [f"p{i}" for i in range(30)]
     solved = {
@@ -366,5 +366,5 @@ def test_the_largest_gain_beyond_noise_wins_the_search_gate() -> None:
         "in use": {pid: int(i < 8) for i, pid in enumerate(ids)},
         "retrained": {pid: int(i < 12) for i, pid in enumerate(ids)},
     }
-    assert choose_by_search(solved, "gate")["kept"] == "retrained"
-    assert choose_by_search({**solved, "retrained": solved["gate"]}, "gate")["kept"] == "in use"
+    assert choose_beyond_noise(solved, "gate")["kept"] == "retrained"
+    assert choose_beyond_noise({**solved, "retrained": solved["gate"]}, "gate")["kept"] == "in use"

@@ -5,8 +5,9 @@
     data      SFT rows (verified solutions) and step-DPO pairs (siblings with a clear gap)
     sft, dpo  policy_k    = SFT from policy_{k-1}, then DPO with policy_{k-1} as the reference
     critics   critics_k   = value / PRM / ORM retrained on all trees so far (or frozen after round 1)
-    gate      keep policy_k only if its dev accuracy does not drop (and, with evaluate.gate_search,
-              its dev search does not fall below the best kept beyond noise)
+    gate      keep policy_k only if its dev accuracy does not drop (SFT + DPO over SFT alone only if it
+              scores higher beyond noise; with evaluate.gate_search, its dev search must not fall below
+              the best kept beyond noise)
     evaluate  test split: greedy, eta-MCTS with the verifier, with the learned critics, and
               self-consistency at matched tokens
 
@@ -332,17 +333,23 @@ class Loop:
 
     def _stage_gate(self, k: int) -> dict[str, Any]:
         """Keeps the round's best candidate on dev if it is not worse than the policy before it.
-        When DPO ran, SFT alone is a candidate too: a DPO step that hurts costs the round nothing, and
-        one that only ties keeps nothing (game24-small's round 1 kept SFT + DPO on a tie of 7 dev
-        puzzles and its eta-MCTS fell 0.72 -> 0.40; benchmarks/README.md)."""
+        When DPO ran, SFT alone is a candidate too, and SFT + DPO goes first only if it beats SFT alone
+        beyond twice the paired standard error on the dev problems: a DPO step that hurts, ties or leads
+        by noise keeps nothing. game24-small's round 1 kept SFT + DPO on a tie of 7 dev puzzles and its
+        eta-MCTS fell 0.72 -> 0.40; the full-size game24 run's round 2 kept it on a lead of 0.006 (126
+        puzzles, 16 samples each) and its learned-critics search fell 0.37 -> 0.15 (benchmarks/README.md)."""
         from alphallm.loop_gate import search_guard
+        from alphallm.loop_solve import choose_beyond_noise
 
         settings = self.config.evaluate
         previous = self.kept_dev_accuracy(k - 1)
         names = ["policy"] if self._read(k, "dpo").get("skipped") else ["policy", "sft"]
-        scores = {name: self.dev_accuracy(str(self.round_dir(k) / name)) for name in names}
-        # best dev score first; a tie keeps SFT alone
-        order = sorted(names, key=lambda name: (scores[name], name == "sft"), reverse=True)
+        scored = {name: self.dev_scores(str(self.round_dir(k) / name)) for name in names}
+        scores = {name: score for name, (score, _) in scored.items()}
+        dpo: dict[str, Any] = {}
+        if "sft" in names:
+            dpo = choose_beyond_noise({name: by_problem for name, (_, by_problem) in scored.items()}, "sft")
+        order = ["policy", "sft"] if dpo.get("kept") == "policy" else ["sft", "policy"] if dpo else names
         passing = [name for name in order if scores[name] >= previous - settings.gate_tolerance]
         guard: dict[str, Any] = {}
         if settings.gate_search:  # the best-scoring candidate whose search holds up, if any
@@ -360,6 +367,7 @@ class Loop:
             "previous_dev_accuracy": previous,
             "dev_problems": settings.dev_problems,
             "metric": settings.gate_score,
+            **({"dpo_over_sft": dpo["changes"]["policy"]} if dpo else {}),
             **({"search_guard": {"problems": settings.gate_search, "candidates": guard}} if guard else {}),
         }
 
@@ -412,7 +420,17 @@ class Loop:
 
     def dev_accuracy(self, policy: str) -> float:
         """The gate's score of a policy (``evaluate.gate_metric``) on the run's dev problems."""
-        return float(self.dev_evaluation(policy).metrics["accuracy"])
+        return self.dev_scores(policy)[0]
+
+    def dev_scores(self, policy: str) -> tuple[float, dict[str, float]]:
+        """The gate's score of a policy, and each dev problem's (1/0 greedy, or its share of right
+        samples), from one decoding: candidates are compared problem by problem."""
+        from alphallm.report.stats import share_by_problem
+
+        result = self.dev_evaluation(policy)
+        return float(result.metrics["accuracy"]), share_by_problem(
+            (r.problem_id, r.correct) for r in result.records
+        )
 
     def dev_evaluation(self, policy: str) -> Any:
         """The gate's decoding of the run's dev problems: greedy, or ``gate_samples`` sampled solutions

@@ -13,7 +13,7 @@ from alphallm.solve import SolveConfig, SolveReport
 from alphallm.tasks.base import Problem
 
 __all__ = [
-    "choose_by_search",
+    "choose_beyond_noise",
     "critic_search_gate",
     "evaluate_policy",
     "evaluation_searches",
@@ -162,7 +162,7 @@ def critic_search_gate(
 ) -> dict[str, Any]:
     """Which critic set guides search best: each distinct set in ``candidates`` (name -> kind -> critic
     directory) runs the learned-critics search (``evaluation_searches``) on ``problems`` with ``policy``,
-    and ``choose_by_search`` picks. A set listed twice is searched once."""
+    and ``choose_beyond_noise`` picks. A set listed twice is searched once."""
     from alphallm.lm import load_lm
 
     lm = load_lm(policy)  # once: every set guides the same policy
@@ -178,17 +178,18 @@ def critic_search_gate(
         with ui.progress(f"{label} critic search gate: {name}", len(problems)) as advance:
             report = solve_with(task, problems, policy=policy, lm=lm, config=config, progress=advance)
         solved[name] = solved_by_problem(report.results)
-    return {"problems": len(problems), "policy": policy, **choose_by_search(solved, default)}
+    return {"problems": len(problems), "policy": policy, **choose_beyond_noise(solved, default)}
 
 
-def choose_by_search(solved: dict[str, dict[str, int]], default: str) -> dict[str, Any]:
-    """``default`` unless another candidate solves more of the same problems by more than twice the
-    standard error of the paired difference (the largest such gain wins): a gap within noise is no reason
-    to leave the held-out gate's pick."""
+def choose_beyond_noise(scores: Mapping[str, Mapping[str, float]], default: str) -> dict[str, Any]:
+    """``default`` unless another candidate scores higher on the same problems (``scores``: name ->
+    problem id -> 1/0 solved, or a share of samples) by more than twice the standard error of the paired
+    difference (the largest such gain wins): a gap within noise is no reason to leave the default (the
+    held-out critic gate's pick; SFT alone before SFT + DPO)."""
     from alphallm.report.stats import paired_change
 
-    accuracy = {name: solved_share(s) for name, s in solved.items()}
-    changes = {name: paired_change(solved[default], s) for name, s in solved.items() if name != default}
+    accuracy = {name: solved_share(s) for name, s in scores.items()}
+    changes = {name: paired_change(scores[default], s) for name, s in scores.items() if name != default}
     better = {name: c for name, c in changes.items() if c["change"] > 2 * c["se"]}
     kept = max(better, key=lambda name: better[name]["change"]) if better else default
     return {"accuracy": accuracy, "changes": changes, "kept": kept}
@@ -200,6 +201,6 @@ def solved_by_problem(records: Iterable[Any]) -> dict[str, int]:
     return {r.problem_id: int(bool(r.correct)) for r in records}
 
 
-def solved_share(solved: Mapping[str, int]) -> float:
+def solved_share(solved: Mapping[str, float]) -> float:
     """The accuracy of a ``solved_by_problem`` map (0.0 when it is empty)."""
     return sum(solved.values()) / max(1, len(solved))

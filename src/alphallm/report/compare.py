@@ -9,13 +9,12 @@ correct) and a loop run directory (every round's test evaluation, per method). E
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from alphallm.errors import UserError
-from alphallm.report.stats import paired_change, round_changes
+from alphallm.report.stats import paired_change, round_changes, share_by_problem
 
 __all__ = ["compare", "load_outcomes", "round_by_round"]
 
@@ -81,12 +80,10 @@ def _found(rows: Sequence[dict[str, Any] | None], otherwise: str) -> list[dict[s
 
 def _scores(path: Path, records: list[Any]) -> dict[str, float]:
     """Mean correctness per problem id (one record each for a search, ``n`` for a sampled eval)."""
-    by_problem: dict[str, list[float]] = defaultdict(list)
     for i, record in enumerate(records):
         if not isinstance(record, dict) or "problem_id" not in record or "correct" not in record:
             raise UserError(f"{path}: record {i} has no problem_id and correct")
-        by_problem[str(record["problem_id"])].append(float(bool(record["correct"])))
-    return {pid: sum(scores) / len(scores) for pid, scores in by_problem.items()}
+    return share_by_problem((str(r["problem_id"]), r["correct"]) for r in records)
 
 
 def _metrics(run: Path) -> list[dict[str, Any]]:

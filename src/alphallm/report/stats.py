@@ -5,16 +5,27 @@ differences, far smaller than two independent binomial errors when most problems
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from itertools import pairwise
 from typing import Any
 
-__all__ = ["binomial_se", "noise_drops", "paired_change", "round_changes"]
+__all__ = ["binomial_se", "noise_drops", "paired_change", "round_changes", "share_by_problem"]
 
 
 def binomial_se(accuracy: float, problems: int) -> float:
     """Standard error of an accuracy measured on ``problems`` independent problems."""
     return math.sqrt(max(0.0, accuracy * (1.0 - accuracy)) / problems) if problems > 0 else 0.0
+
+
+def share_by_problem(outcomes: Iterable[tuple[str, bool | None]]) -> dict[str, float]:
+    """Each problem's share of right solutions, from (problem id, correct) of every solution: 1 or 0
+    for a search or a greedy decoding, a fraction for ``n`` samples a problem; ``paired_change``'s input."""
+    right: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for pid, correct in outcomes:
+        right[pid] = right.get(pid, 0) + int(bool(correct))
+        total[pid] = total.get(pid, 0) + 1
+    return {pid: right[pid] / total[pid] for pid in total}
 
 
 def paired_change(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
