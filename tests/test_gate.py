@@ -196,3 +196,8 @@ def test_the_report_says_which_test_a_rejected_round_failed() -> None:
     assert "<td>no: dev search 0.62 &lt; 0.80</td>" in searched
     kept = [rejected[0], {**rejected[1], "accepted": True}]
     assert "<td>yes</td>" in _table(kept, {1: dev}) and "<td>base</td>" in _table(kept)
+    # When DPO ran: which candidate, and how SFT + DPO compared with SFT alone on dev.
+    dpo = {"change": 0.006, "se": 0.013}
+    both = {**dev, "kept": "sft", "candidates": {"policy": 0.22, "sft": 0.214}, "dpo_over_sft": dpo}
+    assert "<td>yes: SFT <small>(DPO − SFT +0.006 ± 0.013)</small></td>" in _table(kept, {1: both})
+    assert "<td>yes: SFT + DPO <small>" in _table(kept, {1: {**both, "kept": "policy"}})

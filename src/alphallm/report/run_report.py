@@ -126,11 +126,17 @@ def critic_rounds(critics: dict[str, int] | None) -> str:
 
 def _kept(m: dict[str, Any], gate: dict[str, Any] | None) -> str:
     """Whether the round's policy was kept, and if not, which test it failed (with the gate's record):
-    the dev score, or the search guard (``evaluate.gate_search``)."""
+    the dev score, or the search guard (``evaluate.gate_search``). When DPO ran, which candidate was
+    kept, and SFT + DPO's dev change over SFT alone (it must be beyond noise)."""
     if m["round"] == 0:
         return "base"
     if m.get("accepted"):
-        return "yes"
+        if not gate or "sft" not in gate.get("candidates", {}):
+            return "yes"
+        kept = "SFT + DPO" if gate.get("kept") == "policy" else "SFT"
+        dpo = gate.get("dpo_over_sft")
+        versus = f" <small>(DPO − SFT {dpo['change']:+.3f} ± {dpo['se']:.3f})</small>" if dpo else ""
+        return f"yes: {kept}{versus}"
     if not gate:
         return "no"
     guard = gate.get("search_guard", {}).get("candidates", {})
