@@ -2,7 +2,8 @@
 
     python benchmarks/dpo_sweep.py --run runs/bench-improve/arith-full --round 3
 
-The loop's gate keeps SFT alone whenever SFT + DPO scores lower on dev. This re-runs the round's
+The loop's gate keeps SFT alone unless SFT + DPO scores higher on dev beyond twice the paired standard
+error. This re-runs the round's
 DPO stage exactly as the loop did (the round's SFT model, its tree-derived pairs, the previous
 round's kept policy as the reference, the round's DPO seed) and with one setting changed at a time:
 
@@ -14,7 +15,9 @@ round's kept policy as the reference, the round's DPO seed) and with one setting
     1 epoch         half the passes
 
 Each candidate is scored as the run's gate scores it (``evaluate.gate_metric``: greedy accuracy on the
-run's dev problems, or the mean accuracy of sampled solutions). Prints a table and writes
+run's dev problems, or the mean accuracy of sampled solutions), against SFT alone problem by problem, with
+whether the gate would keep it. It also runs on a round of an SFT-only run (``learn.use_dpo: false``): the
+``loop`` row then says what the default gate would have done there. Prints a table and writes
 ``dpo_sweep-<run>-round<k>.json``.
 """
 
@@ -31,6 +34,7 @@ from _sweep import finished_round, sweep_parser
 
 from alphallm.io import write_json
 from alphallm.loop import Loop
+from alphallm.loop_solve import choose_beyond_noise
 from alphallm.train.dpo import DPOConfig, Pair
 
 VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (DPOConfig changes, reference = SFT model)
@@ -43,7 +47,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {  # name: (DPOConfig changes
 }
 
 
-def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str) -> dict[str, Any]:
+def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str, sft: dict[str, float]) -> dict[str, Any]:
+    """One DPO candidate's dev score, and its paired change over SFT alone (``sft``: per dev problem)."""
     changes, self_reference = VARIANTS[name]
     changes = dict(changes)
     base = loop.dpo_config(k)
@@ -54,10 +59,13 @@ def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str) -> dict[str, A
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        accuracy = loop.dev_accuracy(tmp)
+        accuracy, by_problem = loop.dev_scores(tmp)
+    choice = choose_beyond_noise({"sft": sft, "dpo": by_problem}, "sft")
     return {
         "variant": name,
         "dev_accuracy": accuracy,
+        "over_sft": choice["changes"]["dpo"],
+        "gate_keeps": choice["kept"] == "dpo",
         "final_margin": metrics["final"]["margin"],
         "final_pair_accuracy": metrics["final"]["accuracy"],
         "config": asdict(config),
@@ -73,21 +81,29 @@ def main(argv: list[str] | None = None) -> int:
     gate = loop.gate(k)
     score = loop.config.evaluate.gate_score
     if gate["metric"] != score:  # the run changed its gate score since this round
-        gate["candidates"]["sft"] = loop.dev_accuracy(str(loop.round_dir(k) / "sft"))
         gate["previous_dev_accuracy"] = loop.kept_dev_accuracy(k - 1)
         gate["metric"] = score
-    rows = [{"variant": "SFT alone (no DPO)", "dev_accuracy": gate["candidates"]["sft"]}]
+    # scored again (a dev decoding), for its per-problem scores
+    sft_accuracy, sft = loop.dev_scores(str(loop.round_dir(k) / "sft"))
+    rows: list[dict[str, Any]] = [{"variant": "SFT alone (no DPO)", "dev_accuracy": sft_accuracy}]
     for name in args.variants:
-        rows.append(run_variant(loop, k, pairs, name))
+        rows.append(run_variant(loop, k, pairs, name, sft))
         print(f"{name}: dev {score} {rows[-1]['dev_accuracy']:.3f}", flush=True)
     print(
         f"\n{run.name} round {k}: {len(pairs)} pairs, previous policy dev {gate['previous_dev_accuracy']:.3f}"
     )
-    print(f"| DPO variant | dev {score} | final margin | pairs ranked right |\n|---|---|---|---|")
+    print(
+        f"| DPO variant | dev {score} | − SFT alone ± se (z) | the gate keeps it | final margin "
+        "| pairs ranked right |\n|---|---|---|---|---|---|"
+    )
     for row in rows:
         margin, ranked = row.get("final_margin"), row.get("final_pair_accuracy")
         extra = f"{margin:.2f} | {ranked:.2f}" if margin is not None else "- | -"
-        print(f"| {row['variant']} | {row['dev_accuracy']:.3f} | {extra} |")
+        versus = "- | -"
+        if c := row.get("over_sft"):
+            keeps = "yes" if row["gate_keeps"] else "no"
+            versus = f"{c['change']:+.3f} ± {c['se']:.3f} ({c['z']:+.1f}) | {keeps}"
+        print(f"| {row['variant']} | {row['dev_accuracy']:.3f} | {versus} | {extra} |")
     out = Path(args.out) / f"dpo_sweep-{run.name}-round{k}.json"
     write_json(out, {"run": str(run), "round": k, "pairs": len(pairs), "gate": gate, "rows": rows})
     print(f"wrote {out}")
