@@ -3,9 +3,9 @@
     python benchmarks/dpo_sweep.py --run runs/bench-improve/arith-full --round 3
 
 The loop's gate keeps SFT alone unless SFT + DPO scores higher on dev beyond twice the paired standard
-error. This re-runs the round's
-DPO stage exactly as the loop did (the round's SFT model, its tree-derived pairs, the previous
-round's kept policy as the reference, the round's DPO seed) and with one setting changed at a time:
+error. This re-runs the round's DPO stage exactly as the loop did (the round's SFT model, its tree-derived
+pairs, the previous round's kept policy as the reference, the round's DPO seed) and with one setting
+changed at a time:
 
     loop            the run's DPO settings as they are (reproduces the gate's figure)
     lr / 4          a quarter of the learning rate

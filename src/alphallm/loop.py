@@ -349,7 +349,9 @@ class Loop:
         dpo: dict[str, Any] = {}
         if "sft" in names:
             dpo = choose_beyond_noise({name: by_problem for name, (_, by_problem) in scored.items()}, "sft")
-        order = ["policy", "sft"] if dpo.get("kept") == "policy" else ["sft", "policy"] if dpo else names
+        order = names  # one candidate, or SFT + DPO first only if it beat SFT alone beyond noise
+        if dpo:
+            order = ["policy", "sft"] if dpo["kept"] == "policy" else ["sft", "policy"]
         passing = [name for name in order if scores[name] >= previous - settings.gate_tolerance]
         guard: dict[str, Any] = {}
         if settings.gate_search:  # the best-scoring candidate whose search holds up, if any
