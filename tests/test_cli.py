@@ -82,3 +82,13 @@ def test_bad_arguments_are_one_line_errors(args: tuple[str, ...], needle: str) -
     result = _cli(*args)
     assert result.returncode == 2
     assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_library_progress_bars_stay_out_of_a_log_file(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # stderr is a pipe here, as in a nohup log: transformers' "Loading weights" bar would land in it
+    out = tmp_path / "res.json"
+    args = ("eval", "--task", "arith", "--model", str(tiny_model_dir), "--limit", "2", "--out", str(out))
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "Loading weights" not in result.stderr and "it/s]" not in result.stderr, result.stderr
+    assert json.loads(out.read_text())["problems"] == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not sys.stderr.isatty():
+        # In a log file (nohup, a cluster job) the hub's and transformers' tqdm bars are \r-joined
+        # noise: a five-round run logged "Loading weights" 161 times. Our own stages print plain
+        # progress lines there instead (commands/_ui.py). Set before transformers is imported.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return int(args.run(args) or 0)
     except UserError as exc:
