@@ -25,7 +25,14 @@ from alphallm.lm.hf import load_causal_lm
 from alphallm.search.types import EvalRequest, Option
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
-from alphallm.train.critic import CriticTrainConfig, _loss, critic_gate, predict, train_critic
+from alphallm.train.critic import (
+    CriticTrainConfig,
+    _loss,
+    cap_by_group,
+    critic_gate,
+    predict,
+    train_critic,
+)
 from alphallm.train.labels import LabelRow
 
 
@@ -220,22 +227,53 @@ def test_a_critic_learns_a_synthetic_label_and_round_trips(tiny_model_dir: Path,
     assert critic.usage.prefill_tokens > 0
 
 
-@pytest.mark.parametrize(("max_rows", "epochs", "steps"), [(50, 2, 8), (None, 1, 19)])
+@pytest.mark.parametrize(
+    ("max_rows", "max_held_out_rows", "epochs", "steps", "held"),
+    [(50, 40, 2, 8, 40), (None, None, 1, 19, 100)],
+)
 def test_training_steps_counts_the_steps_train_critic_takes(
-    tiny_model_dir: Path, max_rows: int | None, epochs: int, steps: int
+    tiny_model_dir: Path,
+    max_rows: int | None,
+    max_held_out_rows: int | None,
+    epochs: int,
+    steps: int,
+    held: int,
 ) -> None:
     # 400 rows, a quarter of the problems held out: 300 train rows, or 50 under the cap; batches of 16.
     # (The progress bars counted all 400 rows, and the loop's game24 critic bars stopped at 158 of 7,374.)
+    # The held-out cap leaves training alone and scores 40 of the 100 held-out rows.
     from alphallm.train.critic import training_steps
 
     base, tokenizer = load_causal_lm(str(tiny_model_dir))
     rows = _synthetic_rows(400, 0)
-    config = CriticTrainConfig(epochs=epochs, batch_size=16, holdout=0.25, max_rows=max_rows, seed=0)
+    config = CriticTrainConfig(
+        epochs=epochs,
+        batch_size=16,
+        holdout=0.25,
+        max_rows=max_rows,
+        max_held_out_rows=max_held_out_rows,
+        seed=0,
+    )
     taken: list[int] = []
-    train_critic(
+    _, metrics = train_critic(
         rows, base=base, tokenizer=tokenizer, kind="orm", config=config, on_step=lambda s, _: taken.append(s)
     )
     assert training_steps(rows, config) == len(taken) == steps
+    assert metrics["held_out_rows"] == metrics["held_out"]["rows"] == held
+
+
+def test_held_out_rows_are_capped_by_whole_problems() -> None:
+    # 40 problems of 10 rows each: a cap of 95 keeps 9 whole problems, the same ones for the same seed.
+    rows = [LabelRow("Q\n", f"{i}\n", float(i % 2), group=f"g{i // 10}") for i in range(400)]
+    capped = cap_by_group(rows, 95, seed=0)
+    groups = {r.group for r in capped}
+    assert len(capped) == 90 and len(groups) == 9
+    assert all(sum(r.group == g for r in capped) == 10 for g in groups)
+    assert capped == cap_by_group(rows, 95, seed=0) and groups != {r.group for r in cap_by_group(rows, 95, 1)}
+    assert cap_by_group(rows, None, 0) == rows == cap_by_group(rows, 400, 0)
+    assert len(cap_by_group(rows, 3, 0)) == 10  # one problem larger than the cap still gives one problem
+    with pytest.raises(ValueError, match="max_held_out_rows"):
+        CriticTrainConfig(max_held_out_rows=0)
 
 
 def test_soft_targets_stay_soft(tiny_model_dir: Path) -> None:

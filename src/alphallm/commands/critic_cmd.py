@@ -27,6 +27,12 @@ def add_parsers(sub: Any) -> None:
         "--holdout", type=float, default=0.2, help="fraction of problems held out for early stopping"
     )
     p.add_argument("--max-rows", type=int, help="sample at most this many training rows")
+    p.add_argument(
+        "--max-held-out-rows",
+        type=int,
+        default=5000,
+        help="score at most this many held-out rows, whole problems (0: all; default 5000)",
+    )
     p.add_argument("--min-samples", type=int, default=2, help="verified outcomes a node needs to get a label")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -104,6 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             holdout=args.holdout,
             max_rows=args.max_rows,
+            max_held_out_rows=args.max_held_out_rows or None,
             seed=args.seed,
             lora_r=args.lora_r,
             confidence=args.confidence,

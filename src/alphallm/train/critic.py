@@ -27,6 +27,7 @@ from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable,
 __all__ = [
     "GATE_MEASURES",
     "CriticTrainConfig",
+    "cap_by_group",
     "critic_gate",
     "critic_metrics",
     "gate_retrained",
@@ -52,6 +53,14 @@ class CriticTrainConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     holdout: float = field(default=0.2, metadata={"help": "fraction of problems held out for early stopping"})
     max_rows: int | None = field(default=None, metadata={"help": "sample at most this many training rows"})
+    max_held_out_rows: int | None = field(
+        default=5000,
+        metadata={
+            "help": "score at most this many held-out rows, whole problems in a seeded order (None: all). "
+            "Early stopping, the held-out metrics and the loop's critic gate read them, so without a cap "
+            "their cost grows with every round's trees while max_rows holds training still"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "shuffling and initialisation seed"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank of the backbone (0: full fine-tuning)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scale alpha (the update is alpha/r * BA)"})
@@ -76,6 +85,8 @@ class CriticTrainConfig:
             raise ValueError("epochs, batch_size and lr must be positive")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError("holdout must lie in [0, 1)")
+        if self.max_held_out_rows is not None and self.max_held_out_rows < 1:
+            raise ValueError("max_held_out_rows must be positive (or None for all)")
         if self.lora_r < 0 or self.lora_alpha <= 0:
             raise ValueError("lora_r must be non-negative and lora_alpha positive")
         if self.token_evidence and not self.confidence:
@@ -90,6 +101,24 @@ def split_by_group(
     random.Random(seed).shuffle(groups)
     held = set(groups[: math.floor(len(groups) * holdout)])
     return [r for r in rows if r.group not in held], [r for r in rows if r.group in held]
+
+
+def cap_by_group(rows: Sequence[LabelRow], limit: int | None, seed: int) -> list[LabelRow]:
+    """At most ``limit`` of ``rows`` (all if None): whole problems in a seeded order, stopping before the
+    first that would pass the limit (at least one problem), so per-problem bootstraps stay valid."""
+    if limit is None or len(rows) <= limit:
+        return list(rows)
+    by_group: dict[str, list[LabelRow]] = {}
+    for row in rows:
+        by_group.setdefault(row.group, []).append(row)
+    groups = sorted(by_group)
+    random.Random(seed).shuffle(groups)
+    kept: list[LabelRow] = []
+    for group in groups:
+        if kept and len(kept) + len(by_group[group]) > limit:
+            break
+        kept.extend(by_group[group])
+    return kept
 
 
 def trained_groups(rows: Sequence[LabelRow], config: CriticTrainConfig) -> set[str]:
@@ -141,7 +170,8 @@ def gate_retrained(
     ``previous_dir`` (trained on ``previous_rows`` with ``previous_config``), on the new one's held-out
     problems that the previous one did not train on either (a problem can recur across rounds)."""
     seen = trained_groups(previous_rows, previous_config)
-    held = [r for r in split_by_group(rows, config.holdout, config.seed)[1] if r.group not in seen]
+    unseen = [r for r in split_by_group(rows, config.holdout, config.seed)[1] if r.group not in seen]
+    held = cap_by_group(unseen, config.max_held_out_rows, config.seed)
     old, old_tokenizer, _ = CriticModel.load(previous_dir, dtype="float32")
     return critic_gate(
         kind,
@@ -242,6 +272,7 @@ def train_critic(
     train_rows, held_rows = split_by_group(rows, config.holdout, config.seed)
     if config.max_rows is not None and len(train_rows) > config.max_rows:
         train_rows = rng.sample(train_rows, config.max_rows)
+    held_rows = cap_by_group(held_rows, config.max_held_out_rows, config.seed)
     if not train_rows:
         raise ValueError("no training rows (are there verified outcomes in the trees?)")
     device = next(base.parameters()).device
