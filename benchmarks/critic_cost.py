@@ -6,8 +6,9 @@ scratch copy of the run (its trees, seeds and settings; the run itself is not to
 
 Cap 0 scores every held-out row, as the loop did before the cap. Training rows (``max_rows``) and their
 order do not depend on the cap, so a capped critic differs from the uncapped one only if early stopping
-picks another epoch; the table says whether each critic's weights came out identical to the first cap's,
-and what the critic gate decided. Prints a table and writes ``critic_cost-<run>-round<K>.json``.
+picks another epoch; the table says whether each critic's weights came out identical to the uncapped
+replay's (when cap 0 is among ``--caps``), and what the critic gate decided. Prints a table and writes
+``critic_cost-<run>-round<K>.json``.
 """
 
 from __future__ import annotations
@@ -76,11 +77,13 @@ def table(original: dict[str, Any], replays: list[dict[str, Any]]) -> str:
     lines = [
         "| held-out cap | stage seconds | "
         + " | ".join(
-            f"{kind}: held-out rows, epoch kept, gate rows, kept round, same weights" for kind in kinds
+            f"{kind}: held-out rows, epoch kept, gate rows, kept round, weights as uncapped" for kind in kinds
         )
         + " |",
         "|---|---|" + "---|" * len(kinds),
     ]
+
+    uncapped = next((r["digests"] for r in replays if r["cap"] is None), None)
 
     def cells(record: dict[str, Any], digests: dict[str, str] | None) -> list[str]:
         out = []
@@ -89,8 +92,10 @@ def table(original: dict[str, Any], replays: list[dict[str, Any]]) -> str:
             gate = m.get("gate", {})
             same = (
                 "-"
-                if digests is None
-                else ("yes" if digests.get(kind) == replays[0]["digests"].get(kind) else "no")
+                if digests is None or uncapped is None
+                else "yes"
+                if digests[kind] == uncapped[kind]
+                else "no"
             )
             rows = f"{m['held_out_rows']}, {kept_epoch(m)}, {gate.get('rows', '-')}"
             out.append(f"{rows}, {record['kept'][kind]}, {same}")
