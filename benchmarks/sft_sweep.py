@@ -3,7 +3,8 @@
     python benchmarks/sft_sweep.py --run runs/bench-improve/game24-small-full-d45d7a5 --round 5 --seeds 2
 
 Re-runs round k's SFT stage as the loop did (the rows of rounds 1..k, replayed and deduplicated, from
-the policy kept after round k-1, with the round's SFT settings and seed) and with one change at a time:
+the policy kept after round k-1, or from the run's starting policy with ``learn.sft_from: start``, with
+the round's SFT settings and seed) and with one change at a time:
 
     loop            the stage as it ran (the first seed, the round's own, reproduces its ``sft`` model)
     consistent      the same rows less those the task's verifier now rejects (game24 since b82fd39:
@@ -11,6 +12,9 @@ the policy kept after round k-1, with the round's SFT settings and seed) and wit
     4 per problem   up to 4 verified solutions per problem from the rounds' trees, consistent ones
     lr 1e-3 x 6     consistent rows, lr 1e-3, 6 epochs
     from start      consistent rows from the run's starting policy, lr 1e-3, 10 epochs
+
+``--with-run OTHER`` adds a variant: the loop's rows together with another run's rows of rounds 1..k
+(deduplicated), e.g. a rejection-sampling run on the same problems (``self_improvement.py --variants rest``).
 
 ``--seeds S`` trains each variant with S shuffling seeds (the round's seed, then +1, ...): a single
 round's retrain moves by several points with the seed alone. Each candidate is scored greedy on the
@@ -87,7 +91,8 @@ def tree_rows(loop: Loop, k: int, per_problem: int) -> list[Row]:
 def train(
     loop: Loop, k: int, rows: list[Row], variant: dict[str, Any], seed: int, out: Path
 ) -> dict[str, Any]:
-    start = loop.config.policy if variant.get("start") == "start" else loop.policy(k - 1)
+    from_start = variant.get("start") == "start" or loop.config.learn.sft_from == "start"
+    start = loop.config.policy if from_start else loop.policy(k - 1)
     config = replace(loop.config.learn.sft, **variant.get("sft", {}), seed=seed)
     model, tokenizer = load_causal_lm(start, dtype="float32")
     started = time.perf_counter()
@@ -128,15 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--search", type=int, default=0, metavar="N", help="also eta-MCTS on the first N test problems"
     )
+    parser.add_argument(
+        "--with-run", metavar="OTHER", help="also train on the loop's rows plus OTHER's rows of rounds 1..k"
+    )
     args = parser.parse_args(argv)
     run, k = Path(args.run), args.round
     loop = finished_round(run, k)
     settings = loop.config.evaluate
     base = loop_rows(loop, k)
     data = {"loop": base, "consistent": consistent(loop, base)}
+    variants = {name: VARIANTS[name] for name in args.variants}
+    if args.with_run:
+        other = Path(args.with_run)
+        data["with"] = list(dict.fromkeys(base + loop_rows(finished_round(other, k), k)))
+        variants[f"loop + {other.name}"] = {"rows": "with"}
     results: list[dict[str, Any]] = []
-    for name in args.variants:
-        variant = VARIANTS[name]
+    for name, variant in variants.items():
         kind = variant["rows"]
         rows = data[kind] if isinstance(kind, str) else tree_rows(loop, k, kind)
         for i in range(args.seeds):
