@@ -90,13 +90,9 @@ def table(original: dict[str, Any], replays: list[dict[str, Any]]) -> str:
         for kind in kinds:
             m = record[kind]
             gate = m.get("gate", {})
-            same = (
-                "-"
-                if digests is None or uncapped is None
-                else "yes"
-                if digests[kind] == uncapped[kind]
-                else "no"
-            )
+            same = "-"
+            if digests is not None and uncapped is not None:
+                same = "yes" if digests[kind] == uncapped[kind] else "no"
             rows = f"{m['held_out_rows']}, {kept_epoch(m)}, {gate.get('rows', '-')}"
             out.append(f"{rows}, {record['kept'][kind]}, {same}")
         return out
