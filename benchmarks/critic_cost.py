@@ -13,7 +13,6 @@ replay's (when cap 0 is among ``--caps``), and what the critic gate decided. Pri
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 from _sweep import finished_round, run_parser
 
+from alphallm.critics.learned import files_digest
 from alphallm.io import write_json
 from alphallm.loop import Loop
 from alphallm.loop_critics import critics_stage
@@ -45,11 +45,8 @@ def scratch_copy(run: Path, k: int, work: Path) -> Path:
 
 
 def weights_digest(directory: Path) -> str:
-    """A digest of a saved critic's weight files (equal digests: the same critic)."""
-    digest = hashlib.sha256()
-    for path in sorted(directory.rglob("*.safetensors")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """A digest of a saved critic's weight files, its head's and its backbone's (equal: the same critic)."""
+    return files_digest(sorted(directory.rglob("*.safetensors")))
 
 
 def replay(scratch: Path, k: int, cap: int | None) -> dict[str, Any]:

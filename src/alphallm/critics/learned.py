@@ -55,6 +55,7 @@ __all__ = [
     "LearnedCritic",
     "confidence_features",
     "encode_batch",
+    "files_digest",
     "load_critics",
 ]
 
@@ -414,7 +415,7 @@ def load_critics(
     out: dict[str, LearnedCritic] = {}
     for name, directory in directories.items():
         # Only backbones with a same-sized twin can share: hash those (a 7B backbone is read once more).
-        digest = _digest(files[name]) if sizes[name] and alike[sizes[name]] > 1 else None
+        digest = files_digest(files[name]) if sizes[name] and alike[sizes[name]] > 1 else None
         backbone, cache = shared.get(digest, (None, None)) if digest else (None, None)
         model, tokenizer, _ = CriticModel.load(directory, device=device, backbone=backbone)
         if digest and backbone is None:
@@ -434,7 +435,8 @@ def _weights_files(backbone_dir: Path) -> list[Path]:
     return ([config] if config.is_file() else []) + weights if weights else []
 
 
-def _digest(files: Sequence[Path]) -> str:
+def files_digest(files: Sequence[Path]) -> str:
+    """A digest of the files' bytes, in the given order (equal digests: the same weights)."""
     digest = hashlib.blake2b(digest_size=16)
     for path in files:
         with path.open("rb") as f:
