@@ -10,6 +10,7 @@ the round's SFT settings and seed) and with one change at a time:
     consistent      the same rows less those the task's verifier now rejects (game24 since b82fd39:
                     an answer that makes 24 after moves that went elsewhere)
     4 per problem   up to 4 verified solutions per problem from the rounds' trees, consistent ones
+    every solution  every distinct verified, consistent solution in the rounds' trees
     lr 1e-3 x 6     consistent rows, lr 1e-3, 6 epochs
     from start      consistent rows from the run's starting policy, lr 1e-3, 10 epochs
 
@@ -52,6 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # rows: "loop", "consistent" or per pro
     "loop": {"rows": "loop"},
     "consistent": {"rows": "consistent"},
     "4 per problem": {"rows": 4},
+    "every solution": {"rows": 10**6},
     "lr 1e-3 x 6": {"rows": "consistent", "sft": {"lr": 1e-3, "epochs": 6}},
     "from start": {"rows": "consistent", "start": "start", "sft": {"lr": 1e-3, "epochs": 10}},
 }
