@@ -146,7 +146,7 @@ def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "rounds must be at least 1" in capsys.readouterr().err
 
 
-def test_learn_settings_refuse_sft_from_start_without_replay() -> None:
+def test_learn_settings_refuse_bad_values() -> None:
     from alphallm.errors import UserError
     from alphallm.loop_config import LoopConfig, build
 
@@ -156,6 +156,8 @@ def test_learn_settings_refuse_sft_from_start_without_replay() -> None:
         build(LoopConfig, {**TINY, "learn": {"sft_from": "scratch"}})
     with pytest.raises(UserError, match=r"needs learn\.replay: true"):
         build(LoopConfig, {**TINY, "learn": {"sft_from": "start", "replay": False}})
+    with pytest.raises(UserError, match=r"learn\.solutions_per_problem must be at least 1"):
+        build(LoopConfig, {**TINY, "learn": {"solutions_per_problem": 0}})
 
 
 def test_metrics_are_written_as_rounds_finish(tmp_path: Path) -> None:

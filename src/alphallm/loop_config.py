@@ -90,6 +90,8 @@ class LearnSettings:
     )
 
     def __post_init__(self) -> None:
+        if self.solutions_per_problem < 1:
+            raise ValueError("learn.solutions_per_problem must be at least 1 (0 would train on no rows)")
         if self.dpo_span not in SPANS:
             raise ValueError(f"learn.dpo_span must be one of {SPANS}, not {self.dpo_span!r}")
         if self.sft_from not in SFT_STARTS:
