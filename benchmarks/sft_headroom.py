@@ -8,7 +8,9 @@ arith: the exact teacher's solutions (no slips) of fresh train-split problems wi
 the test split's difficulty; measured by greedy accuracy on the dev split, by number of operations.
 game24: ``--per-puzzle`` distinct solver solutions of every solvable train puzzle (the loop can never
 see more puzzles than these); measured on the Tree of Thoughts test puzzles, greedy and pass@16 at
-temperature 0.7. Neither is self-improvement: the data comes from an oracle, which the loop has not.
+temperature 0.7. ``--wide-puzzles N`` trains instead on those rows plus as many solutions of N puzzles
+with numbers up to ``--wide-max`` (at least one above 13): does greedy lack puzzles rather than solutions?
+Neither is self-improvement: the data comes from an oracle, which the loop has not.
 Prints a table and writes ``sft_headroom-<task>.json``.
 """
 
@@ -30,7 +32,7 @@ from alphallm.io import write_json
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem, Task
-from alphallm.tasks.game24 import sample_solutions
+from alphallm.tasks.game24 import sample_solutions, solve_numbers
 from alphallm.train.sft import SFTConfig, sft
 
 
@@ -44,6 +46,24 @@ def game24_rows(task: Any, per_puzzle: int, seed: int) -> list[tuple[str, str]]:
     rows = []
     for problem in task.problems("train"):
         numbers = [int(x) for x in problem.question.split()]
+        for moves in sample_solutions(numbers, per_puzzle, rng):
+            rows.append((task.format_prompt(problem), task.write_solution(problem, moves)))
+    return rows
+
+
+def wide_rows(task: Any, n: int, largest: int, per_puzzle: int, seed: int) -> list[tuple[str, str]]:
+    """``per_puzzle`` solver solutions of ``n`` random solvable puzzles with numbers up to ``largest``
+    and at least one above 13. Every solvable 1-13 puzzle is in the Tree of Thoughts set, so these are
+    new puzzles, never a dev or test one: the most a generator could add to the train split."""
+    rng = random.Random(seed)
+    seen: set[tuple[int, ...]] = set()
+    rows = []
+    while len(seen) < n:
+        numbers = tuple(sorted(rng.randint(1, largest) for _ in range(4)))
+        if max(numbers) <= 13 or numbers in seen or solve_numbers(numbers) is None:
+            continue
+        seen.add(numbers)
+        problem = Problem(f"game24-wide-{len(seen)}", " ".join(map(str, numbers)))
         for moves in sample_solutions(numbers, per_puzzle, rng):
             rows.append((task.format_prompt(problem), task.write_solution(problem, moves)))
     return rows
@@ -71,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=("arith", "game24"), required=True)
     parser.add_argument("--rows", type=int, nargs="+", default=[3000, 12000], help="arith: training rows")
     parser.add_argument("--per-puzzle", type=int, default=4, help="game24: solutions per train puzzle")
+    parser.add_argument(
+        "--wide-puzzles",
+        type=int,
+        default=0,
+        metavar="N",
+        help="game24: also --per-puzzle solutions of N solvable puzzles with numbers up to --wide-max",
+    )
+    parser.add_argument("--wide-max", type=int, default=24, help="game24: largest number of a wide puzzle")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
@@ -95,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         ]
     )
+    if args.task == "game24" and args.wide_puzzles:
+        name, rows = datasets[0]
+        wide = wide_rows(task, args.wide_puzzles, args.wide_max, args.per_puzzle, args.seed)
+        datasets = [(f"{name} + {args.wide_puzzles} puzzles to {args.wide_max}", rows + wide)]
     config = SFTConfig(epochs=args.epochs, lr=args.lr, batch_size=32, holdout=0.0, seed=args.seed)
     for name, rows in datasets:
         model, tokenizer = load_causal_lm(base, dtype="float32")
