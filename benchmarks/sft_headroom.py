@@ -41,31 +41,41 @@ def arith_rows(task: Task, n: int, seed: int) -> list[tuple[str, str]]:
     return [(task.format_prompt(p), task.solve(p)) for p in problems]
 
 
+def solution_rows(task: Any, problem: Problem, k: int, rng: random.Random) -> list[tuple[str, str]]:
+    """Up to ``k`` distinct solver solutions of a game24 puzzle, as (prompt, solution) rows."""
+    numbers = [int(x) for x in problem.question.split()]
+    return [
+        (task.format_prompt(problem), task.write_solution(problem, moves))
+        for moves in sample_solutions(numbers, k, rng)
+    ]
+
+
 def game24_rows(task: Any, per_puzzle: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
-    rows = []
-    for problem in task.problems("train"):
-        numbers = [int(x) for x in problem.question.split()]
-        for moves in sample_solutions(numbers, per_puzzle, rng):
-            rows.append((task.format_prompt(problem), task.write_solution(problem, moves)))
-    return rows
+    return [row for p in task.problems("train") for row in solution_rows(task, p, per_puzzle, rng)]
 
 
 def wide_rows(task: Any, n: int, largest: int, per_puzzle: int, seed: int) -> list[tuple[str, str]]:
     """``per_puzzle`` solver solutions of ``n`` random solvable puzzles with numbers up to ``largest``
     and at least one above 13. Every solvable 1-13 puzzle is in the Tree of Thoughts set, so these are
     new puzzles, never a dev or test one: the most a generator could add to the train split."""
+    if not 13 < largest <= 99:
+        raise SystemExit(f"--wide-max must lie in 14..99 (a number above 13), not {largest}")
     rng = random.Random(seed)
-    seen: set[tuple[int, ...]] = set()
-    rows = []
-    while len(seen) < n:
+    tried: set[tuple[int, ...]] = set()  # each candidate goes to the solver once
+    rows, kept, misses = [], 0, 0
+    while kept < n:
         numbers = tuple(sorted(rng.randint(1, largest) for _ in range(4)))
-        if max(numbers) <= 13 or numbers in seen or solve_numbers(numbers) is None:
+        fresh = max(numbers) > 13 and numbers not in tried
+        tried.add(numbers)
+        if not fresh or solve_numbers(numbers) is None:
+            misses += 1
+            if misses > 100_000:  # there are fewer such puzzles than asked for
+                raise SystemExit(f"found only {kept} of {n} puzzles with numbers up to {largest}")
             continue
-        seen.add(numbers)
-        problem = Problem(f"game24-wide-{len(seen)}", " ".join(map(str, numbers)))
-        for moves in sample_solutions(numbers, per_puzzle, rng):
-            rows.append((task.format_prompt(problem), task.write_solution(problem, moves)))
+        kept, misses = kept + 1, 0
+        problem = Problem(f"game24-wide-{kept}", " ".join(map(str, numbers)))
+        rows += solution_rows(task, problem, per_puzzle, rng)
     return rows
 
 
