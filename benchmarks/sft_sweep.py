@@ -28,7 +28,6 @@ Prints a table and writes ``sft_sweep-<run>-round<k>.json``.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -57,13 +56,6 @@ VARIANTS: dict[str, dict[str, Any]] = {  # rows: "loop", "consistent" or per pro
     "lr 1e-3 x 6": {"rows": "consistent", "sft": {"lr": 1e-3, "epochs": 6}},
     "from start": {"rows": "consistent", "start": "start", "sft": {"lr": 1e-3, "epochs": 10}},
 }
-
-
-def loop_rows(loop: Loop, k: int) -> list[Row]:
-    """The rows round k's SFT stage trained on (replayed rounds, deduplicated, as the stage does)."""
-    rounds = range(1, k + 1) if loop.config.learn.replay else range(k, k + 1)
-    data = (json.loads((loop.round_dir(j) / "data.json").read_text())["sft"] for j in rounds)
-    return list(dict.fromkeys(tuple(r) for rows in data for r in rows))
 
 
 def consistent(loop: Loop, rows: list[Row]) -> list[Row]:
@@ -142,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     run, k = Path(args.run), args.round
     loop = finished_round(run, k)
     settings = loop.config.evaluate
-    base = loop_rows(loop, k)
+    base = loop.sft_rows(k)
     data = {"loop": base, "consistent": consistent(loop, base)}
     variants = {name: VARIANTS[name] for name in args.variants}
     if args.with_run:
         other = Path(args.with_run)
-        data["with"] = list(dict.fromkeys(base + loop_rows(finished_round(other, k), k)))
+        data["with"] = list(dict.fromkeys(base + finished_round(other, k).sft_rows(k)))
         variants[f"loop + {other.name}"] = {"rows": "with"}
     results: list[dict[str, Any]] = []
     for name, variant in variants.items():

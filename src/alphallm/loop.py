@@ -269,9 +269,7 @@ class Loop:
         from alphallm.train.sft import sft
 
         learn = self.config.learn
-        rounds = range(1, k + 1) if learn.replay else range(k, k + 1)
-        # A problem drawn again in a later round may find a solution it found before: train on it once.
-        rows = list(dict.fromkeys(tuple(r) for j in rounds for r in self._read(j, "data")["sft"]))
+        rows = self.sft_rows(k)
         start = self.config.policy if learn.sft_from == "start" else self.policy(k - 1)
         model, tokenizer = load_causal_lm(start, dtype="float32")
         metrics: dict[str, Any] = {"rows": 0}
@@ -283,6 +281,13 @@ class Loop:
                 metrics = sft(model, tokenizer, rows, config=config, on_step=lambda s, loss: advance(1))
         self._save_model(model, tokenizer, self.round_dir(k) / "sft")
         return metrics
+
+    def sft_rows(self, k: int) -> list[tuple[str, str]]:
+        """The rows round k's SFT stage trains on: the data stages' rows of rounds 1..k (of round k
+        alone without ``learn.replay``), each once. benchmarks/sft_sweep.py retrains on them too."""
+        rounds = range(1, k + 1) if self.config.learn.replay else range(k, k + 1)
+        # A problem drawn again in a later round may find a solution it found before: train on it once.
+        return list(dict.fromkeys((r[0], r[1]) for j in rounds for r in self._read(j, "data")["sft"]))
 
     def _stage_dpo(self, k: int) -> dict[str, Any]:
         from alphallm.lm.hf import load_causal_lm
