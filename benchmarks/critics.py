@@ -4,6 +4,7 @@
                                  [--label-rollouts 2] [--dev-label-rollouts N]
                                  [--test-problems 100] [--sweep-problems 100] [--max-rows 8000]
                                  [--confidence arith] [--token-evidence arith] [--backbone arith=DIR]
+                                 [--negatives N]
 
 For each task, with the shipped base model:
 1. search train-split and dev-split problems with eta-MCTS and fast rollouts, saving the trees
@@ -14,6 +15,7 @@ For each task, with the shipped base model:
    second head over every solution token, pooled by a soft maximum). The backbone is the base
    model unless ``--backbone TASK=DIR`` names another, such as a self-improved policy from
    ``runs/bench-improve``: the trees, the labels and the searching policy stay the base model's;
+   with ``--negatives N`` the ORM also trains on N wrong variants of every correct solution;
 3. measure them on the dev trees (``alphallm eval-critic``): ORM AUC, PRM step AUC, value Spearman
    and calibration;
 4. run eta-MCTS on test problems three ways at the same number of simulations: no critics, the
@@ -152,8 +154,13 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         settings += ["--token-evidence"] if tokens else []
     out["confidence"] = confidence
     out["token_evidence"] = tokens
+    out["negatives"] = args.negatives
+    suffixes = {kind: suffix for kind in KINDS}
+    if args.negatives:  # only the ORM reads them: the value and step critics stay the same ones
+        suffixes["orm"] = f"{suffix}-neg{args.negatives}"
     for kind in KINDS:
-        critic = work / f"{task}-{kind}{suffix}"
+        critic = work / f"{task}-{kind}{suffixes[kind]}"
+        negatives = ["--negatives", str(args.negatives)] if kind == "orm" and args.negatives else []
         if not critic.exists():
             _cli(
                 "train-critic",
@@ -166,10 +173,11 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "--out",
                 str(critic),
                 *settings,
+                *negatives,
                 "--max-rows",
                 str(args.max_rows),
             )
-        metrics_path = work / f"{task}-{kind}{suffix}-dev{tags['dev']}.json"
+        metrics_path = work / f"{task}-{kind}{suffixes[kind]}-dev{tags['dev']}.json"
         _cli(
             "eval-critic",
             "--critic",
@@ -186,7 +194,8 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["sweep_problems"] = args.sweep_problems
     learned_flags = []
     for kind in KINDS:
-        learned_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffix}'}"]
+        learned_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffixes[kind]}'}"]
+    suffix = suffixes["orm"]  # the searches' names: which critics they used
     for mode, extra in SEARCH_MODES.items():
         flags = learned_flags if mode == "learned critics" else []
         name = f"{mode.replace(' ', '-')}{suffix if flags else ''}"
@@ -280,6 +289,7 @@ def _save(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -
             r.get("train_problems", DEFAULT_PROBLEMS["train"]),
             r.get("dev_problems", DEFAULT_PROBLEMS["dev"]),
             r.get("max_rows", DEFAULT_MAX_ROWS),
+            r.get("negatives", 0),
             r.get("test_problems", DEFAULT_TEST_PROBLEMS),
             r.get("sweep_problems", DEFAULT_SWEEP_PROBLEMS),
         )
@@ -348,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="TASK=DIR",
         help="the critics' backbone for a task (default: the shipped base model)",
+    )
+    parser.add_argument(
+        "--negatives",
+        type=int,
+        default=0,
+        help="wrong variants of each correct solution added to the ORM's rows (train-critic --negatives)",
     )
     parser.add_argument("--work", default="runs/bench-critics")
     parser.add_argument("--out", default="benchmarks/results")

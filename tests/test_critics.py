@@ -21,6 +21,7 @@ from alphallm.critics.learned import (
 )
 from alphallm.critics.metrics import auc, expected_calibration_error, spearman, spearman_ceiling
 from alphallm.critics.tool import ToolCritic
+from alphallm.errors import UserError
 from alphallm.lm.hf import load_causal_lm
 from alphallm.search.types import EvalRequest, Option
 from alphallm.solve import SolveConfig
@@ -260,6 +261,37 @@ def test_training_steps_counts_the_steps_train_critic_takes(
     )
     assert training_steps(rows, config) == len(taken) == steps
     assert metrics["held_out_rows"] == metrics["held_out"]["rows"] == held
+
+
+def test_an_orm_trains_on_negatives_made_from_its_correct_training_solutions(tiny_model_dir: Path) -> None:
+    from alphallm.commands.critic_cmd import _corrupter
+    from alphallm.train.critic import training_steps
+
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    rows = _synthetic_rows(200, 0)  # right when the last digit is even
+
+    def corrupt(row: LabelRow, rng: random.Random) -> str | None:
+        return row.solution[:-2] + str(rng.choice("13579")) + "\n"
+
+    config = CriticTrainConfig(epochs=1, batch_size=16, holdout=0.25, negatives=2, seed=0)
+    taken: list[int] = []
+    _, metrics = train_critic(
+        rows,
+        base=base,
+        tokenizer=tokenizer,
+        kind="orm",
+        config=config,
+        on_step=lambda s, _: taken.append(s),
+        corrupt=corrupt,
+    )
+    assert 0 < metrics["negatives"] <= 2 * sum(r.target == 1.0 for r in rows)
+    assert metrics["train_rows"] == 150 + metrics["negatives"]  # held-out rows get none
+    assert metrics["held_out_rows"] == 50
+    assert len(taken) <= training_steps(rows, config)
+    with pytest.raises(ValueError, match="ORM"):
+        train_critic(rows, base=base, tokenizer=tokenizer, kind="value", config=config, corrupt=corrupt)
+    with pytest.raises(UserError, match="game24"):
+        _corrupter([{"task": "game24", "nodes": []}])
 
 
 def test_held_out_rows_are_capped_by_whole_problems() -> None:

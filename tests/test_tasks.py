@@ -4,6 +4,7 @@ import functools
 import itertools
 import json
 import random
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -70,6 +71,34 @@ def test_arith_noisy_teacher_slips_at_the_requested_rate() -> None:
     clean = sum(not task.check(p, task.teacher_solution(p, rng, noise=0.0)) for p in problems)
     assert clean == 0
     assert 0.3 < wrong / len(problems) < 0.9
+
+
+def test_arith_corruptions_miswrite_one_step_and_carry_it_forward() -> None:
+    # Hard negatives for the ORM: the steps before the miswritten one are the solution's own, the
+    # miswritten one fails the step verifier, every step after it is right from there, and the
+    # answer is wrong. Result slips (bad arithmetic) and miscopies (right arithmetic on a wrong
+    # number) both occur.
+    task, rng = ArithTask(), random.Random(0)
+    made, slips, miscopies = 0, 0, 0
+    for problem in task.problems("test")[:100]:
+        solution = task.solve(problem)
+        for _ in range(3):
+            wrong = task.corrupt(problem, solution, rng)
+            if wrong is None:
+                continue
+            made += 1
+            assert task.check(problem, wrong) is False
+            verdicts = _step_verdicts(task, problem, wrong)
+            first = verdicts.index(False)
+            assert verdicts[first + 1 :] == [True] * (len(verdicts) - first - 1)
+            assert wrong.splitlines()[:first] == solution.splitlines()[:first]
+            a, op, b, c = re.match(r"(\d+)([-+*/])(\d+)=(\d+)", wrong.splitlines()[first]).groups()
+            slips += eval(f"{a}{op}{b}") != int(c)
+            miscopies += eval(f"{a}{op}{b}") == int(c)
+    assert made > 200 and slips > 50 and miscopies > 50  # of 300 tries
+    problem = task.problems("test")[0]
+    assert task.corrupt(problem, "garbage\nAnswer: 3\n", rng) is None
+    assert task.corrupt(problem, "", rng) is None
 
 
 # -- game24 --------------------------------------------------------------------------------------

@@ -50,6 +50,13 @@ def add_parsers(sub: Any) -> None:
         help="with --confidence: also score every solution token (its context and how the base rated "
         "it) and let the worst ones lower the critic's score",
     )
+    p.add_argument(
+        "--negatives",
+        type=int,
+        default=0,
+        help="ORM only: add this many wrong variants of every correct training solution (one step "
+        "miswritten the way a confident policy errs, Task.corrupt) as negatives (default 0)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument(
         "--dtype",
@@ -115,9 +122,13 @@ def run_train(args: argparse.Namespace) -> int:
             lora_r=args.lora_r,
             confidence=args.confidence,
             token_evidence=args.token_evidence,
+            negatives=args.negatives,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if args.negatives and args.kind != "orm":
+        raise UserError(f"--negatives are wrong complete solutions, for an ORM (not --kind {args.kind})")
+    corrupt = _corrupter(trees) if args.negatives else None
     # Full fine-tuning keeps fp32 weights (plain AdamW on bf16 weights loses small updates); with
     # LoRA the frozen base may be half precision, as the adapters stay fp32.
     dtype = args.dtype or ("auto" if args.lora_r else "float32")
@@ -130,6 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
             kind=args.kind,
             config=config,
             on_step=lambda step, loss: advance(1),
+            corrupt=corrupt,
         )
     meta = {
         "base": str(args.base),
@@ -206,13 +218,8 @@ def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: 
     """The tool verifier's score of every label row (0.5 where it cannot judge the text)."""
     from alphallm.critics.base import CriticInput
     from alphallm.critics.tool import ToolCritic
-    from alphallm.tasks import get_task
 
-    names = {tree.get("task") for tree in trees}
-    if len(names) != 1 or None in names:
-        found = ", ".join(sorted(str(name) for name in names))
-        raise UserError(f"--critic tool needs trees of one named task (search --save-trees), got: {found}")
-    task = get_task(str(names.pop()))
+    task = _trees_task(trees, "--critic tool")
     critic = ToolCritic(task, reachability=reachability)
     items = []
     for row in rows:
@@ -222,3 +229,31 @@ def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: 
         finished = task.extract_answer(row.solution) is not None
         items.append(CriticInput(problem, row.solution, terminal=finished))
     return [0.5 if score is None else score for score in critic.score(items)]
+
+
+def _trees_task(trees: list[dict[str, Any]], flag: str) -> Any:
+    """The task the trees were searched for (they must all name the same one)."""
+    from alphallm.tasks import get_task
+
+    names = {tree.get("task") for tree in trees}
+    if len(names) != 1 or None in names:
+        found = ", ".join(sorted(str(name) for name in names))
+        raise UserError(f"{flag} needs trees of one named task (search --save-trees), got: {found}")
+    return get_task(str(names.pop()))
+
+
+def _corrupter(trees: list[dict[str, Any]]) -> Callable[[Any, Any], str | None]:
+    """``corrupt(row, rng)``: the trees' task's wrong variant of a row's solution (``Task.corrupt``)."""
+    from alphallm.tasks.base import Task
+
+    task = _trees_task(trees, "--negatives")
+    if type(task).corrupt is Task.corrupt:
+        raise UserError(f"--negatives: task {task.name!r} has no model of wrong solutions (Task.corrupt)")
+
+    def corrupt(row: Any, rng: Any) -> str | None:
+        problem = task.problem_from_prompt(row.prompt, row.group)
+        if problem is None:
+            raise UserError(f"tree of problem {row.group}: its root is not a {task.name} prompt")
+        return task.corrupt(problem, row.solution, rng)
+
+    return corrupt

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -294,6 +295,94 @@ class ArithTask(Task):
         except (ExprError, ZeroDivisionError):
             return False
         return len(leaves(after)) == len(leaves(before)) - 1 and Fraction(int(c)) in leaves(after)
+
+    def corrupt(self, problem: Problem, solution: str, rng: random.Random) -> str | None:
+        """One step of ``solution`` goes wrong the way this policy's confident mistakes do, and the
+        rest is reduced correctly from there (canonical order), so the answer is wrong too:
+
+        - ``result``: the calculation's result slips (``80-19=62``);
+        - ``operand``: an operand is miscopied and the calculation done right on it (``13+18``
+          written as ``18+18=36``);
+        - ``copy``: a number of the expression left is miscopied (``-> 80-91``)."""
+        matches = [_STEP.match(line) for line in self.steps(solution)]
+        answer = self.extract_answer(solution)
+        steps = [m for m in matches if m is not None]
+        if not steps or len(steps) != len(matches) or answer is None:
+            return None
+        i = rng.randrange(len(steps))
+        previous = problem.question if i == 0 else steps[i - 1].group(5)
+        a, op, b, c, rest = steps[i].groups()
+        place = _reduction_place(previous, f"{a}{op}{b}", c, rest)
+        if place is None:
+            return None
+        kind = rng.choice(("result", "operand", "copy"))
+        numbers = [t for t in _tokens(previous) if t.isdigit()]
+        if kind == "operand":
+            operands = [a, b]
+            side = rng.randrange(2)
+            operands[side] = rng.choice([n for n in numbers if n != operands[side]] or [a])
+            a, b = operands
+            try:
+                value = _apply(int(a), op, int(b))
+            except ZeroDivisionError:
+                return None
+            if value.denominator != 1 or value < 0:
+                return None
+            c = str(value.numerator)
+        elif kind == "result" or len(_tokens(rest)) == 1:
+            c = str(_slip(int(c), rng))
+        rest = place(c)
+        if kind == "copy" and len(_tokens(rest)) > 1:
+            tokens = _tokens(rest)
+            spots = [j for j, t in enumerate(tokens) if t.isdigit() and j != _result_index(place)]
+            if not spots:
+                return None
+            j = rng.choice(spots)
+            tokens[j] = str(_slip(int(tokens[j]), rng))
+            rest = "".join(tokens)
+        # No number larger than the solution's own (plus a slip): this policy's mistakes are near misses.
+        bound = max(int(n) for n in re.findall(r"\d+", solution)) + 10
+        path = _canonical_path(rest, bound)
+        if path is None or int(c) > bound:
+            return None
+        lines = [m.group(0) for m in steps[:i]] + [f"{a}{op}{b}={c} -> {rest}"]
+        lines += [f"{calc}={value} -> {left}" for calc, left, value in path]
+        final = path[-1][1] if path else rest
+        if self.normalize_answer(final) in (None, answer):
+            return None
+        return "".join(line + "\n" for line in [*lines, f"{self.answer_prefix} {final}"])
+
+
+def _slip(value: int, rng: random.Random) -> int:
+    """A nearby wrong number: off by one, two or ten (never negative)."""
+    return abs(value + rng.choice([-10, -2, -1, 1, 2, 10]))
+
+
+def _reduction_place(previous: str, calc: str, result: str, rest: str) -> Callable[[str], str] | None:
+    """Where ``calc`` was reduced in ``previous`` to give ``rest``: a function that writes another
+    result in its place, or None when ``rest`` is not ``previous`` with ``calc`` reduced."""
+    tokens, want = _tokens(previous), _tokens(calc)
+    for j in range(len(tokens) - 2):
+        if tokens[j : j + 3] != want:
+            continue
+        lo, hi = j, j + 3
+        # A parenthesised group reduced to one number loses its parentheses.
+        if lo > 0 and hi < len(tokens) and tokens[lo - 1] == "(" and tokens[hi] == ")":
+            lo, hi = lo - 1, hi + 1
+        for start, stop in {(lo, hi), (j, j + 3)}:
+
+            def place(value: str, start: int = start, stop: int = stop) -> str:
+                return "".join([*tokens[:start], value, *tokens[stop:]])
+
+            if place(result) == rest:
+                return place
+    return None
+
+
+def _result_index(place: Callable[[str], str]) -> int:
+    """The token index of the result that ``place`` writes."""
+    marker = "0" * 40  # a number no expression holds
+    return _tokens(place(marker)).index(marker)
 
 
 def _last_expression(question: str, prefix: str) -> str | None:

@@ -153,6 +153,12 @@ class Task(ABC):
         the state, beside ``check_step``'s check of the move; None when the task cannot tell."""
         return None
 
+    def corrupt(self, problem: Problem, solution: str, rng: random.Random) -> str | None:
+        """A plausible wrong variant of a correct ``solution`` whose answer differs from it (the kind
+        of mistake a confident policy makes), or None when none could be made from this one: hard
+        negatives for an outcome critic (``train-critic --negatives``)."""
+        raise NotImplementedError(f"task {self.name!r} has no model of wrong solutions")
+
     def steps(self, solution: str) -> list[str]:
         """The step lines of a solution that the step verifier judges (the answer line excluded)."""
         out = []

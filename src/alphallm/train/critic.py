@@ -21,7 +21,7 @@ import torch
 
 from alphallm.critics.learned import CriticModel, encode_batch
 from alphallm.critics.metrics import auc, brier, expected_calibration_error, spearman, spearman_ceiling
-from alphallm.train.labels import LabelRow
+from alphallm.train.labels import LabelRow, corrupted_rows
 from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
 
 __all__ = [
@@ -79,8 +79,17 @@ class CriticTrainConfig:
             "how the base rated it) and the worst tokens lower the critic's logit"
         },
     )
+    negatives: int = field(
+        default=0,
+        metadata={
+            "help": "ORM only: wrong variants of every correct training solution added as negatives "
+            "(the task's model of confident mistakes, Task.corrupt); held-out rows stay as searched"
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.negatives < 0:
+            raise ValueError("negatives must be non-negative")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
         if not 0.0 <= self.holdout < 1.0:
@@ -202,9 +211,10 @@ def _bootstrap_se(
 
 def training_steps(rows: Sequence[LabelRow], config: CriticTrainConfig) -> int:
     """Optimizer steps ``train_critic`` takes at most (its progress bar's length): the rows left after
-    the held-out problems and the ``max_rows`` cap, in batches, once per epoch."""
+    the held-out problems and the ``max_rows`` cap, and the negatives, in batches, once per epoch."""
     train_rows, _ = split_by_group(rows, config.holdout, config.seed)
     n = len(train_rows) if config.max_rows is None else min(len(train_rows), config.max_rows)
+    n += config.negatives * min(n, sum(r.target >= 1.0 for r in train_rows))
     return config.epochs * -(-n // config.batch_size)
 
 
@@ -264,14 +274,22 @@ def train_critic(
     kind: str,
     config: CriticTrainConfig,
     on_step: Callable[[int, float], None] | None = None,
+    corrupt: Callable[[LabelRow, random.Random], str | None] | None = None,
 ) -> tuple[CriticModel, dict[str, Any]]:
     """Fine-tunes ``base`` (a causal LM, e.g. the policy) with a fresh head on ``rows``. With LoRA,
-    adapters are injected into ``base`` itself (PEFT works in place): pass a model you can spare."""
+    adapters are injected into ``base`` itself (PEFT works in place): pass a model you can spare.
+    ``corrupt`` makes the hard negatives of ``config.negatives`` (``corrupted_rows``)."""
+    if config.negatives and (kind != "orm" or corrupt is None):
+        raise ValueError("negatives are wrong complete solutions: they need an ORM and the task's corrupt")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     train_rows, held_rows = split_by_group(rows, config.holdout, config.seed)
     if config.max_rows is not None and len(train_rows) > config.max_rows:
         train_rows = rng.sample(train_rows, config.max_rows)
+    negatives: list[LabelRow] = []
+    if config.negatives and corrupt is not None:  # training side only: held-out rows stay as searched
+        negatives = corrupted_rows(train_rows, corrupt, config.negatives, rng)
+        train_rows = train_rows + negatives
     held_rows = cap_by_group(held_rows, config.max_held_out_rows, config.seed)
     if not train_rows:
         raise ValueError("no training rows (are there verified outcomes in the trees?)")
@@ -314,6 +332,7 @@ def train_critic(
     metrics: dict[str, Any] = {
         "kind": kind,
         "train_rows": len(train_rows),
+        "negatives": len(negatives),
         "held_out_rows": len(held_rows),
         "trainable_parameters": sum(p.numel() for p in params),
         "history": history,

@@ -19,7 +19,8 @@ rollouts). A node the tool verifier pruned counts as one verified failure: its s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "LabelRow",
     "SiblingPair",
     "complete_solutions",
+    "corrupted_rows",
     "label_rows",
     "orm_rows",
     "prm_rows",
@@ -206,6 +208,31 @@ def orm_rows(trees: Iterable[Mapping[str, Any]]) -> list[LabelRow]:
                     )
                 )
     return rows
+
+
+def corrupted_rows(
+    rows: Iterable[LabelRow],
+    corrupt: Callable[[LabelRow, random.Random], str | None],
+    per_row: int,
+    rng: random.Random,
+) -> list[LabelRow]:
+    """Hard negatives for an outcome critic: up to ``per_row`` distinct wrong variants of every
+    correct solution (``corrupt``: the task's model of its confident mistakes, ``Task.corrupt``),
+    each labelled 0. Natural wrong solutions are mostly a policy's unlikely slips; these are the
+    likely-looking ones that only a check of the work exposes."""
+    out = []
+    for row in rows:
+        if row.target < 1.0:
+            continue
+        made: set[str] = set()
+        for _ in range(3 * per_row):  # a corruption can fail or repeat: a few tries each
+            wrong = corrupt(row, rng)
+            if wrong is not None and wrong not in made:
+                made.add(wrong)
+                out.append(LabelRow(row.prompt, wrong, 0.0, row.weight, row.group))
+            if len(made) == per_row:
+                break
+    return out
 
 
 def rated_siblings(
