@@ -21,7 +21,6 @@ from alphallm.critics.learned import (
 )
 from alphallm.critics.metrics import auc, expected_calibration_error, spearman, spearman_ceiling
 from alphallm.critics.tool import ToolCritic
-from alphallm.errors import UserError
 from alphallm.lm.hf import load_causal_lm
 from alphallm.search.types import EvalRequest, Option
 from alphallm.solve import SolveConfig
@@ -259,13 +258,12 @@ def test_training_steps_counts_the_steps_train_critic_takes(
     _, metrics = train_critic(
         rows, base=base, tokenizer=tokenizer, kind="orm", config=config, on_step=lambda s, _: taken.append(s)
     )
-    assert training_steps(rows, config) == len(taken) == steps
+    assert training_steps(rows, config, "orm") == len(taken) == steps
     assert metrics["held_out_rows"] == metrics["held_out"]["rows"] == held
 
 
 def test_an_orm_trains_on_negatives_made_from_its_correct_training_solutions(tiny_model_dir: Path) -> None:
-    from alphallm.commands.critic_cmd import _corrupter
-    from alphallm.train.critic import training_steps
+    from alphallm.train.critic import task_corrupter, training_steps
 
     base, tokenizer = load_causal_lm(str(tiny_model_dir))
     rows = _synthetic_rows(200, 0)  # right when the last digit is even
@@ -287,11 +285,17 @@ def test_an_orm_trains_on_negatives_made_from_its_correct_training_solutions(tin
     assert 0 < metrics["negatives"] <= 2 * sum(r.target == 1.0 for r in rows)
     assert metrics["train_rows"] == 150 + metrics["negatives"]  # held-out rows get none
     assert metrics["held_out_rows"] == 50
-    assert len(taken) <= training_steps(rows, config)
-    with pytest.raises(ValueError, match="ORM"):
-        train_critic(rows, base=base, tokenizer=tokenizer, kind="value", config=config, corrupt=corrupt)
-    with pytest.raises(UserError, match="game24"):
-        _corrupter([{"task": "game24", "nodes": []}])
+    assert len(taken) <= training_steps(rows, config, "orm")
+    # The loop's critics share one config: the other kinds train on their labels alone.
+    _, metrics = train_critic(
+        rows, base=base, tokenizer=tokenizer, kind="value", config=config, corrupt=corrupt
+    )
+    assert metrics["negatives"] == 0 and metrics["train_rows"] == 150
+    assert training_steps(rows, config, "value") == -(-150 // 16)
+    with pytest.raises(ValueError, match="corrupt"):
+        train_critic(rows, base=base, tokenizer=tokenizer, kind="orm", config=config)
+    with pytest.raises(ValueError, match="game24"):
+        task_corrupter(get_task("game24"))
 
 
 def test_held_out_rows_are_capped_by_whole_problems() -> None:

@@ -158,6 +158,12 @@ def test_learn_settings_refuse_bad_values() -> None:
         build(LoopConfig, {**TINY, "learn": {"sft_from": "start", "replay": False}})
     with pytest.raises(UserError, match=r"learn\.solutions_per_problem must be at least 1"):
         build(LoopConfig, {**TINY, "learn": {"solutions_per_problem": 0}})
+    negatives = {"kinds": ["orm"], "train": {"negatives": 2}}
+    assert build(LoopConfig, {**TINY, "critics": negatives}).critics.train.negatives == 2
+    with pytest.raises(UserError, match=r"task 'game24' writes no wrong solutions"):
+        build(LoopConfig, {**TINY, "task": "game24", "policy": "game24-base", "critics": negatives})
+    with pytest.raises(UserError, match=r"negatives must be non-negative"):
+        build(LoopConfig, {**TINY, "critics": {"train": {"negatives": -1}}})
 
 
 def test_metrics_are_written_as_rounds_finish(tmp_path: Path) -> None:

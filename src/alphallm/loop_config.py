@@ -240,6 +240,11 @@ class LoopConfig:
             raise ValueError("rounds must be at least 1")
         if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
             raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
+        if self.critics.train.negatives and "orm" in self.critics.kinds:
+            from alphallm.tasks import get_task
+
+            if not get_task(self.task).has_corruptions:
+                raise ValueError(f"critics.train.negatives: task {self.task!r} writes no wrong solutions")
 
     @property
     def run_dir(self) -> Path:

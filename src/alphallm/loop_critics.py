@@ -21,7 +21,7 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
     far, starting from the policy that made them; the held-out gate per kind (``critics.gate``), then,
     with ``critics.gate_search``, the search gate over whole sets."""
     from alphallm.lm.hf import load_causal_lm
-    from alphallm.train.critic import gate_retrained, train_critic, training_steps
+    from alphallm.train.critic import gate_retrained, task_corrupter, train_critic, training_steps
     from alphallm.train.labels import label_rows
 
     settings = loop.config.critics
@@ -41,7 +41,7 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
         # Critics start from the policy that made the trees (the paper initialises them from the policy).
         base, tokenizer = load_causal_lm(loop.policy(k - 1), dtype="float32")
         config = replace(settings.train, seed=loop.seed(k, "critics"))
-        with loop.ui.progress(f"round {k} {kind} critic", training_steps(rows, config)) as adv:
+        with loop.ui.progress(f"round {k} {kind} critic", training_steps(rows, config, kind)) as adv:
             model, metrics = train_critic(
                 rows,
                 base=base,
@@ -49,6 +49,7 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
                 kind=kind,
                 config=config,
                 on_step=lambda s, loss: adv(1),
+                corrupt=task_corrupter(loop.task) if kind == "orm" and config.negatives else None,
             )
         with atomic_dir(loop.critic_dir(k, kind)) as tmp:
             model.save(tmp, tokenizer, {"base": loop.policy(k - 1), **metrics})

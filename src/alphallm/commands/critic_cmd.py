@@ -102,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
     from alphallm.io import atomic_dir, read_trees
     from alphallm.lm.hf import load_causal_lm
-    from alphallm.train.critic import CriticTrainConfig, train_critic, training_steps
+    from alphallm.train.critic import CriticTrainConfig, task_corrupter, train_critic, training_steps
 
     trees = read_trees(args.trees)
     rows = label_rows(args.kind, trees, args.min_samples)
@@ -128,12 +128,17 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if args.negatives and args.kind != "orm":
         raise UserError(f"--negatives are wrong complete solutions, for an ORM (not --kind {args.kind})")
-    corrupt = _corrupter(trees) if args.negatives else None
+    corrupt = None
+    if args.negatives:
+        try:
+            corrupt = task_corrupter(_trees_task(trees, "--negatives"))
+        except ValueError as exc:
+            raise UserError(f"--negatives: {exc}") from None
     # Full fine-tuning keeps fp32 weights (plain AdamW on bf16 weights loses small updates); with
     # LoRA the frozen base may be half precision, as the adapters stay fp32.
     dtype = args.dtype or ("auto" if args.lora_r else "float32")
     base, tokenizer = load_causal_lm(args.base, device=args.device, dtype=dtype)
-    with progress_bar(f"train {args.kind} critic", training_steps(rows, config)) as advance:
+    with progress_bar(f"train {args.kind} critic", training_steps(rows, config, args.kind)) as advance:
         model, metrics = train_critic(
             rows,
             base=base,
@@ -240,20 +245,3 @@ def _trees_task(trees: list[dict[str, Any]], flag: str) -> Any:
         found = ", ".join(sorted(str(name) for name in names))
         raise UserError(f"{flag} needs trees of one named task (search --save-trees), got: {found}")
     return get_task(str(names.pop()))
-
-
-def _corrupter(trees: list[dict[str, Any]]) -> Callable[[Any, Any], str | None]:
-    """``corrupt(row, rng)``: the trees' task's wrong variant of a row's solution (``Task.corrupt``)."""
-    from alphallm.tasks.base import Task
-
-    task = _trees_task(trees, "--negatives")
-    if type(task).corrupt is Task.corrupt:
-        raise UserError(f"--negatives: task {task.name!r} has no model of wrong solutions (Task.corrupt)")
-
-    def corrupt(row: Any, rng: Any) -> str | None:
-        problem = task.problem_from_prompt(row.prompt, row.group)
-        if problem is None:
-            raise UserError(f"tree of problem {row.group}: its root is not a {task.name} prompt")
-        return task.corrupt(problem, row.solution, rng)
-
-    return corrupt

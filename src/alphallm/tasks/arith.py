@@ -296,6 +296,8 @@ class ArithTask(Task):
             return False
         return len(leaves(after)) == len(leaves(before)) - 1 and Fraction(int(c)) in leaves(after)
 
+    has_corruptions: ClassVar[bool] = True
+
     def corrupt(self, problem: Problem, solution: str, rng: random.Random) -> str | None:
         """One step of ``solution`` goes wrong the way this policy's confident mistakes do, and the
         rest is reduced correctly from there (canonical order), so the answer is wrong too:

@@ -62,6 +62,7 @@ class Task(ABC):
     max_option_tokens: ClassVar[int] = 48
     max_solution_tokens: ClassVar[int] = 400
     has_step_verifier: ClassVar[bool] = True
+    has_corruptions: ClassVar[bool] = False  # ``corrupt`` writes wrong variants of solutions
 
     # -- problems -------------------------------------------------------------------------------
     @abstractmethod

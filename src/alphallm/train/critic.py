@@ -21,6 +21,7 @@ import torch
 
 from alphallm.critics.learned import CriticModel, encode_batch
 from alphallm.critics.metrics import auc, brier, expected_calibration_error, spearman, spearman_ceiling
+from alphallm.tasks.base import Task
 from alphallm.train.labels import LabelRow, corrupted_rows
 from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
 
@@ -32,6 +33,7 @@ __all__ = [
     "critic_metrics",
     "gate_retrained",
     "split_by_group",
+    "task_corrupter",
     "train_critic",
     "trained_groups",
     "training_steps",
@@ -209,13 +211,29 @@ def _bootstrap_se(
     return float(np.nanstd(diffs))
 
 
-def training_steps(rows: Sequence[LabelRow], config: CriticTrainConfig) -> int:
+def training_steps(rows: Sequence[LabelRow], config: CriticTrainConfig, kind: str) -> int:
     """Optimizer steps ``train_critic`` takes at most (its progress bar's length): the rows left after
-    the held-out problems and the ``max_rows`` cap, and the negatives, in batches, once per epoch."""
+    the held-out problems and the ``max_rows`` cap, and an ORM's negatives, in batches, once per epoch."""
     train_rows, _ = split_by_group(rows, config.holdout, config.seed)
     n = len(train_rows) if config.max_rows is None else min(len(train_rows), config.max_rows)
-    n += config.negatives * min(n, sum(r.target >= 1.0 for r in train_rows))
+    if kind == "orm":
+        n += config.negatives * min(n, sum(r.target >= 1.0 for r in train_rows))
     return config.epochs * -(-n // config.batch_size)
+
+
+def task_corrupter(task: Task) -> Callable[[LabelRow, random.Random], str | None]:
+    """``corrupt(row, rng)`` for ``train_critic``: the task's wrong variant of a row's solution
+    (``Task.corrupt``); raises ValueError for a task that writes none."""
+    if not task.has_corruptions:
+        raise ValueError(f"task {task.name!r} has no model of wrong solutions (Task.corrupt)")
+
+    def corrupt(row: LabelRow, rng: random.Random) -> str | None:
+        problem = task.problem_from_prompt(row.prompt, row.group)
+        if problem is None:
+            raise ValueError(f"tree of problem {row.group}: its root is not a {task.name} prompt")
+        return task.corrupt(problem, row.solution, rng)
+
+    return corrupt
 
 
 def _batches(rows: list[LabelRow], size: int, rng: random.Random) -> list[list[LabelRow]]:
@@ -278,16 +296,17 @@ def train_critic(
 ) -> tuple[CriticModel, dict[str, Any]]:
     """Fine-tunes ``base`` (a causal LM, e.g. the policy) with a fresh head on ``rows``. With LoRA,
     adapters are injected into ``base`` itself (PEFT works in place): pass a model you can spare.
-    ``corrupt`` makes the hard negatives of ``config.negatives`` (``corrupted_rows``)."""
-    if config.negatives and (kind != "orm" or corrupt is None):
-        raise ValueError("negatives are wrong complete solutions: they need an ORM and the task's corrupt")
+    ``corrupt`` makes an ORM's hard negatives (``config.negatives``, ``task_corrupter``); other
+    kinds train on their labels alone."""
+    if config.negatives and kind == "orm" and corrupt is None:
+        raise ValueError("negatives need the task's corrupt (task_corrupter)")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     train_rows, held_rows = split_by_group(rows, config.holdout, config.seed)
     if config.max_rows is not None and len(train_rows) > config.max_rows:
         train_rows = rng.sample(train_rows, config.max_rows)
     negatives: list[LabelRow] = []
-    if config.negatives and corrupt is not None:  # training side only: held-out rows stay as searched
+    if config.negatives and kind == "orm" and corrupt is not None:  # held-out rows stay as searched
         negatives = corrupted_rows(train_rows, corrupt, config.negatives, rng)
         train_rows = train_rows + negatives
     held_rows = cap_by_group(held_rows, config.max_held_out_rows, config.seed)
