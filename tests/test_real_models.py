@@ -140,7 +140,9 @@ def test_lora_critic_saves_its_adapter_and_reloads_to_identical_scores(
     assert predict(loaded, loaded_tokenizer, rows) == predict(critic, tokenizer, rows)
 
 
-def test_train_critic_cli_takes_lora_r(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_train_critic_cli_takes_lora_r(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     trees = tmp_path / "trees"
     trees.mkdir()
     for i, (prompt, solution) in enumerate(ROWS[:12]):
@@ -157,6 +159,12 @@ def test_train_critic_cli_takes_lora_r(tiny_model_dir: Path, tmp_path: Path) -> 
     assert main([*argv, "--out", str(out), "--epochs", "1", "--lora-r", "2", "--device", "cpu"]) == 0
     assert (out / "backbone" / "adapter_config.json").is_file()
     assert main(["eval-critic", "--critic", str(out), "--trees", str(trees), "--dtype", "float32"]) == 0
+    # Made negatives need an ORM and trees that name their task (these do not).
+    assert main([*argv, "--out", str(tmp_path / "c2"), "--negatives", "2"]) == 2
+    assert "--negatives needs trees of one named task" in capsys.readouterr().err
+    argv[2] = "prm"
+    assert main([*argv, "--out", str(tmp_path / "c3"), "--negatives", "2"]) == 2
+    assert "for an ORM (not --kind prm)" in capsys.readouterr().err
 
 
 def test_loop_config_takes_lora_r_in_learn_and_critics() -> None:
