@@ -4,7 +4,6 @@ import functools
 import itertools
 import json
 import random
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -76,29 +75,39 @@ def test_arith_noisy_teacher_slips_at_the_requested_rate() -> None:
 def test_arith_corruptions_miswrite_one_step_and_carry_it_forward() -> None:
     # Hard negatives for the ORM: the steps before the miswritten one are the solution's own, the
     # miswritten one fails the step verifier, every step after it is right from there, and the
-    # answer is wrong. Result slips (bad arithmetic) and miscopies (right arithmetic on a wrong
-    # number) both occur.
+    # answer is wrong. Result slips and miscopies (right arithmetic on a wrong number) both occur.
     task, rng = ArithTask(), random.Random(0)
-    made, slips, miscopies = 0, 0, 0
+    kinds: list[str] = []
     for problem in task.problems("test")[:100]:
         solution = task.solve(problem)
         for _ in range(3):
             wrong = task.corrupt(problem, solution, rng)
             if wrong is None:
                 continue
-            made += 1
             assert task.check(problem, wrong) is False
             verdicts = _step_verdicts(task, problem, wrong)
             first = verdicts.index(False)
             assert verdicts[first + 1 :] == [True] * (len(verdicts) - first - 1)
             assert wrong.splitlines()[:first] == solution.splitlines()[:first]
-            a, op, b, c = re.match(r"(\d+)([-+*/])(\d+)=(\d+)", wrong.splitlines()[first]).groups()
-            slips += eval(f"{a}{op}{b}") != int(c)
-            miscopies += eval(f"{a}{op}{b}") == int(c)
-    assert made > 200 and slips > 50 and miscopies > 50  # of 300 tries
+            line, kind = task.mistake(problem, wrong) or (None, "")
+            assert line == first
+            kinds.append(kind)
+    assert len(kinds) > 200 and kinds.count("result") > 50 and kinds.count("miscopy") > 50  # of 300 tries
     problem = task.problems("test")[0]
     assert task.corrupt(problem, "garbage\nAnswer: 3\n", rng) is None
     assert task.corrupt(problem, "", rng) is None
+
+
+def test_arith_mistake_names_the_first_wrong_line() -> None:
+    task = ArithTask()
+    problem = task.problem_from_row({"problem": "38+7*6-19"}, default_id="x")
+    right = "7*6=42 -> 38+42-19\n38+42=80 -> 80-19\n80-19=61 -> 61\nAnswer: 61\n"
+    assert task.mistake(problem, right) is None
+    assert task.mistake(problem, "7*6=43 -> 38+43-19\n38+43=81 -> 81-19\n") == (0, "result")
+    assert task.mistake(problem, "7*6=42 -> 38+42-19\n38+42=80 -> 80-91\n") == (1, "miscopy")
+    assert task.mistake(problem, "7*6=42 -> 38+42-19\n42+42=84 -> 84-19\n") == (1, "miscopy")
+    assert task.mistake(problem, "7*6=42 -> 38+42-19\nsee above\n") == (1, "format")
+    assert task.mistake(problem, right.replace("Answer: 61", "Answer: 60")) == (3, "answer")
 
 
 # -- game24 --------------------------------------------------------------------------------------

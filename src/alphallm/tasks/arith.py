@@ -354,6 +354,28 @@ class ArithTask(Task):
             return None
         return "".join(line + "\n" for line in [*lines, f"{self.answer_prefix} {final}"])
 
+    def mistake(self, problem: Problem, solution: str) -> tuple[int, str] | None:
+        """The first wrong line of ``solution`` (by the step verifier) and what went wrong there:
+        ``result`` (the calculation's result is wrong), ``miscopy`` (the calculation is right but
+        it or the expression left does not follow from the expression before), ``format`` (not a
+        calculation line) or ``answer`` (the answer line); None when no line is wrong."""
+        prefix = ""
+        for i, line in enumerate(solution_lines(solution)):
+            if self.check_step(problem, prefix, line) is False:
+                if self.is_answer_line(line):
+                    return i, "answer"
+                match = _STEP.match(line)
+                if match is None:
+                    return i, "format"
+                a, op, b, c, _ = match.groups()
+                try:
+                    right = _apply(int(a), op, int(b)) == int(c)
+                except ZeroDivisionError:
+                    right = False
+                return i, "miscopy" if right else "result"
+            prefix += line + "\n"
+        return None
+
 
 def _slip(value: int, rng: random.Random) -> int:
     """A nearby wrong number: off by one, two or ten (never negative)."""
