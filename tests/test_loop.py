@@ -342,6 +342,38 @@ def test_the_critic_gate_keeps_the_critic_in_use_when_its_successor_scores_worse
     assert record["kept"] == expected
 
 
+def test_the_loops_orm_trains_on_made_negatives_and_its_other_critics_do_not(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """``critics.train.negatives`` is one setting for every kind: the ORM gets the task's wrong variants
+    of its right solutions, the value critic its labels alone."""
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+    from alphallm.tasks.arith import ArithTask
+    from alphallm.train.critic import split_by_group
+    from alphallm.train.labels import orm_rows
+
+    task, rng = ArithTask(), random.Random(0)
+    trees = []
+    for problem in task.problems("test")[:30]:
+        right, wrong = task.solve(problem), task.teacher_solution(problem, rng, noise=1.0)
+        rollouts = [{"text": t, "verified": task.check(problem, t), "score": 0.0} for t in (right, wrong)]
+        root = {"id": 0, "parent": -1, "text": "", "terminal": False, "verified": None, "rollouts": rollouts}
+        trees.append({"problem_id": problem.id, "root": task.format_prompt(problem), "nodes": [root]})
+    critics = {"kinds": ["value", "orm"], "train": {"epochs": 1, "batch_size": 16, "negatives": 2}}
+    config = {**TINY, "out_dir": str(tmp_path), "policy": str(tiny_model_dir), "critics": critics}
+    loop = Loop(build(LoopConfig, config))
+    loop.round_dir(1).mkdir(parents=True)
+    (loop.round_dir(1) / "trees.json").write_text(json.dumps({"trees": trees}))
+    record = loop._stage_critics(1)  # type: ignore[attr-defined]
+    assert record["trained"] == ["value", "orm"]
+    train, _ = split_by_group(orm_rows(trees), 0.2, loop.seed(1, "critics"))
+    right = sum(row.target == 1.0 for row in train)
+    assert right > 20 and right < 2 * record["orm"]["negatives"] <= 2 * 2 * right
+    assert record["orm"]["train_rows"] == len(train) + record["orm"]["negatives"]
+    assert record["value"]["negatives"] == 0
+
+
 @pytest.mark.parametrize(
     ("retrained", "kept"),
     [
