@@ -262,42 +262,6 @@ def test_training_steps_counts_the_steps_train_critic_takes(
     assert metrics["held_out_rows"] == metrics["held_out"]["rows"] == held
 
 
-def test_an_orm_trains_on_negatives_made_from_its_correct_training_solutions(tiny_model_dir: Path) -> None:
-    from alphallm.train.critic import task_corrupter, training_steps
-
-    base, tokenizer = load_causal_lm(str(tiny_model_dir))
-    rows = _synthetic_rows(200, 0)  # right when the last digit is even
-
-    def corrupt(row: LabelRow, rng: random.Random) -> str | None:
-        return row.solution[:-2] + str(rng.choice("13579")) + "\n"
-
-    config = CriticTrainConfig(epochs=1, batch_size=16, holdout=0.25, negatives=2, seed=0)
-    taken: list[int] = []
-    _, metrics = train_critic(
-        rows,
-        base=base,
-        tokenizer=tokenizer,
-        kind="orm",
-        config=config,
-        on_step=lambda s, _: taken.append(s),
-        corrupt=corrupt,
-    )
-    assert 0 < metrics["negatives"] <= 2 * sum(r.target == 1.0 for r in rows)
-    assert metrics["train_rows"] == 150 + metrics["negatives"]  # held-out rows get none
-    assert metrics["held_out_rows"] == 50
-    assert len(taken) <= training_steps(rows, config, "orm")
-    # The loop's critics share one config: the other kinds train on their labels alone.
-    _, metrics = train_critic(
-        rows, base=base, tokenizer=tokenizer, kind="value", config=config, corrupt=corrupt
-    )
-    assert metrics["negatives"] == 0 and metrics["train_rows"] == 150
-    assert training_steps(rows, config, "value") == -(-150 // 16)
-    with pytest.raises(ValueError, match="corrupt"):
-        train_critic(rows, base=base, tokenizer=tokenizer, kind="orm", config=config)
-    with pytest.raises(ValueError, match="game24"):
-        task_corrupter(get_task("game24"))
-
-
 def test_held_out_rows_are_capped_by_whole_problems() -> None:
     # 40 problems of 10 rows each: a cap of 95 keeps 9 whole problems, the same ones for the same seed.
     rows = [LabelRow("Q\n", f"{i}\n", float(i % 2), group=f"g{i // 10}") for i in range(400)]

@@ -1,19 +1,10 @@
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
 
-from alphallm.train.labels import (
-    LabelRow,
-    corrupted_rows,
-    orm_rows,
-    prm_rows,
-    sibling_pairs,
-    success_counts,
-    value_rows,
-)
+from alphallm.train.labels import orm_rows, prm_rows, sibling_pairs, success_counts, value_rows
 
 
 def _node(i: int, parent: int, text: str, **extra: Any) -> dict[str, Any]:
@@ -100,17 +91,3 @@ def test_identical_siblings_make_no_pair() -> None:
     assert (pair.better, pair.worse) == ("3*4=12 -> 2+12\n", "2+3=5 -> 5*4\n")  # the pruned step instead
     tree["nodes"][0]["children"] = [1, 2]
     assert sibling_pairs([tree], min_samples=1) == []
-
-
-def test_corrupted_rows_are_distinct_negatives_of_correct_solutions_only() -> None:
-    rows = [LabelRow("Q: a\n", "right\n", 1.0, 2.0, "a"), LabelRow("Q: b\n", "wrong\n", 0.0, 1.0, "b")]
-
-    def corrupt(row: LabelRow, rng: random.Random) -> str | None:
-        return None if rng.random() < 0.3 else f"{row.solution}{rng.randint(0, 2)}\n"
-
-    out = corrupted_rows(rows, corrupt, 2, random.Random(0))
-    assert len(out) == 2 and len({r.solution for r in out}) == 2
-    assert all((r.prompt, r.target, r.weight, r.group) == ("Q: a\n", 0.0, 2.0, "a") for r in out)
-    # A corruption that can only repeat itself gives one row, after a bounded number of tries.
-    assert len(corrupted_rows(rows, lambda row, rng: "same\n", 5, random.Random(0))) == 1
-    assert corrupted_rows(rows, lambda row, rng: None, 3, random.Random(0)) == []

@@ -167,6 +167,7 @@ class ArithTask(Task):
     max_steps: ClassVar[int] = 12
     max_option_tokens: ClassVar[int] = 48
     max_solution_tokens: ClassVar[int] = 400
+    has_corruptions: ClassVar[bool] = True
     split_sizes: ClassVar[dict[str, int]] = {"train": 2000, "dev": 200, "test": 200}
     split_seeds: ClassVar[dict[str, int]] = {"train": 11, "dev": 12, "test": 13}
 
@@ -296,8 +297,6 @@ class ArithTask(Task):
             return False
         return len(leaves(after)) == len(leaves(before)) - 1 and Fraction(int(c)) in leaves(after)
 
-    has_corruptions: ClassVar[bool] = True
-
     def corrupt(self, problem: Problem, solution: str, rng: random.Random) -> str | None:
         """One step of ``solution`` goes wrong the way this policy's confident mistakes do, and the
         rest is reduced correctly from there (canonical order), so the answer is wrong too:
@@ -335,8 +334,8 @@ class ArithTask(Task):
             c = str(_slip(int(c), rng))
         rest = place(c)
         if kind == "copy" and len(_tokens(rest)) > 1:
-            tokens = _tokens(rest)
-            spots = [j for j, t in enumerate(tokens) if t.isdigit() and j != _result_index(place)]
+            tokens, result_at = _tokens(rest), _result_index(place)
+            spots = [j for j, t in enumerate(tokens) if t.isdigit() and j != result_at]
             if not spots:
                 return None
             j = rng.choice(spots)
