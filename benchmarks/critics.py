@@ -195,10 +195,10 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     learned_flags = []
     for kind in KINDS:
         learned_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffixes[kind]}'}"]
-    suffix = suffixes["orm"]  # the searches' names: which critics they used
+    searched = suffixes["orm"]  # in the searches' names: which critics they used
     for mode, extra in SEARCH_MODES.items():
         flags = learned_flags if mode == "learned critics" else []
-        name = f"{mode.replace(' ', '-')}{suffix if flags else ''}"
+        name = f"{mode.replace(' ', '-')}{searched if flags else ''}"
         out["search"][mode] = _search(task, args, work, extra, flags, name)
 
     # 5. The learned PRM as a soft verifier: a step it scores at most tau is a dead end, with tau
@@ -209,14 +209,16 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sweep = [
         {
             **_search(
-                task, args, work, prune_below(t), learned_flags, f"learned-critics{suffix}-prune{t}", "dev"
+                task, args, work, prune_below(t), learned_flags, f"learned-critics{searched}-prune{t}", "dev"
             ),
             "prune_below": t,
         }
         for t in PRUNE_THRESHOLDS
     ]
     tau = max(sweep, key=lambda r: (r["accuracy"], -r["generated_tokens"]))["prune_below"]
-    pruned = _search(task, args, work, prune_below(tau), learned_flags, f"learned-critics{suffix}-prune{tau}")
+    pruned = _search(
+        task, args, work, prune_below(tau), learned_flags, f"learned-critics{searched}-prune{tau}"
+    )
     out["search"]["learned critics, PRM prunes"] = {**pruned, "prune_below": tau, "dev_sweep": sweep}
     # 6. No critics at the learned critics' compute. With every value neutral nothing widens, so at
     # equal simulations the critic-free tree is little more than the greedy chain; the bar compares at

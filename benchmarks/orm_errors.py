@@ -72,17 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     for path in args.critics:
         critic = LearnedCritic.load(path, task=task)
-        positives = score(critic, right)
-        wrong = [r for r in rows if r.target < 1.0]
+        scored = dict(zip(rows + made, score(critic, rows + made), strict=True))  # each text read once
+        positives = [scored[r] for r in right]
+        wrong = [scored[r] for r in rows if r.target < 1.0]
         entry: dict[str, Any] = {
             "trees": args.trees,
             "critic": path,
             "right": len(right),
-            "auc": auc(positives + score(critic, wrong), [1.0] * len(right) + [0.0] * len(wrong)),
+            "auc": auc(positives + wrong, [1.0] * len(positives) + [0.0] * len(wrong)),
             "classes": {},
         }
         for name in names:
-            negatives = score(critic, by_class[name])
+            negatives = [scored[r] for r in by_class[name]]
             labels = [1.0] * len(positives) + [0.0] * len(negatives)
             entry["classes"][name] = {"rows": len(negatives), "auc": auc(positives + negatives, labels)}
         results.append(entry)

@@ -6,10 +6,13 @@ import argparse
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alphallm.errors import UserError
 from alphallm.train.labels import label_rows
+
+if TYPE_CHECKING:
+    from alphallm.tasks.base import Task
 
 
 def add_parsers(sub: Any) -> None:
@@ -55,7 +58,7 @@ def add_parsers(sub: Any) -> None:
         type=int,
         default=0,
         help="ORM only: add this many wrong variants of every correct training solution (one step "
-        "miswritten the way a confident policy errs, Task.corrupt) as negatives (default 0)",
+        "miswritten the way the task's policies err, Task.corrupt) as negatives (default 0)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument(
@@ -236,7 +239,7 @@ def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: 
     return [0.5 if score is None else score for score in critic.score(items)]
 
 
-def _trees_task(trees: list[dict[str, Any]], flag: str) -> Any:
+def _trees_task(trees: list[dict[str, Any]], flag: str) -> Task:
     """The task the trees were searched for (they must all name the same one)."""
     from alphallm.tasks import get_task
 

@@ -298,7 +298,7 @@ class ArithTask(Task):
         return len(leaves(after)) == len(leaves(before)) - 1 and Fraction(int(c)) in leaves(after)
 
     def corrupt(self, problem: Problem, solution: str, rng: random.Random) -> str | None:
-        """One step of ``solution`` goes wrong the way this policy's confident mistakes do, and the
+        """One step of ``solution`` goes wrong in one of the ways this task's policies err, and the
         rest is reduced correctly from there (canonical order), so the answer is wrong too:
 
         - ``result``: the calculation's result slips (``80-19=62``);

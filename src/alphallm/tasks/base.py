@@ -155,8 +155,8 @@ class Task(ABC):
         return None
 
     def corrupt(self, problem: Problem, solution: str, rng: random.Random) -> str | None:
-        """A plausible wrong variant of a correct ``solution`` whose answer differs from it (the kind
-        of mistake a confident policy makes), or None when none could be made from this one: hard
+        """A plausible wrong variant of a correct ``solution`` whose answer differs from it (a kind of
+        mistake the task's policies make), or None when none could be made from this one: made
         negatives for an outcome critic (``train-critic --negatives``)."""
         raise NotImplementedError(f"task {self.name!r} has no model of wrong solutions")
 

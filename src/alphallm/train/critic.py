@@ -85,7 +85,7 @@ class CriticTrainConfig:
         default=0,
         metadata={
             "help": "ORM only: wrong variants of every correct training solution added as negatives "
-            "(the task's model of confident mistakes, Task.corrupt); held-out rows stay as searched"
+            "(the task's model of its policies' mistakes, Task.corrupt); held-out rows stay as searched"
         },
     )
 

@@ -216,10 +216,9 @@ def corrupted_rows(
     per_row: int,
     rng: random.Random,
 ) -> list[LabelRow]:
-    """Hard negatives for an outcome critic: up to ``per_row`` distinct wrong variants of every
-    correct solution (``corrupt``: the task's model of its confident mistakes, ``Task.corrupt``),
-    each labelled 0. Natural wrong solutions are mostly a policy's unlikely slips; these are the
-    likely-looking ones that only a check of the work exposes."""
+    """Made negatives for an outcome critic: up to ``per_row`` distinct wrong variants of every
+    correct solution (``corrupt``: the task's model of its policies' mistakes, ``Task.corrupt``),
+    each labelled 0, as contrast where the searched trees hold few right solutions."""
     out = []
     for row in rows:
         if row.target < 1.0:
