@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import alphallm
 from alphallm.cli import main
 
 
@@ -92,3 +93,20 @@ def test_library_progress_bars_stay_out_of_a_log_file(tmp_path: Path, tiny_model
     assert result.returncode == 0, result.stderr
     assert "Loading weights" not in result.stderr and "it/s]" not in result.stderr, result.stderr
     assert json.loads(out.read_text())["problems"] == 2
+
+
+def test_every_shipped_loop_config_loads() -> None:
+    # `alphallm demo` is the README's main command: a typo in its packaged config would break it, and no
+    # other test reads those files or the repository's configs/improve ones
+    from alphallm.commands.improve_cmd import DEMO_TASKS
+    from alphallm.loop_config import load_config
+
+    package = Path(alphallm.__file__).parent / "configs"
+    assert sorted(p.name for p in package.glob("*.yaml")) == sorted(f"demo-{t}.yaml" for t in DEMO_TASKS)
+    for task in DEMO_TASKS:
+        config = load_config(package / f"demo-{task}.yaml")
+        assert (config.task, config.name, config.policy) == (task, f"demo-{task}", f"{task}-base")
+    repository = sorted((Path(__file__).parents[1] / "configs" / "improve").glob("*.yaml"))
+    assert len(repository) == 4
+    for path in repository:
+        assert load_config(path).rounds >= 5
