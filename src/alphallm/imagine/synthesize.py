@@ -30,6 +30,7 @@ class ImagineStats:
     unsolvable: int = 0
     not_train: int = 0
     duplicate: int = 0
+    surplus: int = 0  # valid and new, but sampled after the batch was full
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -79,6 +80,8 @@ def imagine_problems(
                 seen.add(problem.question)
                 out.append(problem)
                 stats.kept += 1
+            else:
+                stats.surplus += 1
     return out, stats
 
 

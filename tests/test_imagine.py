@@ -1,0 +1,57 @@
+"""Imagination, the loop's first stage: problems written by the shipped policies, and what is kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from alphallm.imagine import imagine_problems, mix_problems
+from alphallm.lm import load_lm
+from alphallm.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def arith_lm() -> Any:
+    return load_lm("arith-base")
+
+
+def _accounted(stats: Any) -> int:
+    return stats.kept + stats.invalid + stats.unsolvable + stats.not_train + stats.duplicate + stats.surplus
+
+
+def test_imagined_arith_problems_are_new_train_items_and_a_pool_is_never_repeated(arith_lm: Any) -> None:
+    task = get_task("arith")
+    first, stats = imagine_problems(task, arith_lm, 24, seed=0)
+    questions = [p.question for p in first]
+    assert len(questions) == len(set(questions)) == 24
+    assert all(task.split_of(q) == "train" and task.parse_question(q) == p for q, p in zip(questions, first))
+    assert stats.sampled == 48 == _accounted(stats)  # one batch of 2n samples filled it
+    assert stats.not_train > 0  # the policy writes dev and test items too; none was kept
+
+    # the same samples again, with the first batch as the pool: all 24 come back as duplicates
+    again, stats = imagine_problems(task, arith_lm, 24, pool=questions, seed=0)
+    assert stats.duplicate >= 24 and stats.sampled == _accounted(stats)
+    assert len(again) == 24 and not {p.question for p in again} & set(questions)
+
+
+def test_imagined_game24_puzzles_are_solvable_and_never_dev_or_test() -> None:
+    task = get_task("game24")
+    puzzles, stats = imagine_problems(task, load_lm("game24-base"), 40, seed=0)
+    assert len(puzzles) == 40
+    assert all(task.solvable(p) and task.split_of(p.question) == "train" for p in puzzles)
+    # the rules-only base writes unsolvable puzzles and Tree of Thoughts dev/test ones: both are dropped
+    assert stats.unsolvable > 0 and stats.not_train > 0 and stats.sampled == _accounted(stats)
+
+
+def test_a_mixed_batch_fills_the_rest_from_the_generator_without_repeats(arith_lm: Any) -> None:
+    task = get_task("arith")
+    pool = {p.question for p in imagine_problems(task, arith_lm, 10, seed=3)[0]}
+    problems, stats = mix_problems(
+        task, arith_lm, 30, imagined_fraction=0.5, pool=pool, difficulty={"min_ops": 4, "max_ops": 6}, seed=3
+    )
+    questions = [p.question for p in problems]
+    assert len(questions) == len(set(questions)) == 30 and not set(questions) & pool
+    assert stats["imagined"]["kept"] == 15 and stats["generated"] == 15
+    assert all(task.split_of(q) == "train" for q in questions)
+    assert all(4 <= sum(c in "+-*/" for c in q) <= 6 for q in questions[15:])  # the generator's difficulty
