@@ -3,7 +3,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -22,7 +22,13 @@ from alphallm.search import (
     search,
 )
 from alphallm.search.readout import best_value, most_visited, vote
-from alphallm.search.selection import allowed_children, importance, puct_scores, uct_scores
+from alphallm.search.selection import (
+    allowed_children,
+    importance,
+    priors_from_logprobs,
+    puct_scores,
+    uct_scores,
+)
 from alphallm.search.tree import ROOT
 
 
@@ -208,6 +214,48 @@ def test_bandit_finds_the_best_arm() -> None:
     assert max(arms, key=arms.get) == "arm 3\n"
     assert arms["arm 3\n"] > 0.5 * 200
     assert most_visited(tree, 0).solution == "arm 3\n"
+
+
+class PriorBandit(Bandit):
+    """Five arms worth the same; the policy writes arm 3 twenty times likelier than each other arm."""
+
+    p = (0.5,) * 5
+
+    def expand(self, requests: Sequence[ExpandRequest]) -> list[list[Option]]:
+        return [
+            [replace(o, logprob=0.0 if o.text == "arm 3\n" else -3.0) for o in options]
+            for options in super().expand(requests)
+        ]
+
+
+@pytest.mark.parametrize("selection", ["uct", "puct"])
+def test_puct_follows_the_policys_prior_where_values_tie(selection: str) -> None:
+    bandit = PriorBandit()
+    config = MCTSConfig(
+        num_simulations=100,
+        selection=selection,
+        c_min_root=5,
+        c_max_root=5,
+        alpha=0.0,
+        merge_retries=8,
+        merge_threshold=0.99,
+        greedy_first_child=False,
+    )
+    tree = search(
+        ["pull\n"],
+        expand_fn=bandit.expand,
+        evaluate_fn=bandit.evaluate,
+        config=config,
+        rng=np.random.default_rng(0),
+    )
+    kids = tree.child_ids(0, ROOT)
+    arms = {tree.options[0][c].text: int(tree.visits[0, c]) for c in kids}
+    assert len(arms) == 5
+    if selection == "puct":  # softmax prior of arm 3: 1 / (1 + 4 e^-3) = 0.83
+        assert priors_from_logprobs(tree.logprob[0, kids]).max() == pytest.approx(1 / (1 + 4 * math.exp(-3)))
+        assert arms["arm 3\n"] > 0.6 * 100
+    else:  # UCT ignores the prior: equal values share the visits
+        assert max(arms.values()) - min(arms.values()) <= 1
 
 
 def test_state_merge_modes() -> None:
