@@ -77,6 +77,7 @@ def test_malformed_problems_file_is_one_line_error(tmp_path: Path, tiny_model_di
         (("eval", "--task", "chess"), "unknown task 'chess'"),
         (("eval", "--task", "arith", "--model", "no/such/dir/"), "no such model directory"),
         (("eval", "--task", "arith", "--model", "arith-base", "--n", "0"), "--n must be at least 1"),
+        (("eval", "--task", "game24", "--max-tokens", "0"), "--max-tokens must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args: tuple[str, ...], needle: str) -> None:
@@ -110,3 +111,11 @@ def test_every_shipped_loop_config_loads() -> None:
     assert len(repository) == 4
     for path in repository:
         assert load_config(path).rounds >= 5
+
+
+def test_eval_max_tokens_caps_every_solution(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # the random tiny model never ends a solution by itself: each one runs to the cap
+    out = tmp_path / "res.json"
+    args = ["eval", "--task", "game24", "--model", str(tiny_model_dir), "--limit", "3", "--out", str(out)]
+    assert main([*args, "--max-tokens", "7"]) == 0
+    assert [r["tokens"] for r in json.loads(out.read_text())["records"]] == [7, 7, 7]

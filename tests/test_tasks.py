@@ -184,6 +184,30 @@ def test_game24_rule_verifier() -> None:
     assert Fraction(24, 5) * 5 == 24
 
 
+def test_game24_retry_abandons_an_attempt_and_starts_again_from_the_puzzle() -> None:
+    task = Game24Task()
+    problem = task.problem_from_row({"numbers": [4, 9, 10, 13]}, default_id="x")
+    failed = "13+10=23 (left: 4 9 23)\n23-9=14 (left: 4 14)\n"
+    work = "13-9=4 (left: 4 4 10)\n10-4=6 (left: 4 6)\n4*6=24 (left: 24)\nAnswer: (13-9)*(10-4)=24\n"
+    assert task.check(problem, failed + "back\n" + work)
+    assert task.check(problem, failed + "back\n" + failed + "back\n" + work)
+    assert task.check(
+        problem, failed + "back\nAnswer: (13-9)*(10-4)=24\n"
+    )  # an answer without moves, as before
+    assert (
+        task.check_step(problem, failed, "back") and task.solvable_after(problem, failed + "back\n") is True
+    )
+    # after back the numbers are the puzzle's again: a move on the abandoned attempt's numbers is illegal
+    assert not task.check_step(problem, failed + "back\n", "23-9=14 (left: 4 14)")
+    assert not task.check(problem, failed + "back\n" + failed + "Answer: (13-9)*(10-4)=24\n")
+    # every attempt's moves must hold, and back needs an attempt to abandon
+    assert not task.check(problem, failed.replace("23-9=14", "23-9=15") + "back\n" + work)
+    assert not task.check(problem, "back\n" + work) and not task.check(
+        problem, failed + "back\nback\n" + work
+    )
+    assert not task.check(problem, failed + "back\n")  # no answer
+
+
 @functools.cache
 def _reaches_24(numbers: tuple[Fraction, ...]) -> bool:
     """Brute force over every pair, every operation, both orders (negative results included)."""

@@ -108,9 +108,11 @@ def evaluate(
     temperature: float = 1.0,
     batch_size: int = 64,
     seed: int = 0,
+    max_tokens: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Decodes ``n`` whole solutions per problem (one if greedy) and scores them.
+    """Decodes ``n`` whole solutions per problem (one if greedy), each up to ``max_tokens`` (default:
+    the task's ``max_solution_tokens``), and scores them.
 
     Returns accuracy (mean over samples), and for sampling pass@n and majority@n; the legal-step
     rate when the task has a step verifier; tokens used and wall time.
@@ -126,7 +128,7 @@ def evaluate(
             [task.format_prompt(p) for p in chunk],
             n=n,
             temperature=0.0 if method == "greedy" else temperature,
-            max_tokens=task.max_solution_tokens,
+            max_tokens=max_tokens or task.max_solution_tokens,
             seed=seed + start,
         )
         for problem, row in zip(chunk, completions):

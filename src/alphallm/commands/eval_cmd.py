@@ -24,6 +24,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="problems decoded together")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        help="tokens a solution may take (default: the task's; more for a policy that retries)",
+    )
     add_model_arguments(p)
     p.add_argument("--out", help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json)")
     p.set_defaults(run=run)
@@ -63,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError("--n must be at least 1")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UserError("--max-tokens must be at least 1")
     if args.method == "sample" and args.temperature <= 0:
         raise UserError("--temperature must be positive for --method sample")
     task = get_task(args.task)
@@ -83,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             batch_size=args.batch_size,
             seed=args.seed,
+            max_tokens=args.max_tokens,
             progress=advance,
         )
     rows: dict[str, Any] = {"problems": result.problems, **result.metrics}

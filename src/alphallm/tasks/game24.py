@@ -34,12 +34,22 @@ from alphallm.tasks.expr import ExprError, evaluate_node, format_number, leaves,
 __all__ = ["Game24Task", "legal_moves", "sample_solutions", "solve_numbers"]
 
 TARGET = Fraction(24)
+# A policy may give up on an attempt and start again from the puzzle's numbers in the same output
+# (benchmarks/retry_traces.py): a line of its own, after which the moves start afresh.
+RETRY_LINE = "back"
 # In a move, a fractional operand is parenthesised so "1/(2/3)" cannot be misread as "(1/2)/3".
 _OPERAND = r"-?\d+|\(-?\d+/\d+\)"
 _NUMBER = r"-?\d+(?:/\d+)?"
 _MOVE = re.compile(rf"^({_OPERAND})([-+*/])({_OPERAND})=({_NUMBER}) \(left: ([^)]*)\)$")
 _OP_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 Move = tuple[Fraction, str, Fraction, Fraction]  # (a, op, b, result)
+
+
+def _attempt(prefix: str) -> list[str]:
+    """The non-blank lines of the attempt under way: those after the last ``back``."""
+    lines = [line for line in solution_lines(prefix) if line.strip()]
+    backs = [i for i, line in enumerate(lines) if line.strip() == RETRY_LINE]
+    return lines[backs[-1] + 1 :] if backs else lines
 
 
 def _number(text: str) -> Fraction:
@@ -297,6 +307,9 @@ class Game24Task(Task):
         expression that happens to make 24 after moves that went elsewhere (``9+6=15``, ``15*2=30``,
         then ``Answer: (8+1)*2+6=30``): 7% of the verified solutions in game24-small's trees, 10% of
         the SFT rows taken from them. As training data they teach an answer unrelated to the work.
+
+        A ``back`` line (``RETRY_LINE``) abandons the attempt before it and the moves after it start
+        again from the puzzle's numbers (``check_step``); every attempt's moves must be legal.
         """
         prefix = ""
         for line in solution_lines(solution):
@@ -319,8 +332,11 @@ class Game24Task(Task):
     def check_step(self, problem: Problem, prefix: str, step: str) -> bool | None:
         """A move is legal when it uses two available numbers, computes exactly and lists the
         numbers left correctly; the answer line is correct when it solves the puzzle, states 24 (if
-        it states a value) and follows moves that left 24 (or no moves at all)."""
+        it states a value) and follows moves that left 24 (or no moves at all). ``back`` is legal after
+        a move: it abandons the attempt, and the next move starts again from the puzzle's numbers."""
         step = step.rstrip("\n")
+        if step.strip() == RETRY_LINE:
+            return bool(_attempt(prefix))
         if self.is_answer_line(step):
             return self._answer_holds(problem, prefix, step[len(self.answer_prefix) :].strip())
         available = self._available(problem, prefix)
@@ -347,8 +363,7 @@ class Game24Task(Task):
             states_24 = all(Fraction(value.strip()) == TARGET for value in stated)
         except (ValueError, ZeroDivisionError):
             return False
-        moved = any(line.strip() for line in solution_lines(prefix))
-        left = self._available(problem, prefix) if moved else [TARGET]
+        left = self._available(problem, prefix) if _attempt(prefix) else [TARGET]
         return expression is not None and states_24 and left == [TARGET] and self._solves(problem, expression)
 
     def solvable_after(self, problem: Problem, prefix: str) -> bool | None:
@@ -359,7 +374,7 @@ class Game24Task(Task):
         return None if available is None else solve_numbers(available) is not None
 
     def _available(self, problem: Problem, prefix: str) -> list[Fraction] | None:
-        lines = [line for line in solution_lines(prefix) if line.strip()]
+        lines = _attempt(prefix)
         if not lines:
             return [Fraction(x) for x in self._key(problem.question)]
         match = _MOVE.match(lines[-1])
