@@ -20,8 +20,9 @@ which cannot make 24 (the task's reachability check, the tool the training searc
 from the run's own SFT rows (what its searches verified; no oracle); ``--source solver`` from the task's
 solver (an oracle, as ``sft_headroom``). The policy is fine-tuned on the traces and decoded greedily on
 the Tree of Thoughts test puzzles; a puzzle is solved when the attempt after the last ``back`` is a
-valid solution under the task's strict check. Tokens per puzzle are reported beside accuracy: retrying
-costs tokens.
+valid solution under the task's strict check (``Game24Task.check`` reads ``back`` lines, and every
+attempt's moves must be legal; ``alphallm eval --max-tokens 400`` scores a saved policy the same way).
+Tokens per puzzle are reported beside accuracy: retrying costs tokens.
 
     python benchmarks/retry_traces.py --run runs/bench-improve-49839c0/game24-sft_only --round 6 --source loop
 
@@ -40,6 +41,7 @@ from typing import Any
 
 import torch
 
+from alphallm.evaluation import evaluate
 from alphallm.io import write_json
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.report.stats import paired_change
@@ -120,33 +122,19 @@ def traces(
     return rows
 
 
-def last_attempt(text: str) -> str | None:
-    """The attempt after the last ``back``, up to and including the first answer line (None without one)."""
-    head, answer, tail = text.partition("Answer:")
-    if not answer:
-        return None
-    return (head + answer + tail.split("\n", 1)[0] + "\n").split(BACK)[-1]
-
-
 def measure(model: Any, tokenizer: Any, problems: list[Problem], max_tokens: int) -> dict[str, Any]:
-    lm = TransformersLM(model, tokenizer)
-    outputs = [
-        c
-        for (c,) in lm.sample(
-            [TASK.format_prompt(p) for p in problems], temperature=0.0, max_tokens=max_tokens
-        )
-    ]
-    solved = {}
-    for problem, output in zip(problems, outputs):
-        attempt = last_attempt(output.text)
-        solved[problem.id] = int(attempt is not None and bool(TASK.check(problem, attempt)))
+    """Greedy decoding scored by the task's check, which reads ``back`` lines (as ``alphallm eval
+    --max-tokens`` does)."""
+    result = evaluate(TASK, TransformersLM(model, tokenizer), problems, max_tokens=max_tokens, batch_size=100)
+    records = result.records
     return {
-        "greedy": sum(solved.values()) / len(solved),
-        "tokens_per_puzzle": sum(len(o.token_ids) for o in outputs) / len(outputs),
-        "backs_per_puzzle": sum(o.text.count(BACK) for o in outputs) / len(outputs),
-        "hit_max_tokens": sum(o.finish_reason == "length" for o in outputs),
-        "solved": solved,
-        "examples": [o.text for o in outputs[:3]],
+        "greedy": result.metrics["accuracy"],
+        "legal_step_rate": result.metrics.get("legal_step_rate"),
+        "tokens_per_puzzle": sum(r.tokens for r in records) / len(records),
+        "backs_per_puzzle": sum(r.solution.count(BACK) for r in records) / len(records),
+        "hit_max_tokens": sum(r.tokens >= max_tokens for r in records),
+        "solved": {r.problem_id: int(bool(r.correct)) for r in records},
+        "examples": [r.solution for r in records[:3]],
     }
 
 
@@ -167,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-tokens", type=int, default=400, help="greedy decoding budget per puzzle")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--save", help="directory to save the fine-tuned policy in (for alphallm eval/search)"
+    )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     run = Path(args.run)
@@ -188,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     sft(model, tokenizer, rows, config=SFTConfig(epochs=args.epochs, lr=args.lr, holdout=0.0, seed=args.seed))
     sft_seconds = time.perf_counter() - started
     after = measure(model, tokenizer, test, args.max_tokens)
+    if args.save:
+        model.save_pretrained(args.save)
+        tokenizer.save_pretrained(args.save)
     change = paired_change(before["solved"], after["solved"])
     result = {
         "args": vars(args),
