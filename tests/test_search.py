@@ -4,6 +4,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,18 +190,17 @@ class Bandit:
         ]
 
 
-def test_bandit_finds_the_best_arm() -> None:
-    bandit = Bandit()
+def _pull(bandit: Bandit, simulations: int, **settings: Any) -> tuple[Tree, dict[str, int]]:
+    """eta-MCTS on the bandit: five arms at the root, duplicates re-sampled; each arm's visits."""
     config = MCTSConfig(
-        num_simulations=200,
+        num_simulations=simulations,
         c_min_root=5,
         c_max_root=5,
-        adaptive_branching=True,
         alpha=0.0,
-        merge="resample",
         merge_retries=8,
         merge_threshold=0.99,
         greedy_first_child=False,
+        **settings,
     )
     tree = search(
         ["pull\n"],
@@ -209,7 +209,11 @@ def test_bandit_finds_the_best_arm() -> None:
         config=config,
         rng=np.random.default_rng(0),
     )
-    arms = {tree.options[0][c].text: int(tree.visits[0, c]) for c in tree.child_ids(0, ROOT)}
+    return tree, {tree.options[0][c].text: int(tree.visits[0, c]) for c in tree.child_ids(0, ROOT)}
+
+
+def test_bandit_finds_the_best_arm() -> None:
+    tree, arms = _pull(Bandit(), 200, adaptive_branching=True, merge="resample")
     assert len(arms) == 5  # state merge re-sampled duplicate arms until all five were tried
     assert max(arms, key=arms.get) == "arm 3\n"
     assert arms["arm 3\n"] > 0.5 * 200
@@ -230,26 +234,8 @@ class PriorBandit(Bandit):
 
 @pytest.mark.parametrize("selection", ["uct", "puct"])
 def test_puct_follows_the_policys_prior_where_values_tie(selection: str) -> None:
-    bandit = PriorBandit()
-    config = MCTSConfig(
-        num_simulations=100,
-        selection=selection,
-        c_min_root=5,
-        c_max_root=5,
-        alpha=0.0,
-        merge_retries=8,
-        merge_threshold=0.99,
-        greedy_first_child=False,
-    )
-    tree = search(
-        ["pull\n"],
-        expand_fn=bandit.expand,
-        evaluate_fn=bandit.evaluate,
-        config=config,
-        rng=np.random.default_rng(0),
-    )
+    tree, arms = _pull(PriorBandit(), 100, selection=selection)
     kids = tree.child_ids(0, ROOT)
-    arms = {tree.options[0][c].text: int(tree.visits[0, c]) for c in kids}
     assert len(arms) == 5
     if selection == "puct":  # softmax prior of arm 3: 1 / (1 + 4 e^-3) = 0.83
         assert priors_from_logprobs(tree.logprob[0, kids]).max() == pytest.approx(1 / (1 + 4 * math.exp(-3)))
