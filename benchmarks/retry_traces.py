@@ -47,10 +47,10 @@ from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.report.stats import paired_change
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
-from alphallm.tasks.game24 import sample_solutions
+from alphallm.tasks.game24 import RETRY_LINE, sample_solutions
 from alphallm.train.sft import SFTConfig, sft
 
-BACK = "back\n"
+BACK = RETRY_LINE + "\n"
 TASK: Any = get_task("game24")
 
 
@@ -68,7 +68,7 @@ def failed_attempts(lm: Any, problems: list[Problem], samples: int, seed: int) -
             fails = out.setdefault(problem.question, [])
             for completion in completions:
                 lines = [line + "\n" for line in completion.text.split("\n") if line.strip()][:2]
-                if len(lines) < 2 or lines[0] in firsts or not _two_left(lines[1]):
+                if len(lines) < 2 or lines[0] in firsts:  # two legal moves leave two numbers
                     continue
                 legal = TASK.check_step(problem, "", lines[0]) and TASK.check_step(
                     problem, lines[0], lines[1]
@@ -77,10 +77,6 @@ def failed_attempts(lm: Any, problems: list[Problem], samples: int, seed: int) -
                     firsts.add(lines[0])
                     fails.append("".join(lines))
     return out
-
-
-def _two_left(line: str) -> bool:
-    return "(left:" in line and len(line.split("(left:")[1].strip(" )\n").split()) == 2
 
 
 def loop_solutions(run: Path, rounds: int) -> dict[str, list[str]]:
