@@ -48,35 +48,11 @@ from alphallm.report.stats import paired_change
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
 from alphallm.tasks.game24 import RETRY_LINE, sample_solutions
+from alphallm.train.retry import failed_attempts
 from alphallm.train.sft import SFTConfig, sft
 
 BACK = RETRY_LINE + "\n"
 TASK: Any = get_task("game24")
-
-
-def failed_attempts(lm: Any, problems: list[Problem], samples: int, seed: int) -> dict[str, list[str]]:
-    """Per puzzle: the policy's distinct legal first two moves after which the two numbers left cannot
-    make 24 (sampled at temperature 1)."""
-    out: dict[str, list[str]] = {}
-    for start in range(0, len(problems), 100):
-        batch = problems[start : start + 100]
-        prompts = [TASK.format_prompt(p) for p in batch]
-        for problem, completions in zip(
-            batch, lm.sample(prompts, n=samples, temperature=1.0, max_tokens=60, seed=seed + start)
-        ):
-            firsts: set[str] = set()
-            fails = out.setdefault(problem.question, [])
-            for completion in completions:
-                lines = [line + "\n" for line in completion.text.split("\n") if line.strip()][:2]
-                if len(lines) < 2 or lines[0] in firsts:  # two legal moves leave two numbers
-                    continue
-                legal = TASK.check_step(problem, "", lines[0]) and TASK.check_step(
-                    problem, lines[0], lines[1]
-                )
-                if legal and TASK.solvable_after(problem, "".join(lines)) is False:
-                    firsts.add(lines[0])
-                    fails.append("".join(lines))
-    return out
 
 
 def loop_solutions(run: Path, rounds: int) -> dict[str, list[str]]:
@@ -103,14 +79,15 @@ def solver_solutions(problems: list[Problem], k: int, rng: random.Random) -> dic
 def traces(
     solutions: dict[str, list[str]], fails: dict[str, list[str]], per_puzzle: int, rng: random.Random
 ) -> list[tuple[str, str]]:
-    """``per_puzzle`` (prompt, trace) rows a puzzle: 0-3 failed attempts, then a solution that does not
-    start like any of them."""
+    """``per_puzzle`` (prompt, trace) rows a puzzle: 0-3 failed attempts (keyed by prompt), then a
+    solution that does not start like any of them. (The loop's ``learn.retry_mix`` writes one trace per
+    SFT row instead: ``alphallm.train.retry.retry_rows``.)"""
     rows = []
     for question, solved in solutions.items():
         prompt = TASK.format_prompt(Problem("q", question))
         for _ in range(per_puzzle):
             k = rng.choices([0, 1, 2, 3], weights=[0.35, 0.3, 0.2, 0.15])[0]
-            tried = rng.sample(fails.get(question, []), min(k, len(fails.get(question, []))))
+            tried = rng.sample(fails.get(prompt, []), min(k, len(fails.get(prompt, []))))
             firsts = {attempt.split("\n")[0] for attempt in tried}
             fresh = [s for s in solved if s.split("\n")[0] not in firsts]
             if fresh:
@@ -167,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         solutions = solver_solutions(TASK.problems("train"), 3 * args.per_puzzle, random.Random(args.seed))
     puzzles = [Problem(f"q{i}", q) for i, q in enumerate(solutions)]
-    fails = failed_attempts(TransformersLM(model, tokenizer), puzzles, args.samples, args.seed)
+    prompts = [TASK.format_prompt(p) for p in puzzles]
+    fails = failed_attempts(
+        TASK, TransformersLM(model, tokenizer), prompts, samples=args.samples, seed=args.seed
+    )
     rows = traces(solutions, fails, args.per_puzzle, random.Random(args.seed))
     data_seconds = time.perf_counter() - started
     before = measure(model, tokenizer, test, args.max_tokens)

@@ -88,6 +88,21 @@ class LearnSettings:
             "'step' (the two sibling options only, Step-DPO)"
         },
     )
+    retry_mix: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "retry traces (Stream of Search): the shares of SFT rows written with 0, 1, 2, ... of "
+            "the policy's own failed attempts before the verified solution, each abandoned by the task's "
+            "retry line (game24: 'back'); [] trains on the solutions alone. Give evaluate.max_tokens room "
+            "for the longer solutions"
+        },
+    )
+    retry_samples: int = field(
+        default=8, metadata={"help": "policy samples per problem searched for failed attempts"}
+    )
+    retry_steps: int = field(
+        default=2, metadata={"help": "steps in a failed attempt (after them the problem is unsolvable)"}
+    )
 
     def __post_init__(self) -> None:
         if self.solutions_per_problem < 1:
@@ -96,6 +111,10 @@ class LearnSettings:
             raise ValueError(f"learn.dpo_span must be one of {SPANS}, not {self.dpo_span!r}")
         if self.sft_from not in SFT_STARTS:
             raise ValueError(f"learn.sft_from must be one of {SFT_STARTS}, not {self.sft_from!r}")
+        if any(w < 0 for w in self.retry_mix) or (self.retry_mix and sum(self.retry_mix) <= 0):
+            raise ValueError("learn.retry_mix must be non-negative shares with a positive sum ([]: off)")
+        if self.retry_samples < 1 or self.retry_steps < 1:
+            raise ValueError("learn.retry_samples and learn.retry_steps must be at least 1")
         if self.sft_from == "start" and not self.replay:
             raise ValueError(
                 "learn.sft_from: start retrains the starting policy on every round's rows; "
@@ -185,6 +204,13 @@ class EvalSettings:
             "fewer distinct steps, and search worse"
         },
     )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "tokens a greedy or sampled solution may have, on test and in the gate (null: the "
+            "task's own limit; a policy that retries, learn.retry_mix, needs more)"
+        },
+    )
     critics_prune_below: float | None = field(
         default=None,
         metadata={
@@ -204,14 +230,17 @@ class EvalSettings:
             raise ValueError("gate_samples must be at least 1 and gate_temperature above 0")
         if self.gate_search < 0:
             raise ValueError("gate_search must be non-negative (0: off)")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1 (null: the task's limit)")
 
     @property
     def gate_score(self) -> str:
         """The gate's score by name (recorded with every gate decision, so a resumed run with another
         score knows that the recorded ones do not compare)."""
+        tokens = f", {self.max_tokens} tokens" if self.max_tokens else ""
         if self.gate_metric == "greedy":
-            return "greedy"
-        return f"sampled (n={self.gate_samples}, T={self.gate_temperature})"
+            return f"greedy ({self.max_tokens} tokens)" if self.max_tokens else "greedy"
+        return f"sampled (n={self.gate_samples}, T={self.gate_temperature}{tokens})"
 
 
 @dataclass(frozen=True)
@@ -240,11 +269,15 @@ class LoopConfig:
             raise ValueError("rounds must be at least 1")
         if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
             raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
-        if self.critics.train.negatives and "orm" in self.critics.kinds:
+        negatives = self.critics.train.negatives and "orm" in self.critics.kinds
+        if negatives or self.learn.retry_mix:
             from alphallm.tasks import get_task
 
-            if not get_task(self.task).has_corruptions:
+            task = get_task(self.task)
+            if negatives and not task.has_corruptions:
                 raise ValueError(f"critics.train.negatives: task {self.task!r} writes no wrong solutions")
+            if self.learn.retry_mix and task.retry_line is None:
+                raise ValueError(f"learn.retry_mix: task {self.task!r} has no retry line in its format")
 
     @property
     def run_dir(self) -> Path:

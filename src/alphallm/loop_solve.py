@@ -97,7 +97,9 @@ def evaluate_policy(
     lm = load_lm(policy)
     test = task.problems("test")
     out: dict[str, Any] = {}
-    greedy = evaluate(task, lm, test[: settings.test_problems], method="greedy")
+    greedy = evaluate(
+        task, lm, test[: settings.test_problems], method="greedy", max_tokens=settings.max_tokens
+    )
     out["greedy"] = {
         "accuracy": greedy.metrics["accuracy"],
         "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),

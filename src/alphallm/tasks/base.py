@@ -63,6 +63,9 @@ class Task(ABC):
     max_solution_tokens: ClassVar[int] = 400
     has_step_verifier: ClassVar[bool] = True
     has_corruptions: ClassVar[bool] = False  # ``corrupt`` writes wrong variants of solutions
+    # A line that abandons the attempt before it, after which the solution starts again from the
+    # problem (None: the format has none; learn.retry_mix needs one).
+    retry_line: ClassVar[str | None] = None
 
     # -- problems -------------------------------------------------------------------------------
     @abstractmethod

@@ -184,6 +184,7 @@ class Game24Task(Task):
     max_steps: ClassVar[int] = 6
     max_option_tokens: ClassVar[int] = 48
     max_solution_tokens: ClassVar[int] = 200
+    retry_line: ClassVar[str | None] = RETRY_LINE
     test_ranks: ClassVar[range] = range(901, 1001)
 
     def __init__(self) -> None:

@@ -1,0 +1,95 @@
+"""Retry traces (Stream of Search, Gandhi et al. 2024): SFT rows in which the policy abandons failed
+attempts and starts again, so that one greedy decoding can recover from a first move that dooms it.
+
+    Input: 2 5 8 11
+    8*2=16 (left: 5 11 16)
+    11-5=6 (left: 6 16)
+    back
+    11-5=6 (left: 2 6 8)
+    ...
+
+A failed attempt is the policy's own: its first ``steps`` sampled steps, each legal, after which the
+task's reachability tool says the problem cannot be solved any more. A row keeps its verified solution
+and gets 0, 1, 2, ... such attempts before it (``mix`` gives the shares), each followed by the task's
+retry line; an attempt that starts like the solution is never used, so the retry is a different try.
+benchmarks/retry_traces.py measured the recipe on game24 (greedy 0.33 -> 0.47-0.50).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from alphallm.tasks.base import Task
+
+__all__ = ["failed_attempts", "retry_rows"]
+
+
+def failed_attempts(
+    task: Task,
+    lm: Any,
+    prompts: Sequence[str],
+    *,
+    samples: int,
+    steps: int = 2,
+    seed: int = 0,
+    batch_size: int = 100,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, list[str]]:
+    """Per prompt: the policy's distinct failed attempts (by first step), from ``samples`` solutions
+    sampled at temperature 1 and cut after ``steps`` steps."""
+    out: dict[str, list[str]] = {}
+    for start in range(0, len(prompts), batch_size):
+        batch = list(prompts[start : start + batch_size])
+        completions = lm.sample(
+            batch, n=samples, temperature=1.0, max_tokens=task.max_option_tokens * steps, seed=seed + start
+        )
+        for prompt, sampled in zip(batch, completions):
+            problem = task.problem_from_prompt(prompt)
+            fails = out.setdefault(prompt, [])
+            if problem is None:
+                continue
+            firsts: set[str] = set()
+            for completion in sampled:
+                lines = [line + "\n" for line in completion.text.split("\n") if line.strip()][:steps]
+                if len(lines) < steps or lines[0] in firsts or _failed(task, problem, lines) is not True:
+                    continue
+                firsts.add(lines[0])
+                fails.append("".join(lines))
+        if progress is not None:
+            progress(len(batch))
+    return out
+
+
+def _failed(task: Task, problem: Any, lines: list[str]) -> bool:
+    """Every step is a legal move (no answer line, no retry) and the problem is unsolvable after them."""
+    prefix = ""
+    for line in lines:
+        if task.is_answer_line(line) or line.strip() == task.retry_line:
+            return False
+        if not task.check_step(problem, prefix, line):
+            return False
+        prefix += line
+    return task.solvable_after(problem, prefix) is False
+
+
+def retry_rows(
+    rows: Sequence[tuple[str, str]],
+    fails: dict[str, list[str]],
+    *,
+    mix: Sequence[float],
+    retry_line: str,
+    seed: int,
+) -> list[tuple[str, str]]:
+    """Each (prompt, solution) row with ``k`` failed attempts of its prompt before the solution, ``k``
+    drawn with weights ``mix`` (fewer when the prompt has fewer attempts that start unlike it)."""
+    rng = random.Random(seed)
+    out = []
+    for prompt, solution in rows:
+        k = rng.choices(range(len(mix)), weights=mix)[0]
+        first = solution.split("\n", 1)[0] + "\n"
+        usable = [attempt for attempt in fails.get(prompt, []) if not attempt.startswith(first)]
+        tried = rng.sample(usable, min(k, len(usable)))
+        out.append((prompt, "".join(attempt + retry_line + "\n" for attempt in tried) + solution))
+    return out
