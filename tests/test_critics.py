@@ -121,6 +121,13 @@ def test_game24_tool_critic_rejects_legal_moves_into_dead_states() -> None:
     # A finished solution is judged by its answer line, not by the state before it.
     answered = live + "10-4=6 (left: 4 6)\n4*6=24 (left: 24)\nAnswer: (13-9)*(10-4)=24\n"
     assert ToolCritic(task).score([CriticInput(problem, answered, True)]) == [1.0]
+    # A solution that ended without an answer is none, however legal its moves (a retrying policy's
+    # rollout cut at the token limit, say).
+    cut = live + "10+4=14 (left: 4 14)\nback\n" + live
+    assert ToolCritic(task).score([CriticInput(problem, cut, True), CriticInput(problem, cut, False)]) == [
+        0.0,
+        1.0,
+    ]
 
 
 def test_eval_critic_scores_the_tool_verifier_against_step_labels(tmp_path: Path) -> None:

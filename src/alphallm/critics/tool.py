@@ -46,6 +46,13 @@ class ToolCritic:
         verdicts = [v for v in step_verdicts(self.task, item) if v is not None]
         if not verdicts or not all(verdicts):
             return None if not verdicts else 0.0
+        if item.terminal and not any(
+            self.task.is_answer_line(line) for line in solution_lines(item.solution)
+        ):
+            # Ended with no answer (cut at the token or step limit): every move legal is no solution.
+            # A policy that retries can write legal moves until its budget ends; scored 1 here, such a
+            # rollout outranked the verified ones in eta-MCTS's read-out (benchmarks/README.md).
+            return 0.0
         # A finished solution is judged by its answer line; a dead state only matters before it.
         dead = self.reachability and not item.terminal
         return 0.0 if dead and self.task.solvable_after(item.problem, item.solution) is False else 1.0
