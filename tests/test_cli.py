@@ -108,7 +108,7 @@ def test_every_shipped_loop_config_loads() -> None:
         config = load_config(package / f"demo-{task}.yaml")
         assert (config.task, config.name, config.policy) == (task, f"demo-{task}", f"{task}-base")
     repository = sorted((Path(__file__).parents[1] / "configs" / "improve").glob("*.yaml"))
-    assert len(repository) == 4
+    assert len(repository) == 5  # arith, arith-small, game24, game24-retry, game24-small
     for path in repository:
         assert load_config(path).rounds >= 5
 
