@@ -265,7 +265,9 @@ class Loop:
         return {"sft": rows, "pairs": [asdict(p) for p in pairs], "problems": len(trees), "solved": solved}
 
     def _stage_sft(self, k: int) -> dict[str, Any]:
+        from alphallm.lm import load_lm
         from alphallm.lm.hf import load_causal_lm
+        from alphallm.train.retry import retry_traces
         from alphallm.train.sft import sft
 
         learn = self.config.learn
@@ -273,8 +275,18 @@ class Loop:
         start = self.config.policy if learn.sft_from == "start" else self.policy(k - 1)
         model, tokenizer = load_causal_lm(start, dtype="float32")
         retry: dict[str, Any] = {}
-        if learn.retry_mix and rows:
-            rows, retry = self.retry_rows(k, rows)
+        if learn.retry_mix and rows:  # retry traces, from the failed attempts of the policy before
+            with self.ui.progress(f"round {k} failed attempts", len({p for p, _ in rows})) as advance:
+                rows, retry = retry_traces(
+                    self.task,
+                    load_lm(self.policy(k - 1)),
+                    rows,
+                    mix=learn.retry_mix,
+                    samples=learn.retry_samples,
+                    steps=learn.retry_steps,
+                    seed=self.seed(k, "sft"),
+                    progress=advance,
+                )
         metrics: dict[str, Any] = {"rows": 0}
         if rows:
             config = replace(learn.sft, seed=self.seed(k, "sft"))
@@ -291,35 +303,6 @@ class Loop:
         rounds = range(1, k + 1) if self.config.learn.replay else range(k, k + 1)
         # A problem drawn again in a later round may find a solution it found before: train on it once.
         return list(dict.fromkeys((r[0], r[1]) for j in rounds for r in self._read(j, "data")["sft"]))
-
-    def retry_rows(self, k: int, rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-        """Round k's SFT rows as retry traces (``learn.retry_mix``), and what went into them. The failed
-        attempts are sampled from the policy kept after round k-1: the mistakes its successor should
-        learn to recover from."""
-        from alphallm.lm import load_lm
-        from alphallm.train.retry import failed_attempts, retry_rows
-
-        learn, retry_line = self.config.learn, self.task.retry_line
-        assert retry_line is not None  # LoopConfig refuses learn.retry_mix for a task without one
-        prompts = list(dict.fromkeys(prompt for prompt, _ in rows))
-        with self.ui.progress(f"round {k} failed attempts", len(prompts)) as advance:
-            fails = failed_attempts(
-                self.task,
-                load_lm(self.policy(k - 1)),
-                prompts,
-                samples=learn.retry_samples,
-                steps=learn.retry_steps,
-                seed=self.seed(k, "sft"),
-                progress=advance,
-            )
-        traces = retry_rows(rows, fails, mix=learn.retry_mix, retry_line=retry_line, seed=self.seed(k, "sft"))
-        retried = [trace for trace, row in zip(traces, rows) if trace != row]
-        return traces, {
-            "prompts": len(prompts),
-            "failed_attempts": sum(map(len, fails.values())),
-            "rows_with_a_retry": len(retried),
-            "examples": retried[:3],
-        }
 
     def _stage_dpo(self, k: int) -> dict[str, Any]:
         from alphallm.lm.hf import load_causal_lm

@@ -23,7 +23,7 @@ from typing import Any
 
 from alphallm.tasks.base import Task
 
-__all__ = ["failed_attempts", "retry_rows"]
+__all__ = ["failed_attempts", "retry_rows", "retry_traces"]
 
 
 def failed_attempts(
@@ -93,3 +93,30 @@ def retry_rows(
         tried = rng.sample(usable, min(k, len(usable)))
         out.append((prompt, "".join(attempt + retry_line + "\n" for attempt in tried) + solution))
     return out
+
+
+def retry_traces(
+    task: Task,
+    lm: Any,
+    rows: Sequence[tuple[str, str]],
+    *,
+    mix: Sequence[float],
+    samples: int,
+    steps: int,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The rows as retry traces with the policy ``lm``'s own failed attempts, and a record of what went
+    into them (the loop's SFT stage writes it to ``sft.json``)."""
+    if task.retry_line is None:
+        raise ValueError(f"task {task.name!r} has no retry line in its format")
+    prompts = list(dict.fromkeys(prompt for prompt, _ in rows))
+    fails = failed_attempts(task, lm, prompts, samples=samples, steps=steps, seed=seed, progress=progress)
+    traces = retry_rows(rows, fails, mix=mix, retry_line=task.retry_line, seed=seed)
+    retried = [trace for trace, row in zip(traces, rows) if trace != row]
+    return traces, {
+        "prompts": len(prompts),
+        "failed_attempts": sum(map(len, fails.values())),
+        "rows_with_a_retry": len(retried),
+        "examples": retried[:3],
+    }
