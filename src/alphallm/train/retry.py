@@ -22,6 +22,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from alphallm.critics.base import CriticInput
+from alphallm.critics.tool import step_verdicts
 from alphallm.tasks.base import Task
 
 __all__ = ["failed_attempts", "retry_rows", "retry_traces"]
@@ -65,14 +67,11 @@ def failed_attempts(
 
 def _failed(task: Task, problem: Any, lines: list[str]) -> bool:
     """Every step is a legal move (no answer line, no retry) and the problem is unsolvable after them."""
-    prefix = ""
-    for line in lines:
-        if task.is_answer_line(line) or line.strip() == task.retry_line:
-            return False
-        if not task.check_step(problem, prefix, line):
-            return False
-        prefix += line
-    return task.solvable_after(problem, prefix) is False
+    if any(task.is_answer_line(line) or line.strip() == task.retry_line for line in lines):
+        return False
+    attempt = "".join(lines)
+    legal = step_verdicts(task, CriticInput(problem, attempt, terminal=False))
+    return all(verdict is True for verdict in legal) and task.solvable_after(problem, attempt) is False
 
 
 def retry_rows(
