@@ -12,8 +12,8 @@ A failed attempt is the policy's own: its first ``steps`` sampled steps, each le
 task's reachability tool says the problem cannot be solved any more. A row keeps its verified solution
 and gets 0, 1, 2, ... such attempts before it (``mix`` gives the shares), each followed by the task's
 retry line; an attempt that starts like the solution is never used, so the retry is a different try.
-On game24 it takes greedy 0.33 -> 0.49 in the loop's round 7 (``learn.retry_mix``), and 0.47-0.58 as one
-fine-tune outside it (benchmarks/retry_traces.py; benchmarks/README.md).
+On game24 it takes greedy 0.33 -> 0.49 -> 0.57 in the loop's rounds 7-8 (``learn.retry_mix``), and
+0.47-0.58 as one fine-tune outside it (benchmarks/retry_traces.py; benchmarks/README.md).
 """
 
 from __future__ import annotations
