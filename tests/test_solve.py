@@ -37,6 +37,37 @@ def test_every_method_runs_and_counts_compute(tiny_lm, method: str) -> None:
         assert report.usage["rollout"]["generated_tokens"] == 0
 
 
+def test_max_tokens_bounds_rollouts_and_completions(tiny_lm) -> None:
+    """``max_tokens`` replaces the task's limit for rollouts and completed read-outs (a policy that
+    retries needs more room than the task's solutions): the random-weight model writes to the limit."""
+    task = get_task("game24")
+    problems = task.problems("test")[:2]
+    base = replace(SolveConfig(batch_size=2, rollouts=1), mcts=MCTSConfig(num_simulations=3, max_depth=2))
+
+    def rollout_lengths(config: SolveConfig) -> list[int]:
+        report = solve(task, problems, policy=tiny_lm, config=config, keep_trees=True)
+        texts = [r["text"] for res in report.results for n in res.tree["nodes"] for r in n["rollouts"]]
+        assert texts
+        return [len(tiny_lm.encode_continuation(text)) for text in texts]
+
+    assert max(rollout_lengths(base)) > 12
+    assert max(rollout_lengths(replace(base, max_tokens=12))) <= 12
+    # No rollouts, two levels of a 5-7 line solution: every answer is the best path completed greedily.
+    arith, policy = get_task("arith"), load_lm("arith-base")
+    shallow = replace(base, rollouts=0, mcts=MCTSConfig(num_simulations=3, max_depth=2))
+    full, cut = (
+        solve(arith, arith.problems("test")[:2], policy=policy, config=c, keep_trees=True)
+        for c in (shallow, replace(shallow, max_tokens=12))
+    )
+    assert [r.tree["nodes"] for r in full.results] == [r.tree["nodes"] for r in cut.results]  # one search
+    assert all(r.readout == "completed" for r in cut.results)
+    lengths = [(len(a.solution), len(b.solution)) for a, b in zip(full.results, cut.results)]
+    assert all(c <= f for f, c in lengths) and any(c < f for f, c in lengths)
+    assert cut.usage["policy"]["generated_tokens"] < full.usage["policy"]["generated_tokens"]
+    with pytest.raises(ValueError, match="max_tokens"):
+        SolveConfig(max_tokens=0)
+
+
 def test_search_cli_saves_trees_for_the_viewer(tiny_model_dir: Path, tmp_path: Path) -> None:
     trees = tmp_path / "trees"
     out = tmp_path / "res.json"
@@ -76,6 +107,8 @@ def test_search_cli_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureF
     config.write_text("sampels: 3\n")
     assert main(["search", "--task", "arith", "--config", str(config)]) == 2
     assert "unknown search setting(s): sampels" in capsys.readouterr().err
+    assert main(["search", "--task", "arith", "--max-tokens", "0"]) == 2
+    assert "invalid search settings: max_tokens must be at least 1" in capsys.readouterr().err
 
 
 def test_empty_weights_mean_no_critics(tmp_path: Path) -> None:

@@ -93,8 +93,9 @@ class LearnSettings:
         metadata={
             "help": "retry traces (Stream of Search): the shares of SFT rows written with 0, 1, 2, ... of "
             "the policy's own failed attempts before the verified solution, each abandoned by the task's "
-            "retry line (game24: 'back'); [] trains on the solutions alone. Give evaluate.max_tokens room "
-            "for the longer solutions"
+            "retry line (game24: 'back'); [] trains on the solutions alone. Give the longer solutions "
+            "room: evaluate.max_tokens (greedy, gate), and search.max_tokens and evaluate.search.max_tokens "
+            "(rollouts)"
         },
     )
     retry_samples: int = field(

@@ -77,6 +77,14 @@ class SolveConfig:
     anchor: str | None = field(
         default=None, metadata={"help": "anchor model of the implicit-Q critic (weight 'implicit_q')"}
     )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "tokens a rollout, or the read-out's completion of an unfinished path, may generate "
+            "(null: the task's limit, game24's 200; a policy that retries in its output, "
+            "learn.retry_mix, writes about twice as much)"
+        },
+    )
     mcts: MCTSConfig = field(default_factory=MCTSConfig)
     batch_size: int = field(default=32, metadata={"help": "problems searched together"})
     seed: int = field(default=0, metadata={"help": "seed of the search and of sampling"})
@@ -91,6 +99,8 @@ class SolveConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.rollouts < 0 or self.temperature < 0:
             raise ValueError("rollouts and temperature must be non-negative")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1 (null: the task's limit)")
         if self.prune_with not in PRUNING_CRITICS:
             raise ValueError(f"prune_with must be one of {', '.join(PRUNING_CRITICS)}")
         if not 0.0 <= self.prune_below < 1.0:
@@ -218,7 +228,12 @@ def _run_batch(
         and critics.outcome is not None
     ):
         rollout = RolloutCritic(
-            task, rollout_lm, critics.outcome, n=config.rollouts, temperature=config.rollout_temperature
+            task,
+            rollout_lm,
+            critics.outcome,
+            n=config.rollouts,
+            temperature=config.rollout_temperature,
+            max_tokens=config.max_tokens,
         )
     evaluate_fn: EvaluateFn = make_evaluate_fn(
         task,
@@ -286,7 +301,13 @@ def _deepest_live(tree: Tree, b: int) -> int:
 
 
 def _complete_unfinished(
-    task: Task, tree: Tree, choices: list[Choice | None], policy: Metered, *, seed: int
+    task: Task,
+    tree: Tree,
+    choices: list[Choice | None],
+    policy: Metered,
+    *,
+    seed: int,
+    max_tokens: int | None = None,
 ) -> list[Choice]:
     """Trees that reached no complete solution answer with their best path completed greedily by
     the policy (one batched call; its tokens are counted), as AlphaLLM's read-outs do."""
@@ -298,7 +319,7 @@ def _complete_unfinished(
     completions = policy.sample(
         [tree.state(b, node) for b, node in zip(todo, nodes)],
         temperature=0.0,
-        max_tokens=task.max_solution_tokens,
+        max_tokens=max_tokens or task.max_solution_tokens,
         seed=seed,
     )
     for b, node, (completion,) in zip(todo, nodes, completions):
@@ -346,7 +367,9 @@ def solve(
         rng = np.random.default_rng([config.seed, offset + start])
         tree, readout = _run_batch(task, batch, config, policy_view, rollout_view, critics, rng)
         found = [read_out(tree, b, readout, answer_fn) for b in range(len(batch))]
-        choices = _complete_unfinished(task, tree, found, policy_view, seed=config.seed + offset + start)
+        choices = _complete_unfinished(
+            task, tree, found, policy_view, seed=config.seed + offset + start, max_tokens=config.max_tokens
+        )
         for b, problem in enumerate(batch):
             choice = choices[b]
             solution = task.truncate(choice.solution)

@@ -32,6 +32,11 @@ def add_parser(sub: Any) -> None:
     budget.add_argument("--expansions", type=int, help="beam/bfs: children per expanded node")
     budget.add_argument("--bfs-budget", type=int, help="bfs: expansions per problem")
     budget.add_argument("--rollouts", type=int, help="fast rollouts per new node (0: none)")
+    budget.add_argument(
+        "--max-tokens",
+        type=int,
+        help="tokens a rollout or a completed read-out may generate (default: the task's limit)",
+    )
     p.add_argument("--rollout-model", help="a smaller model for fast rollouts (default: the policy itself)")
     p.add_argument(
         "--critic",
@@ -109,6 +114,7 @@ _FLAG_TO_FIELD = {
     "temperature": "temperature",
     "readout": "readout",
     "batch_size": "batch_size",
+    "max_tokens": "max_tokens",
 }
 
 

@@ -20,6 +20,7 @@ class RolloutCritic:
         n: completions per node (the paper: 4).
         temperature: 0 means one greedy completion (then ``n`` is 1).
         verify: also record ``task.check`` on each completion (labels for critic training).
+        max_tokens: tokens a completion may generate (None: the task's ``max_solution_tokens``).
     """
 
     name = "rollout"
@@ -33,8 +34,10 @@ class RolloutCritic:
         n: int = 1,
         temperature: float = 0.0,
         verify: bool = True,
+        max_tokens: int | None = None,
     ) -> None:
         self.task, self.lm, self.outcome = task, lm, outcome
+        self.max_tokens = max_tokens or task.max_solution_tokens
         self.n = 1 if temperature <= 0 else n
         self.temperature = temperature
         self.verify = verify
@@ -50,7 +53,7 @@ class RolloutCritic:
             states,
             n=self.n,
             temperature=self.temperature,
-            max_tokens=self.task.max_solution_tokens,
+            max_tokens=self.max_tokens,
             seed=seed,
         )
         finished: list[tuple[int, str]] = []
