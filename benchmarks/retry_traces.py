@@ -47,7 +47,7 @@ from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.report.stats import paired_change
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
-from alphallm.tasks.game24 import RETRY_LINE, sample_solutions
+from alphallm.tasks.game24 import RETRY_LINE
 from alphallm.train.retry import failed_attempts
 from alphallm.train.sft import SFTConfig, sft
 
@@ -67,13 +67,7 @@ def loop_solutions(run: Path, rounds: int) -> dict[str, list[str]]:
 
 
 def solver_solutions(problems: list[Problem], k: int, rng: random.Random) -> dict[str, list[str]]:
-    return {
-        p.question: [
-            TASK.write_solution(p, moves)
-            for moves in sample_solutions([int(x) for x in p.question.split()], k, rng)
-        ]
-        for p in problems
-    }
+    return {p.question: TASK.solutions(p, k, rng) for p in problems}
 
 
 def traces(

@@ -32,7 +32,7 @@ from alphallm.io import write_json
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem, Task
-from alphallm.tasks.game24 import sample_solutions, solve_numbers
+from alphallm.tasks.game24 import solve_numbers
 from alphallm.train.sft import SFTConfig, sft
 
 
@@ -43,11 +43,7 @@ def arith_rows(task: Task, n: int, seed: int) -> list[tuple[str, str]]:
 
 def solution_rows(task: Any, problem: Problem, k: int, rng: random.Random) -> list[tuple[str, str]]:
     """Up to ``k`` distinct solver solutions of a game24 puzzle, as (prompt, solution) rows."""
-    numbers = [int(x) for x in problem.question.split()]
-    return [
-        (task.format_prompt(problem), task.write_solution(problem, moves))
-        for moves in sample_solutions(numbers, k, rng)
-    ]
+    return [(task.format_prompt(problem), solution) for solution in task.solutions(problem, k, rng)]
 
 
 def game24_rows(task: Any, per_puzzle: int, seed: int) -> list[tuple[str, str]]:

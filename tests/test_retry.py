@@ -13,7 +13,7 @@ from alphallm.errors import UserError
 from alphallm.lm import load_lm
 from alphallm.loop_config import EvalSettings, LoopConfig, build
 from alphallm.tasks.base import Problem
-from alphallm.tasks.game24 import RETRY_LINE, Game24Task, sample_solutions
+from alphallm.tasks.game24 import RETRY_LINE, Game24Task
 from alphallm.train.retry import failed_attempts, retry_rows
 
 TASK = Game24Task()
@@ -79,9 +79,7 @@ def test_the_loops_sft_stage_trains_on_retry_traces_and_its_gate_decodes_longer(
 
     rng = random.Random(0)
     rows = [
-        (TASK.format_prompt(p), TASK.write_solution(p, moves))
-        for p in TASK.problems("train")[:16]
-        for moves in sample_solutions([int(x) for x in p.question.split()], 2, rng)
+        (TASK.format_prompt(p), s) for p in TASK.problems("train")[:16] for s in TASK.solutions(p, 2, rng)
     ]
     config = {
         "name": "retry",

@@ -13,7 +13,7 @@ from alphallm.errors import UserError
 from alphallm.tasks import get_task, load_problems
 from alphallm.tasks.arith import ArithTask
 from alphallm.tasks.base import Problem
-from alphallm.tasks.game24 import Game24Task, sample_solutions, solve_numbers
+from alphallm.tasks.game24 import Game24Task, solve_numbers
 from alphallm.tasks.gsm8k import GSM8KTask
 
 
@@ -137,10 +137,10 @@ def test_game24_solver_solves_every_test_puzzle() -> None:
 def test_game24_sampled_solutions_are_distinct_and_verify() -> None:
     task = Game24Task()
     problem = Problem("p", "4 9 10 13")
-    texts = [task.write_solution(problem, m) for m in sample_solutions([4, 9, 10, 13], 9, random.Random(0))]
+    texts = task.solutions(problem, 9, random.Random(0))
     assert len(texts) == len(set(texts)) == 4  # (13-9)*(10-4) in two move orders, (10+9-13)*4, (9-(13-10))*4
     assert all(task.check(problem, t) and all(_step_verdicts(task, problem, t)) for t in texts)
-    assert sample_solutions([1, 1, 1, 1], 3, random.Random(0)) == []
+    assert task.solutions(Problem("q", "1 1 1 1"), 3, random.Random(0)) == []
 
 
 def test_game24_random_teacher_is_legal_but_rarely_wins() -> None:

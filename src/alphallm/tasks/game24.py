@@ -261,6 +261,13 @@ class Game24Task(Task):
         moves = solve_numbers(self._key(problem.question))
         return None if moves is None else self.write_solution(problem, moves)
 
+    def solutions(self, problem: Problem, k: int, rng: random.Random) -> list[str]:
+        """Up to ``k`` distinct solver solutions, written as the policy writes them (oracle data for
+        the benchmarks that ask what supervision alone can reach)."""
+        return [
+            self.write_solution(problem, m) for m in sample_solutions(self._key(problem.question), k, rng)
+        ]
+
     def teacher_solution(self, problem: Problem, rng: random.Random, *, noise: float = 0.0) -> str:
         """Random legal moves to the end, then the expression they built (whatever its value).
 
