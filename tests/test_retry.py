@@ -99,3 +99,14 @@ def test_the_loops_sft_stage_trains_on_retry_traces_and_its_gate_decodes_longer(
         assert RETRY_LINE in trace and TASK.check(TASK.problem_from_prompt(prompt), trace)
     assert (loop.round_dir(1) / "sft" / "config.json").is_file()
     assert all(r.tokens <= 7 for r in loop.dev_evaluation("game24-base").records)
+
+
+def test_the_legal_step_rate_counts_moves_not_retry_lines() -> None:
+    from alphallm.evaluation import _record
+    from alphallm.lm.base import Completion
+
+    # An illegal move (2*5 is not 12), back, then the four lines of the solution.
+    trace = "2*5=12 (left: 8 11 12)\nback\n" + SOLUTION
+    record = _record(TASK, PUZZLE, Completion(trace, finish_reason="eos"))
+    assert not record.correct  # its attempt was abandoned, but every attempt's moves must hold
+    assert (record.legal_steps, record.checked_steps) == (3, 1 + 3)  # the moves; answer lines are not steps

@@ -74,7 +74,8 @@ def _record(task: Task, problem: Problem, completion: Completion) -> SampleRecor
     prefix = ""
     for step in task.steps(solution):
         verdict = task.check_step(problem, prefix, step)
-        if verdict is not None:
+        # A retry line abandons an attempt: the verifier accepts it, but it is no step to count.
+        if verdict is not None and step.strip() != task.retry_line:
             checked += 1
             legal += int(verdict)
         prefix += step + "\n"
