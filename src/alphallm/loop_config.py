@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
+from alphallm.search.readout import READOUTS
 from alphallm.solve import SolveConfig
 from alphallm.train.critic import CriticTrainConfig
 from alphallm.train.data import SPANS
@@ -212,6 +213,15 @@ class EvalSettings:
             "task's own limit; a policy that retries, learn.retry_mix, needs more)"
         },
     )
+    critics_readout: str = field(
+        default="vote",
+        metadata={
+            "help": "the read-out of eta-MCTS with learned critics: vote (answers weighted by their "
+            "critics' scores), best_value or most_visited. A learned ORM also rates some wrong solutions "
+            "highly, and among a tree's dozens of rollouts one of them often tops the right ones; a vote "
+            "pools the evidence (benchmarks/README.md, self_improvement)"
+        },
+    )
     critics_prune_below: float | None = field(
         default=None,
         metadata={
@@ -221,6 +231,10 @@ class EvalSettings:
     )
 
     def __post_init__(self) -> None:
+        if self.critics_readout not in READOUTS:
+            raise ValueError(
+                f"critics_readout must be one of {', '.join(READOUTS)}, not {self.critics_readout!r}"
+            )
         if self.critics_prune_below is not None and not 0.0 <= self.critics_prune_below < 1.0:
             raise ValueError("critics_prune_below must lie in [0, 1)")
         if self.gate_metric not in GATE_METRICS:

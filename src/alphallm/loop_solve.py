@@ -69,6 +69,7 @@ def evaluation_searches(settings: Any, critics: dict[str, str], seed: int) -> di
             seed=seed,
             critic_dirs=critics,
             weights={**{kind: 1.0 for kind in critics}, "rollout": 1.0},
+            readout=settings.critics_readout,
             prune=tau is not None,
             **({"prune_with": "prm", "prune_below": tau} if tau is not None else {}),
         )
