@@ -19,7 +19,8 @@ For each task, with the shipped base model:
 3. measure them on the dev trees (``alphallm eval-critic``): ORM AUC, PRM step AUC, value Spearman
    and calibration;
 4. run eta-MCTS on test problems three ways at the same number of simulations: no critics, the
-   learned critics with no verifier (rollouts scored by the ORM), and the tool verifier;
+   learned critics with no verifier (rollouts scored by the ORM; read out by the best-scored
+   solution, and again by a vote over the answers weighted by their scores), and the tool verifier;
 5. run it with the learned critics and the PRM as a soft verifier (a step it scores at most tau is a
    dead end; tau chosen among ``PRUNE_THRESHOLDS`` on dev problems);
 6. run it with no critics again at the learned critics' compute: a root as wide as
@@ -58,6 +59,13 @@ SEARCH_MODES: dict[str, dict[str, Any]] = {
     "no critics": {"weights": {}, "rollouts": 0, "readout": "majority", "prune": False},
     # Learned critics only; rollouts scored by the learned ORM; no verifier at test time.
     "learned critics": {"weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0}, "prune": False},
+    # The same search read out by a vote over its answers weighted by their scores (the loop's default,
+    # evaluate.critics_readout): the best-scored text is too often a wrong one the ORM rates highly.
+    "learned critics, vote": {
+        "weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0},
+        "prune": False,
+        "readout": "vote",
+    },
     # The tool verifier (and rollouts it scores): the reference.
     "tool verifier": {},
 }
@@ -197,8 +205,8 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         learned_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffixes[kind]}'}"]
     searched = suffixes["orm"]  # in the searches' names: which critics they used
     for mode, extra in SEARCH_MODES.items():
-        flags = learned_flags if mode == "learned critics" else []
-        name = f"{mode.replace(' ', '-')}{searched if flags else ''}"
+        flags = learned_flags if mode.startswith("learned critics") else []
+        name = f"{mode.replace(', ', '-').replace(' ', '-')}{searched if flags else ''}"
         out["search"][mode] = _search(task, args, work, extra, flags, name)
 
     # 5. The learned PRM as a soft verifier: a step it scores at most tau is a dead end, with tau
