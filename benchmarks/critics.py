@@ -54,18 +54,16 @@ DEFAULT_MAX_ROWS = 8000
 DEFAULT_TEST_PROBLEMS = 100
 DEFAULT_SWEEP_PROBLEMS = 100  # dev problems on which the PRM's pruning threshold is chosen
 
+LEARNED: dict[str, Any] = {"weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0}, "prune": False}
 SEARCH_MODES: dict[str, dict[str, Any]] = {
     # No critic can judge anything: every value is neutral and the answer is a majority vote.
     "no critics": {"weights": {}, "rollouts": 0, "readout": "majority", "prune": False},
     # Learned critics only; rollouts scored by the learned ORM; no verifier at test time.
-    "learned critics": {"weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0}, "prune": False},
-    # The same search read out by a vote over its answers weighted by their scores (the loop's default,
-    # evaluate.critics_readout): the best-scored text is too often a wrong one the ORM rates highly.
-    "learned critics, vote": {
-        "weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0},
-        "prune": False,
-        "readout": "vote",
-    },
+    "learned critics": LEARNED,
+    # The same search read out by a vote over its answers weighted by their scores (the game24 configs'
+    # evaluate.critics_readout): there the best-scored text is too often a wrong one the ORM rates highly.
+    # It searches again (the CLI reads out one way per search); the tokens are the same.
+    "learned critics, vote": {**LEARNED, "readout": "vote"},
     # The tool verifier (and rollouts it scores): the reference.
     "tool verifier": {},
 }
