@@ -20,7 +20,8 @@ For each task, with the shipped base model:
    and calibration;
 4. run eta-MCTS on test problems three ways at the same number of simulations: no critics, the
    learned critics with no verifier (rollouts scored by the ORM; read out by the best-scored
-   solution, and again by a vote over the answers weighted by their scores), and the tool verifier;
+   solution, and the same trees by a vote over the answers weighted by their scores), and the tool
+   verifier;
 5. run it with the learned critics and the PRM as a soft verifier (a step it scores at most tau is a
    dead end; tau chosen among ``PRUNE_THRESHOLDS`` on dev problems);
 6. run it with no critics again at the learned critics' compute: a root as wide as
@@ -58,15 +59,15 @@ LEARNED: dict[str, Any] = {"weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "ro
 SEARCH_MODES: dict[str, dict[str, Any]] = {
     # No critic can judge anything: every value is neutral and the answer is a majority vote.
     "no critics": {"weights": {}, "rollouts": 0, "readout": "majority", "prune": False},
-    # Learned critics only; rollouts scored by the learned ORM; no verifier at test time.
-    "learned critics": LEARNED,
-    # The same search read out by a vote over its answers weighted by their scores (the game24 configs'
-    # evaluate.critics_readout): there the best-scored text is too often a wrong one the ORM rates highly.
-    # It searches again (the CLI reads out one way per search); the tokens are the same.
-    "learned critics, vote": {**LEARNED, "readout": "vote"},
+    # Learned critics only; rollouts scored by the learned ORM; no verifier at test time. Its trees are
+    # also read out by a vote over their answers weighted by their scores (the game24 configs'
+    # evaluate.critics_readout: there the best-scored text is too often a wrong one the ORM rates
+    # highly), reported as "learned critics, vote" (VOTED): the same search, so the same tokens.
+    "learned critics": {**LEARNED, "compare_readouts": ["vote"]},
     # The tool verifier (and rollouts it scores): the reference.
     "tool verifier": {},
 }
+VOTED = "learned critics, vote"
 # Pruning thresholds of the learned PRM tried on dev problems (its scores of dead and live steps on the
 # dev trees: benchmarks/README.md, "The learned PRM as a soft verifier").
 PRUNE_THRESHOLDS = (0.05, 0.1, 0.2)
@@ -203,14 +204,19 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         learned_flags += ["--critic", f"{kind}={work / f'{task}-{kind}{suffixes[kind]}'}"]
     searched = suffixes["orm"]  # in the searches' names: which critics they used
     for mode, extra in SEARCH_MODES.items():
-        flags = learned_flags if mode.startswith("learned critics") else []
-        name = f"{mode.replace(', ', '-').replace(' ', '-')}{searched if flags else ''}"
+        flags = learned_flags if mode == "learned critics" else []
+        name = f"{mode.replace(' ', '-')}{searched if flags else ''}"
         out["search"][mode] = _search(task, args, work, extra, flags, name)
+        if "compare_readouts" in extra:
+            out["search"][VOTED] = {
+                **out["search"][mode],
+                "accuracy": out["search"][mode]["compared"]["vote"],
+            }
 
     # 5. The learned PRM as a soft verifier: a step it scores at most tau is a dead end, with tau
     # chosen on dev problems (never on the test problems it is reported on).
     def prune_below(tau: float) -> dict[str, Any]:
-        return {**SEARCH_MODES["learned critics"], "prune": True, "prune_with": "prm", "prune_below": tau}
+        return {**LEARNED, "prune": True, "prune_with": "prm", "prune_below": tau}
 
     sweep = [
         {
@@ -256,7 +262,9 @@ def _search(
     limit = args.test_problems if split == "test" else args.sweep_problems
     default = DEFAULT_TEST_PROBLEMS if split == "test" else DEFAULT_SWEEP_PROBLEMS
     result = work / f"{task}-{split}-{name}{'' if limit == default else f'-t{limit}'}.json"
-    if result.exists():  # like the trees and the critics: delete the file to search again
+    wanted = set(extra.get("compare_readouts", []))
+    if result.exists() and wanted <= set(json.loads(result.read_text()).get("compared_readouts", {})):
+        # like the trees and the critics: delete the file to search again
         print(f"{result} exists: not searched again", flush=True)
     else:
         config = _search_config(task, work, extra)
@@ -280,6 +288,7 @@ def _search(
         "generated_tokens": data["generated_tokens"],
         "prefill_tokens": data["prefill_tokens"],
         "usage": data["usage"],
+        **({"compared": data["compared_readouts"]} if "compared_readouts" in data else {}),
     }
 
 

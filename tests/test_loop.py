@@ -73,6 +73,10 @@ def test_killed_runs_resume_to_the_same_metrics(tmp_path: Path) -> None:
     assert greedy["accuracy"] == pytest.approx(sum(greedy["solved"].values()) / len(greedy["solved"]))
     assert len(mcts["solved"]) == TINY["evaluate"]["search_problems"]
     assert mcts["accuracy"] == pytest.approx(sum(mcts["solved"].values()) / len(mcts["solved"]))
+    # The learned-critics search is also read out by a vote, on the same trees and problems.
+    voted = expected[1]["mcts_critics"]["other_readouts"]["vote"]
+    assert voted["solved"].keys() == expected[1]["mcts_critics"]["solved"].keys()
+    assert voted["accuracy"] == pytest.approx(sum(voted["solved"].values()) / len(voted["solved"]))
 
     killed = tmp_path / "killed.yaml"
     killed.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "b")}))
@@ -247,6 +251,10 @@ def test_the_learned_critics_search_prunes_with_the_prm_only_when_asked() -> Non
     voted = build(LoopConfig, {**TINY, "evaluate": {**TINY["evaluate"], "critics_readout": "vote"}})
     runs_voted = evaluation_searches(voted.evaluate, critics, seed=3)
     assert (runs_voted["mcts_critics"].readout, runs_voted["mcts"].readout) == ("vote", "best_value")
+    # Either way the same trees are also read out the other way, at no cost: the record shows both.
+    assert plain["mcts_critics"].compare_readouts == ["vote"]
+    assert runs_voted["mcts_critics"].compare_readouts == ["best_value"]
+    assert plain["mcts"].compare_readouts == []
     with pytest.raises(UserError, match=r"critics_readout must be one of .* not 'votes'"):
         build(LoopConfig, {**TINY, "evaluate": {**TINY["evaluate"], "critics_readout": "votes"}})
 
@@ -275,6 +283,8 @@ def test_the_report_says_when_the_prm_pruned_the_learned_critics_search() -> Non
     pruned = [plain[0], {**plain[1], "mcts_critics": {**cell, "prm_prunes_below": 0.1}}]
     assert "<th>eta-MCTS (learned critics, PRM prunes ≤ 0.1)</th>" in _table(pruned)
     # Which round trained each critic a round used (the critic gate can keep an earlier one).
+    voted = [plain[0], {**plain[1], "mcts_critics": {**cell, "other_readouts": {"vote": {"accuracy": 0.5}}}}]
+    assert "read out by vote: 0.500" in _table(voted) and "read out by" not in _table(plain)
     gated = [plain[0], {**plain[1], "critics": {"value": 2, "orm": 1}}]
     assert "<td>value 2, orm 1</td>" in _table(gated) and "<td>value" not in _table(plain)
 

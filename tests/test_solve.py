@@ -68,6 +68,34 @@ def test_max_tokens_bounds_rollouts_and_completions(tiny_lm) -> None:
         SolveConfig(max_tokens=0)
 
 
+def test_compared_readouts_score_the_same_trees_as_searches_read_out_that_way() -> None:
+    """``compare_readouts`` scores other read-outs on the search's own trees: each problem's verdict
+    equals that of the same search read out that way (most_visited often finds no finished path: then
+    both complete the best path), and the search itself, its answers and its compute, do not change."""
+    task, policy = get_task("game24"), load_lm("game24-base")
+    problems = task.problems("test")[:6]
+    base = replace(SolveConfig(batch_size=6, rollouts=1), mcts=MCTSConfig(num_simulations=8))
+    others = ["most_visited", "vote"]
+    plain = solve(task, problems, policy=policy, config=base)
+    compared = solve(task, problems, policy=policy, config=replace(base, compare_readouts=others))
+    assert [r.solution for r in compared.results] == [r.solution for r in plain.results]
+    assert compared.usage == plain.usage
+    assert "compared_readouts" not in plain.summary() and "compare_readouts" not in plain.config
+    verdicts, rules = {}, {}
+    for name in others:
+        alone = solve(task, problems, policy=policy, config=replace(base, readout=name))
+        verdicts[name] = [bool(r.correct) for r in alone.results]
+        rules[name] = {r.readout for r in alone.results}
+        assert [r.other_readouts[name] for r in compared.results] == verdicts[name]
+        assert compared.summary()["compared_readouts"][name] == alone.accuracy
+    # The read-outs disagree on these puzzles, and most_visited answers by completing the best path on
+    # some while the search's own read-out (best_value) found a solution in every tree.
+    assert verdicts["most_visited"] != verdicts["vote"]
+    assert "completed" in rules["most_visited"] and {r.readout for r in plain.results} == {"best_value"}
+    with pytest.raises(ValueError, match="not 'votes'"):
+        SolveConfig(compare_readouts=["votes"])
+
+
 def test_search_cli_saves_trees_for_the_viewer(tiny_model_dir: Path, tmp_path: Path) -> None:
     trees = tmp_path / "trees"
     out = tmp_path / "res.json"
@@ -84,6 +112,9 @@ def test_search_cli_saves_trees_for_the_viewer(tiny_model_dir: Path, tmp_path: P
             "5",
             "--save-trees",
             str(trees),
+            "--compare-readouts",
+            "vote",
+            "most_visited",
             "--out",
             str(out),
         ]
@@ -91,6 +122,8 @@ def test_search_cli_saves_trees_for_the_viewer(tiny_model_dir: Path, tmp_path: P
     assert status == 0
     data = json.loads(out.read_text())
     assert data["problems"] == 2 and data["config"]["mcts"]["num_simulations"] == 5
+    assert set(data["compared_readouts"]) == {"vote", "most_visited"}
+    assert all(set(r["other_readouts"]) == {"vote", "most_visited"} for r in data["results"])
     files = sorted(trees.glob("*.json"))
     assert len(files) == 2
     tree = json.loads(files[0].read_text())
@@ -109,6 +142,11 @@ def test_search_cli_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureF
     assert "unknown search setting(s): sampels" in capsys.readouterr().err
     assert main(["search", "--task", "arith", "--max-tokens", "0"]) == 2
     assert "invalid search settings: max_tokens must be at least 1" in capsys.readouterr().err
+    config.write_text("compare_readouts: [vote, votes]\n")
+    assert main(["search", "--task", "arith", "--config", str(config)]) == 2
+    assert "must be one of auto, most_visited, best_value, vote, majority, not 'votes'" in (
+        capsys.readouterr().err
+    )
 
 
 def test_empty_weights_mean_no_critics(tmp_path: Path) -> None:

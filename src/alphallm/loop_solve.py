@@ -13,6 +13,7 @@ from alphallm.solve import SolveConfig, SolveReport
 from alphallm.tasks.base import Problem
 
 __all__ = [
+    "CRITICS_READOUTS",
     "choose_beyond_noise",
     "critic_search_gate",
     "evaluate_policy",
@@ -56,6 +57,10 @@ def solve_with(
     return solve(task, problems, policy=lm, config=config, **kwargs)
 
 
+# The read-outs of the learned-critics search that every evaluation scores.
+CRITICS_READOUTS = ("best_value", "vote")
+
+
 def evaluation_searches(settings: Any, critics: dict[str, str], seed: int) -> dict[str, SolveConfig]:
     """The test-time searches: eta-MCTS as configured (with the task's verifier), and, given learned
     critics, eta-MCTS with only those critics and rollouts, where no tool prunes; with
@@ -70,6 +75,9 @@ def evaluation_searches(settings: Any, critics: dict[str, str], seed: int) -> di
             critic_dirs=critics,
             weights={**{kind: 1.0 for kind in critics}, "rollout": 1.0},
             readout=settings.critics_readout,
+            # Both read-outs that suit learned critics, scored on the same trees at no cost: which one
+            # wins differs by task (benchmarks/README.md, "a vote in its place").
+            compare_readouts=[r for r in CRITICS_READOUTS if r != settings.critics_readout],
             prune=tau is not None,
             **({"prune_with": "prm", "prune_below": tau} if tau is not None else {}),
         )
@@ -124,6 +132,14 @@ def evaluate_policy(
             "tokens_per_problem": report.generated_tokens / max(1, len(problems)),
             "solved": solved_by_problem(report.results),
         }
+        if config.compare_readouts:  # the same trees read out other ways: {read-out: accuracy, solved}
+            out[name]["other_readouts"] = {
+                readout: {
+                    "accuracy": accuracy,
+                    "solved": {r.problem_id: int(r.other_readouts[readout]) for r in report.results},
+                }
+                for readout, accuracy in report.compared_readouts().items()
+            }
         if name == "mcts_critics" and config.prune:  # the PRM as a soft verifier: say so in the record
             out[name]["prm_prunes_below"] = config.prune_below
     if settings.self_consistency:

@@ -51,6 +51,13 @@ class SolveConfig:
     readout: str = field(
         default="best_value", metadata={"help": "mcts read-out: best_value, most_visited, vote or auto"}
     )
+    compare_readouts: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "other read-outs scored on the same trees (no extra search): each problem records "
+            "whether each would have been right, and the summary their accuracies"
+        },
+    )
     prune: bool = field(default=True, metadata={"help": "a step the pruning critic rejects is a dead end"})
     prune_with: str = field(
         default="tool",
@@ -92,8 +99,9 @@ class SolveConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}")
-        if self.readout not in READOUTS:
-            raise ValueError(f"readout must be one of {', '.join(READOUTS)}")
+        for readout in (self.readout, *self.compare_readouts):
+            if readout not in READOUTS:
+                raise ValueError(f"readout must be one of {', '.join(READOUTS)}, not {readout!r}")
         for name in ("samples", "beam_width", "expansions", "bfs_budget", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -117,7 +125,12 @@ class SolveConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Left out when unused, so that the chunks a search saved before the setting existed still
+        # match its fingerprint (distributed/store.py) and a resumed run keeps them.
+        if not data["compare_readouts"]:
+            del data["compare_readouts"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SolveConfig:
@@ -143,6 +156,7 @@ class ProblemResult:
     score: float
     nodes: int
     tree: dict[str, Any] | None = None
+    other_readouts: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,6 +177,12 @@ class SolveReport:
     def generated_tokens(self) -> int:
         return sum(u["generated_tokens"] for u in self.usage.values())
 
+    def compared_readouts(self) -> dict[str, float]:
+        """Accuracy of each of ``config.compare_readouts`` on the same trees."""
+        names = self.config.get("compare_readouts") or []
+        n = max(1, len(self.results))
+        return {name: sum(r.other_readouts.get(name, False) for r in self.results) / n for name in names}
+
     def summary(self) -> dict[str, Any]:
         return {
             "method": self.method,
@@ -176,7 +196,7 @@ class SolveReport:
             },
             "usage": self.usage,
             "wall_seconds": round(self.wall_seconds, 3),
-        }
+        } | ({"compared_readouts": self.compared_readouts()} if self.config.get("compare_readouts") else {})
 
 
 @dataclass
@@ -330,6 +350,42 @@ def _complete_unfinished(
     return out
 
 
+def _compare_readouts(
+    task: Task,
+    batch: Sequence[Problem],
+    tree: Tree,
+    names: Sequence[str],
+    answered: list[Choice],
+    policy: LanguageModel,
+    *,
+    seed: int,
+    max_tokens: int | None,
+) -> list[dict[str, bool]]:
+    """Whether each read-out in ``names`` would have answered each tree rightly. One that finds no
+    solution answers with the best path completed, as the search's own read-out does: the search ran
+    that completion when its read-out found none too; elsewhere it runs here, on a meter of its own,
+    since it is no part of the search's compute."""
+    picks = {
+        name: [read_out(tree, b, name, task.extract_answer) for b in range(len(batch))] for name in names
+    }
+    missing = {b for name in names for b, pick in enumerate(picks[name]) if pick is None}
+    fallback = _complete_unfinished(
+        task,
+        tree,
+        [None if b in missing and a.readout != "completed" else a for b, a in enumerate(answered)],
+        Metered(policy),
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+    return [
+        {
+            name: bool(task.check(problem, task.truncate((picks[name][b] or fallback[b]).solution)))
+            for name in names
+        }
+        for b, problem in enumerate(batch)
+    ]
+
+
 def solve(
     task: Task,
     problems: Sequence[Problem],
@@ -370,6 +426,16 @@ def solve(
         choices = _complete_unfinished(
             task, tree, found, policy_view, seed=config.seed + offset + start, max_tokens=config.max_tokens
         )
+        others = _compare_readouts(
+            task,
+            batch,
+            tree,
+            config.compare_readouts,
+            choices,
+            policy,
+            seed=config.seed + offset + start,
+            max_tokens=config.max_tokens,
+        )
         for b, problem in enumerate(batch):
             choice = choices[b]
             solution = task.truncate(choice.solution)
@@ -391,6 +457,7 @@ def solve(
                     score=choice.score,
                     nodes=int(tree.num_nodes[b]),
                     tree=saved,
+                    other_readouts=others[b],
                 )
             )
         if progress is not None:

@@ -54,6 +54,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--temperature", type=float, help="policy sampling temperature")
     p.add_argument("--readout", choices=("auto", "most_visited", "best_value", "vote"), help="mcts read-out")
+    p.add_argument(
+        "--compare-readouts",
+        nargs="+",
+        choices=("most_visited", "best_value", "vote", "majority"),
+        metavar="READOUT",
+        help="also score these read-outs on the same trees (no extra search): "
+        "most_visited, best_value, vote, majority",
+    )
     p.add_argument("--batch-size", type=int, help="problems searched together")
     p.add_argument("--seed", type=int, default=0)
     add_model_arguments(p)
@@ -115,6 +123,7 @@ _FLAG_TO_FIELD = {
     "readout": "readout",
     "batch_size": "batch_size",
     "max_tokens": "max_tokens",
+    "compare_readouts": "compare_readouts",
 }
 
 
@@ -231,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
         rows[f"{name} model calls"] = usage["calls"]
     rows["mean tree nodes"] = round(summary["mean_nodes"], 1)
     rows["read-outs"] = ", ".join(f"{k}={v}" for k, v in sorted(summary["readouts"].items()))
+    for name, accuracy in summary.get("compared_readouts", {}).items():
+        rows[f"accuracy, read out by {name}"] = accuracy
     rows["wall seconds"] = round(report.wall_seconds, 2)
     print_table(f"{task.name} / {Path(model).name} / {args.method}", rows)
     if args.save_trees:

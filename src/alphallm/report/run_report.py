@@ -164,13 +164,19 @@ def _table(metrics: list[dict[str, Any]], gates: dict[int, dict[str, Any]] | Non
             change = _change(changes[method].get(m["round"]))
             cells.append(
                 f"<td>{value['accuracy']:.3f} <small>({value['tokens_per_problem']:.0f} tok)</small>"
-                f"{change}</td>"
+                f"{change}{_other_readouts(value)}</td>"
                 if value
                 else "<td>-</td>"
             )
         cells.append(f"<td>{critic_rounds(m.get('critics'))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _other_readouts(record: dict[str, Any]) -> str:
+    """The same search's accuracy under its other read-outs (evaluate_policy's ``other_readouts``)."""
+    others = record.get("other_readouts") or {}
+    return "".join(f"<br><small>read out by {n}: {o['accuracy']:.3f}</small>" for n, o in others.items())
 
 
 def write_report(
