@@ -201,6 +201,15 @@ def test_a_resumed_run_records_changed_settings(tmp_path: Path) -> None:
     [record] = json.loads((loop.dir / "meta.json").read_text())["config_changes"]
     assert record["changes"] == ["critics.use_in_search: True -> False"]
     assert record["rounds_done"] == 0 and record["next_stage"] == "round 0: eval"
+    # A setting newer than the code that started the run is no change while it keeps its default
+    # (a new setting defaults to what the code did before it), and is one when set otherwise.
+    saved = yaml.safe_load((loop.dir / "config.yaml").read_text())
+    del saved["evaluate"]["search"]["compare_readouts"], saved["evaluate"]["critics_readout"]
+    (loop.dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    voted = {**changed, "evaluate": {**TINY["evaluate"], "critics_readout": "vote"}}
+    Loop(build(LoopConfig, voted))._write_meta()  # type: ignore[attr-defined]
+    records = json.loads((loop.dir / "meta.json").read_text())["config_changes"]
+    assert len(records) == 2 and records[1]["changes"] == ["evaluate.critics_readout: None -> 'vote'"]
 
 
 def test_a_run_resumed_with_other_code_records_the_commit(

@@ -44,7 +44,8 @@ def write_run_record(
         meta.setdefault("code_changes", []).append({"at": now, **position(), "git": git})
         message(f"resuming with other code: git {git}")
     if resumed and config_path.exists():
-        changes = _changed(yaml.safe_load(config_path.read_text()) or {}, resolved)
+        defaults = yaml.safe_load(yaml.safe_dump(asdict(LoopConfig()), sort_keys=False))
+        changes = _changed(yaml.safe_load(config_path.read_text()) or {}, resolved, defaults)
         if changes:
             meta.setdefault("config_changes", []).append({"at": now, **position(), "changes": changes})
             message("resuming with changed settings: " + "; ".join(changes))
@@ -52,13 +53,17 @@ def write_run_record(
     write_text(config_path, text)
 
 
-def _changed(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every setting that differs between two nested mappings."""
+def _changed(before: Any, after: Any, defaults: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs between two nested mappings. A setting the
+    run's earlier code did not have (absent ``before``) that keeps its default is no change: new
+    settings default to what the code did before them."""
     if isinstance(before, dict) and isinstance(after, dict):
+        defaults = defaults if isinstance(defaults, dict) else {}
         return [
             line
             for key in sorted(set(before) | set(after), key=str)
-            for line in _changed(before.get(key), after.get(key), f"{prefix}{key}.")
+            if key in before or key not in defaults or after.get(key) != defaults[key]
+            for line in _changed(before.get(key), after.get(key), defaults.get(key), f"{prefix}{key}.")
         ]
     return [] if before == after else [f"{prefix[:-1]}: {before!r} -> {after!r}"]
 
