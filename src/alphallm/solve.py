@@ -365,6 +365,8 @@ def _compare_readouts(
     solution answers with the best path completed, as the search's own read-out does: the search ran
     that completion when its read-out found none too; elsewhere it runs here, on a meter of its own,
     since it is no part of the search's compute."""
+    if not names:
+        return [{} for _ in batch]
     picks = {
         name: [read_out(tree, b, name, task.extract_answer) for b in range(len(batch))] for name in names
     }
