@@ -262,8 +262,8 @@ def _search(
     limit = args.test_problems if split == "test" else args.sweep_problems
     default = DEFAULT_TEST_PROBLEMS if split == "test" else DEFAULT_SWEEP_PROBLEMS
     result = work / f"{task}-{split}-{name}{'' if limit == default else f'-t{limit}'}.json"
-    wanted = set(extra.get("compare_readouts", []))
-    if result.exists() and wanted <= set(json.loads(result.read_text()).get("compared_readouts", {})):
+    data = json.loads(result.read_text()) if result.exists() else None
+    if data is not None and set(extra.get("compare_readouts", [])) <= set(data.get("compared_readouts", {})):
         # like the trees and the critics: delete the file to search again
         print(f"{result} exists: not searched again", flush=True)
     else:
@@ -282,7 +282,7 @@ def _search(
             "--out",
             str(result),
         )
-    data = json.loads(result.read_text())
+        data = json.loads(result.read_text())
     return {
         "accuracy": data["accuracy"],
         "generated_tokens": data["generated_tokens"],

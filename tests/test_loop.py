@@ -291,9 +291,10 @@ def test_the_report_says_when_the_prm_pruned_the_learned_critics_search() -> Non
     assert "<th>eta-MCTS (learned critics)</th>" in _table(plain)
     pruned = [plain[0], {**plain[1], "mcts_critics": {**cell, "prm_prunes_below": 0.1}}]
     assert "<th>eta-MCTS (learned critics, PRM prunes ≤ 0.1)</th>" in _table(pruned)
-    # Which round trained each critic a round used (the critic gate can keep an earlier one).
+    # The same search's other read-out, under its own.
     voted = [plain[0], {**plain[1], "mcts_critics": {**cell, "other_readouts": {"vote": {"accuracy": 0.5}}}}]
     assert "read out by vote: 0.500" in _table(voted) and "read out by" not in _table(plain)
+    # Which round trained each critic a round used (the critic gate can keep an earlier one).
     gated = [plain[0], {**plain[1], "critics": {"value": 2, "orm": 1}}]
     assert "<td>value 2, orm 1</td>" in _table(gated) and "<td>value" not in _table(plain)
 

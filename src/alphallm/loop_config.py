@@ -219,7 +219,8 @@ class EvalSettings:
             "help": "the read-out of eta-MCTS with learned critics: best_value, vote (answers weighted by "
             "their critics' scores) or most_visited. On game24 a learned ORM rates some wrong solutions as "
             "high as right ones, and among a tree's dozens of rollouts one often tops them: vote 0.47 "
-            "against 0.24; on arith's rollout-free trees vote lost, 0.51 against 0.56 (benchmarks/README.md)"
+            "against 0.24; on arith's rollout-free trees, where most terminals repeat one another and a "
+            "vote counts every copy, it lost, 0.51 against 0.56 (benchmarks/README.md)"
         },
     )
     critics_prune_below: float | None = field(
