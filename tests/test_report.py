@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.test_viz import small_tree
+from tests.saved_trees import small_tree
 
 from alphallm.lm import load_lm
 from alphallm.report.run_report import credit_assignment, write_report
