@@ -9,13 +9,16 @@ against the same config with one change; everything else, the seed included, is 
     no adaptive branching    every node gets ``fixed_width`` = 3 children (no importance-based widening)
     state merge off          a sampled option as close as a sibling to it is kept as it is
     merge into twin          ... or joins its twin's statistics instead of being re-sampled
+    drop exact twins         ... or, still a word-for-word copy after the re-samples, is dropped and
+                             its node closed (``mcts.drop_twins``; the default keeps the twin)
     no fast rollouts         node values without rollouts (tasks whose config has rollouts)
     legality only            the tool verifier checks moves, not whether the state can still be
                              solved (tasks with such a check: game24)
 
 With ``--critics DIR`` (the critics benchmark's work directory, with ``<task>-{value,prm,orm}[-confidence]``
-critics), two more rows search with the learned critics and no verifier: all three, and without the
-PRM. Prints a table and writes ``search_ablations.json``; a finished run's result under ``--work`` is reused.
+critics), more rows search with the learned critics and no verifier: all three, without the PRM, and
+all three dropping exact twins. ``--rows`` runs only the named rows. Prints a table and writes
+``search_ablations.json``; a finished run's result under ``--work`` is reused.
 """
 
 from __future__ import annotations
@@ -40,12 +43,18 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no adaptive branching": {"mcts": {"adaptive_branching": False, "fixed_width": 3}},
     "state merge off": {"mcts": {"merge": "off"}},
     "merge into twin": {"mcts": {"merge": "merge"}},
+    "drop exact twins": {"mcts": {"drop_twins": True}},
     "no fast rollouts": {"rollouts": 0},
     "legality only (no reachability)": {"reachability": False},
 }
 LEARNED = {
     "learned critics": {"weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0}, "prune": False},
     "learned critics, no PRM": {"weights": {"value": 1.0, "orm": 1.0, "rollout": 1.0}, "prune": False},
+    "learned critics, drop exact twins": {
+        "weights": {"value": 1.0, "prm": 1.0, "orm": 1.0, "rollout": 1.0},
+        "prune": False,
+        "mcts": {"drop_twins": True},
+    },
 }
 
 
@@ -91,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=["arith", "game24"])
     parser.add_argument("--limit", type=int, default=100, help="test problems per task")
     parser.add_argument("--critics", help="the critics benchmark's work directory (adds learned-critic rows)")
+    parser.add_argument("--rows", nargs="+", help="only these rows (names as in the table)")
     parser.add_argument("--work", default="runs/bench-ablations")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -106,14 +116,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.pop("legality only (no reachability)")  # the task has no state check
         if args.critics and all(_critic_dir(Path(args.critics), task, k) for k in ("value", "prm", "orm")):
             rows.update(LEARNED)
+        if args.rows:
+            unknown = sorted(set(args.rows) - set(ABLATIONS) - set(LEARNED))
+            if unknown:
+                raise SystemExit(f"unknown row(s): {', '.join(unknown)}")
+            rows = {name: patch for name, patch in rows.items() if name in args.rows}
         results[task] = {name: run(task, name, patch, args, work) for name, patch in rows.items()}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "search_ablations.json", {"args": vars(args), "results": results})
-    print(f"\n{'task':8s} {'search':24s} {'accuracy':>8s} {'tokens':>7s} {'nodes':>6s}")
+    print(f"\n{'task':8s} {'search':34s} {'accuracy':>8s} {'tokens':>7s} {'nodes':>6s}")
     for task, rows_ in results.items():
         for name, r in rows_.items():
             cells = f"{r['accuracy']:8.2f} {r['tokens_per_problem']:7.0f} {r['mean_nodes']:6.1f}"
-            print(f"{task:8s} {name:24s} {cells}")
+            print(f"{task:8s} {name:34s} {cells}")
     print(f"\nwrote {out / 'search_ablations.json'}")
     return 0
 

@@ -210,6 +210,42 @@ def test_state_merge_modes() -> None:
     assert len(merged.merged[0][only]) >= 3 and merged.visits[0, only] >= 4
 
 
+def test_drop_twins_closes_a_node_whose_policy_repeats_itself() -> None:
+    # A policy that can write only one line at the root and two at depth 1: every further sample repeats.
+    def expand(requests: Sequence[ExpandRequest]) -> list[list[Option]]:
+        out = []
+        for r in requests:
+            lines = ["only\n"] if r.depth == 0 else ["left\n", "right\n"]
+            picks = [lines[(r.seed + k) % len(lines)] for k in range(r.n)]
+            out.append([Option(text, terminal=r.depth >= 1) for text in picks])
+        return out
+
+    def evaluate(requests: Sequence[EvalRequest]) -> list[Evaluation]:
+        return [Evaluation(value=0.5) for _ in requests]
+
+    base = {"num_simulations": 10, "c_min_root": 3, "c_max_root": 3, "c_min": 3, "c_max": 3, "alpha": 0.0}
+
+    def run(drop: bool) -> Tree:
+        return search(
+            ["x\n"],
+            expand_fn=expand,
+            evaluate_fn=evaluate,
+            config=MCTSConfig(drop_twins=drop, leaves_per_wave=1, **base),
+            rng=np.random.default_rng(0),
+        )
+
+    kept = run(False)
+    assert [kept.options[0][c].text for c in kept.child_ids(0, ROOT)] == ["only\n"] * 3  # twins kept
+    dropped = run(True)
+    (only,) = dropped.child_ids(0, ROOT)
+    assert dropped.closed[0, ROOT] and dropped.options[0][only].text == "only\n"
+    below = sorted(dropped.options[0][c].text for c in dropped.child_ids(0, int(only)))
+    assert below == ["left\n", "right\n"] and dropped.closed[0, only]
+    # Nothing new was left to find: the two answers are revisited, and no simulation went to a twin.
+    assert dropped.num_nodes[0] == 4 and dropped.simulations[0] == 10
+    assert dropped.visits[0, ROOT] == 10
+
+
 def test_dead_ends_do_not_count_toward_width() -> None:
     def expand(requests: Sequence[ExpandRequest]) -> list[list[Option]]:
         return [

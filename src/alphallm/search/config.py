@@ -38,6 +38,13 @@ class MCTSConfig:
         default=0.9, metadata={"help": "normalised similarity at which options merge"}
     )
     merge_retries: int = field(default=2, metadata={"help": "re-samples of a too-similar option"})
+    drop_twins: bool = field(
+        default=False,
+        metadata={
+            "help": "drop an option that still repeats a sibling's text exactly after the re-samples, "
+            "and give its node no more children (false keeps the twin, as the code does)"
+        },
+    )
     virtual_loss: float = field(
         default=1.0, metadata={"help": "visits added to a path while a wave is pending"}
     )

@@ -113,7 +113,8 @@ def _select(tree: Tree, b: int, wave: _Wave, config: MCTSConfig) -> int | None:
             return node
         pending = wave.expansions.get((b, node), 0)
         slots_left = tree.num_children[b, node] + pending < tree.children.shape[2]
-        if tree.live_children(b, node) + pending < tree.width[b, node] and slots_left:
+        open_ = slots_left and not tree.closed[b, node]
+        if open_ and tree.live_children(b, node) + pending < tree.width[b, node]:
             return node
         kids = tree.child_ids(b, node)
         if kids.size == 0:
@@ -230,6 +231,13 @@ def _add_nodes(
             tree.merged[b][int(twin)].append(option.text)
             if not np.isnan(tree.raw_value[b, twin]):
                 tree.backup(b, int(twin), float(tree.raw_value[b, twin]))
+            continue
+        if config.drop_twins and closeness >= 1.0:
+            # Every sample repeated a sibling word for word, so the policy has nothing new to say
+            # here, and a twin's subtree would spend tokens re-deriving its sibling's. The node takes
+            # no more children, and the simulation, which added nothing, goes back to the budget.
+            tree.closed[b, node] = True
+            tree.simulations[b] -= 1
             continue
         if tree.num_children[b, node] >= tree.children.shape[2]:
             continue

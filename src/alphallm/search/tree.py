@@ -37,6 +37,7 @@ class Tree:
         rollout_wins: float64 [B, N], verified-correct fast rollouts started at the node.
         rollout_count: int32 [B, N], verified fast rollouts started at the node.
         width: int16 [B, N], children the node may have now (n(s), only grows).
+        closed: bool [B, N], the node gets no more children (``drop_twins``: its policy repeats itself).
         num_children: int16 [B, N]; children: int32 [B, N, K], child ids (-1 empty).
         num_nodes: int32 [B], nodes in use.
         simulations: int32 [B], simulations spent (new nodes, merges and terminal revisits).
@@ -56,6 +57,7 @@ class Tree:
     rollout_wins: np.ndarray
     rollout_count: np.ndarray
     width: np.ndarray
+    closed: np.ndarray
     num_children: np.ndarray
     children: np.ndarray
     num_nodes: np.ndarray
@@ -81,6 +83,7 @@ class Tree:
             rollout_wins=np.zeros((batch, n), np.float64),
             rollout_count=np.zeros((batch, n), np.int32),
             width=np.zeros((batch, n), np.int16),
+            closed=np.zeros((batch, n), bool),
             num_children=np.zeros((batch, n), np.int16),
             children=np.full((batch, n, k), -1, np.int32),
             num_nodes=np.ones(batch, np.int32),
