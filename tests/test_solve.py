@@ -68,6 +68,18 @@ def test_max_tokens_bounds_rollouts_and_completions(tiny_lm) -> None:
         SolveConfig(max_tokens=0)
 
 
+def test_later_settings_leave_the_fingerprint_of_older_searches_alone() -> None:
+    """Settings newer than a saved search stay out of its recorded config while unset, so a resumed run
+    still finds its chunks; set, they are recorded and read back."""
+    plain = SolveConfig().to_dict()
+    assert "compare_readouts" not in plain and "drop_twins" not in plain["mcts"]
+    assert "merge_retries" in plain["mcts"]  # the settings older searches recorded stay
+    newer = replace(SolveConfig(), mcts=MCTSConfig(drop_twins=True), compare_readouts=["vote"])
+    data = newer.to_dict()
+    assert data["mcts"]["drop_twins"] is True and data["compare_readouts"] == ["vote"]
+    assert SolveConfig.from_dict(data) == newer
+
+
 def test_compared_readouts_score_the_same_trees_as_searches_read_out_that_way() -> None:
     """``compare_readouts`` scores other read-outs on the search's own trees: each problem's verdict
     equals that of the same search read out that way (most_visited often finds no finished path: then

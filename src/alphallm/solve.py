@@ -27,6 +27,10 @@ __all__ = ["METHODS", "ProblemResult", "SolveConfig", "SolveReport", "solve"]
 
 METHODS = ("mcts", "greedy", "sc", "bon", "beam", "bfs")
 PRUNING_CRITICS = ("tool", *KINDS, "implicit_q")
+# Settings added after searches were saved. ``SolveConfig.to_dict`` leaves them out while unset, so
+# that the chunks a search saved before they existed still match its fingerprint
+# (distributed/store.py) and a resumed run keeps them.
+LATER_SETTINGS = (("compare_readouts",), ("mcts", "drop_twins"))
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,12 @@ class SolveConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        # Left out when unused, so that the chunks a search saved before the setting existed still
-        # match its fingerprint (distributed/store.py) and a resumed run keeps them.
-        if not data["compare_readouts"]:
-            del data["compare_readouts"]
+        for *parents, name in LATER_SETTINGS:
+            holder = data
+            for key in parents:
+                holder = holder[key]
+            if not holder[name]:
+                del holder[name]
         return data
 
     @classmethod
