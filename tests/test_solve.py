@@ -68,12 +68,59 @@ def test_max_tokens_bounds_rollouts_and_completions(tiny_lm) -> None:
         SolveConfig(max_tokens=0)
 
 
+RECORDED = [
+    "anchor",
+    "batch_size",
+    "beam_width",
+    "bfs_budget",
+    "critic_dirs",
+    "expansions",
+    "max_tokens",
+    "method",
+    "mcts",
+    "prune",
+    "prune_below",
+    "prune_with",
+    "reachability",
+    "readout",
+    "rollout_temperature",
+    "rollouts",
+    "samples",
+    "seed",
+    "temperature",
+    "weights",
+]
+RECORDED_MCTS = [
+    "adaptive_branching",
+    "alpha",
+    "c_max",
+    "c_max_root",
+    "c_min",
+    "c_min_root",
+    "c_uct",
+    "evaluate_root",
+    "fixed_width",
+    "greedy_first_child",
+    "importance",
+    "leaves_per_wave",
+    "max_depth",
+    "merge",
+    "merge_retries",
+    "merge_threshold",
+    "num_simulations",
+    "selection",
+    "virtual_loss",
+]
+
+
 def test_later_settings_leave_the_fingerprint_of_older_searches_alone() -> None:
     """Settings newer than a saved search stay out of its recorded config while unset, so a resumed run
     still finds its chunks; set, they are recorded and read back."""
     plain = SolveConfig().to_dict()
     assert "compare_readouts" not in plain and "drop_twins" not in plain["mcts"]
-    assert "merge_retries" in plain["mcts"]  # the settings older searches recorded stay
+    # What searches saved so far recorded. A new setting changes this, and with it the fingerprint of
+    # every saved chunk, unless it joins LATER_SETTINGS.
+    assert sorted(plain) == sorted(RECORDED) and sorted(plain["mcts"]) == sorted(RECORDED_MCTS)
     newer = replace(SolveConfig(), mcts=MCTSConfig(drop_twins=True), compare_readouts=["vote"])
     data = newer.to_dict()
     assert data["mcts"]["drop_twins"] is True and data["compare_readouts"] == ["vote"]
