@@ -129,7 +129,7 @@ def evaluate(
             [task.format_prompt(p) for p in chunk],
             n=n,
             temperature=0.0 if method == "greedy" else temperature,
-            max_tokens=max_tokens or task.max_solution_tokens,
+            max_tokens=task.token_limit(max_tokens),
             seed=seed + start,
         )
         for problem, row in zip(chunk, completions):

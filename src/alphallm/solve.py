@@ -345,7 +345,7 @@ def _complete_unfinished(
     completions = policy.sample(
         [tree.state(b, node) for b, node in zip(todo, nodes)],
         temperature=0.0,
-        max_tokens=max_tokens or task.max_solution_tokens,
+        max_tokens=task.token_limit(max_tokens),
         seed=seed,
     )
     for b, node, (completion,) in zip(todo, nodes, completions):

@@ -37,7 +37,7 @@ class RolloutCritic:
         max_tokens: int | None = None,
     ) -> None:
         self.task, self.lm, self.outcome = task, lm, outcome
-        self.max_tokens = max_tokens or task.max_solution_tokens
+        self.max_tokens = task.token_limit(max_tokens)
         self.n = 1 if temperature <= 0 else n
         self.temperature = temperature
         self.verify = verify

@@ -67,6 +67,10 @@ class Task(ABC):
     # problem (None: the format has none; learn.retry_mix needs one).
     retry_line: ClassVar[str | None] = None
 
+    def token_limit(self, max_tokens: int | None) -> int:
+        """Tokens a whole solution may take: ``max_tokens`` when given, else the task's own limit."""
+        return max_tokens or self.max_solution_tokens
+
     # -- problems -------------------------------------------------------------------------------
     @abstractmethod
     def problems(self, split: str) -> list[Problem]:
