@@ -272,9 +272,9 @@ class Loop:
 
         learn = self.config.learn
         rows = self.sft_rows(k)
-        start = self.config.policy if learn.sft_from == "start" else self.policy(k - 1)
-        model, tokenizer = load_causal_lm(start, dtype="float32")
         retry: dict[str, Any] = {}
+        # Retry traces first: the sampling policy is let go before the model to train is loaded, so
+        # that only one copy is in memory (both are the previous policy with ``sft_from: previous``).
         if learn.retry_mix and rows:  # retry traces, from the failed attempts of the policy before
             with self.ui.progress(f"round {k} failed attempts", len({p for p, _ in rows})) as advance:
                 rows, retry = retry_traces(
@@ -287,6 +287,8 @@ class Loop:
                     seed=self.seed(k, "sft"),
                     progress=advance,
                 )
+        start = self.config.policy if learn.sft_from == "start" else self.policy(k - 1)
+        model, tokenizer = load_causal_lm(start, dtype="float32")
         metrics: dict[str, Any] = {"rows": 0}
         if rows:
             config = replace(learn.sft, seed=self.seed(k, "sft"))
