@@ -273,9 +273,8 @@ class Loop:
         learn = self.config.learn
         rows = self.sft_rows(k)
         retry: dict[str, Any] = {}
-        # Retry traces first: the sampling policy is let go before the model to train is loaded, so
-        # that only one copy is in memory (both are the previous policy with ``sft_from: previous``).
-        if learn.retry_mix and rows:  # retry traces, from the failed attempts of the policy before
+        # Retry traces first: their sampling model is let go before the model to train is loaded.
+        if learn.retry_mix and rows:  # from the failed attempts of the policy before
             with self.ui.progress(f"round {k} failed attempts", len({p for p, _ in rows})) as advance:
                 rows, retry = retry_traces(
                     self.task,
