@@ -27,19 +27,14 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from alphallm.evaluation import evaluate
+from retry_traces import BACK, TASK, measure
+
 from alphallm.io import write_json
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.report.stats import paired_change
-from alphallm.tasks import get_task
-from alphallm.tasks.game24 import RETRY_LINE
 from alphallm.train.dpo import DPOConfig, Pair, dpo
 from alphallm.train.retry import failed_attempts
-
-BACK = RETRY_LINE + "\n"
-TASK: Any = get_task("game24")
 
 
 def repeat_pairs(rows: list[tuple[str, str]], fails: dict[str, list[str]], seed: int) -> list[Pair]:
@@ -59,27 +54,6 @@ def repeat_pairs(rows: list[tuple[str, str]], fails: dict[str, list[str]], seed:
         state = prompt + "".join(attempt + BACK for attempt in tried)
         pairs.append(Pair(state, lines[0] + "\n" + lines[1] + "\n", rejected, terminal=False))
     return pairs
-
-
-def attempts(solution: str) -> list[str]:
-    """The first step of each attempt of a decoded solution."""
-    return [part.split("\n", 1)[0] for part in solution.split(BACK) if part.strip()]
-
-
-def measure(model: Any, tokenizer: Any, max_tokens: int) -> dict[str, Any]:
-    result = evaluate(
-        TASK, TransformersLM(model, tokenizer), TASK.problems("test")[:100], max_tokens=max_tokens
-    )
-    records = result.records
-    firsts = [attempts(r.solution) for r in records]
-    return {
-        **result.metrics,
-        "repeating": sum(len(set(f)) < len(f) for f in firsts),
-        "unanswered": sum(r.answer is None for r in records),
-        "attempts_per_puzzle": sum(map(len, firsts)) / len(records),
-        "solved": {r.problem_id: int(bool(r.correct)) for r in records},
-        "examples": [r.solution for r in records[:3]],
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,19 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     prompts = list(dict.fromkeys(p for p, _ in rows))
     fails = failed_attempts(TASK, TransformersLM(model, tokenizer), prompts, samples=args.samples, seed=7)
     pairs = repeat_pairs(rows, fails, seed=0)
-    before = measure(model, tokenizer, args.max_tokens)
+    test = TASK.problems("test")[:100]
+    before = measure(model, tokenizer, test, args.max_tokens)
     started = time.perf_counter()
     config = DPOConfig(beta=args.beta, lr=args.lr, epochs=args.epochs, batch_size=16, sft_weight=1.0, seed=0)
     trained = dpo(model, reference, tokenizer, pairs, config=config)
     seconds = time.perf_counter() - started
-    after = measure(model, tokenizer, args.max_tokens)
+    after = measure(model, tokenizer, test, args.max_tokens)
     change = paired_change(before["solved"], after["solved"])
     print(f"\ngame24, {args.run} round {args.round}: {len(pairs)} pairs, beta {args.beta}, lr {args.lr}")
     print(f"  {'policy':28s} greedy  legal steps  unanswered  repeating  tokens")
     for name, r in (("before", before), ("after step-DPO", after)):
         print(
-            f"  {name:28s} {r['accuracy']:.2f}    {r['legal_step_rate']:.3f}        {r['unanswered']:3d}"
-            f"         {r['repeating']:3d}     {r['mean_tokens']:.0f}"
+            f"  {name:28s} {r['greedy']:.2f}    {r['legal_step_rate']:.3f}        {r['unanswered']:3d}"
+            f"         {r['repeating']:3d}     {r['tokens_per_puzzle']:.0f}"
         )
     print(f"  change {change['change']:+.2f} ± {change['se']:.3f} (z {change['z']:+.1f})")
     out = Path(args.out)

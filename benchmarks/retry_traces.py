@@ -89,17 +89,25 @@ def traces(
     return rows
 
 
+def first_steps(solution: str) -> list[str]:
+    """The first step of each attempt of a decoded solution."""
+    return [part.split("\n", 1)[0] for part in solution.split(BACK) if part.strip()]
+
+
 def measure(model: Any, tokenizer: Any, problems: list[Problem], max_tokens: int) -> dict[str, Any]:
     """Greedy decoding scored by the task's check, which reads ``back`` lines (as ``alphallm eval
-    --max-tokens`` does)."""
+    --max-tokens`` does). ``repeating``: solutions that start an attempt like one they abandoned."""
     result = evaluate(TASK, TransformersLM(model, tokenizer), problems, max_tokens=max_tokens, batch_size=100)
     records = result.records
+    firsts = [first_steps(r.solution) for r in records]
     return {
         "greedy": result.metrics["accuracy"],
         "legal_step_rate": result.metrics.get("legal_step_rate"),
         "tokens_per_puzzle": sum(r.tokens for r in records) / len(records),
         "backs_per_puzzle": sum(r.solution.count(BACK) for r in records) / len(records),
         "hit_max_tokens": sum(r.tokens >= max_tokens for r in records),
+        "unanswered": sum(r.answer is None for r in records),
+        "repeating": sum(len(set(f)) < len(f) for f in firsts),
         "solved": {r.problem_id: int(bool(r.correct)) for r in records},
         "examples": [r.solution for r in records[:3]],
     }
