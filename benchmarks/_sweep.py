@@ -1,15 +1,18 @@
 """What the benchmarks over a finished loop run share: their ``--run`` and ``--out`` arguments and
 opening the run with a one-line error (``critic_gate``, ``gate_noise``, ``search_guard``), and for the
 sweeps of one round (``dpo_sweep``, ``sft_sweep``) their arguments and the check that the round has
-finished."""
+finished; and the results files that keep every run of a benchmark (``append_result``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from alphallm.errors import UserError
+from alphallm.io import write_json
 from alphallm.loop import Loop
 
 
@@ -43,3 +46,13 @@ def finished_round(run: Path, k: int) -> Loop:
     if not (run / f"round-{k}" / "gate.json").is_file():
         raise SystemExit(f"{run}: round {k} has not finished (no gate.json)")
     return open_run(run)
+
+
+def append_result(out: str | Path, name: str, entry: dict[str, Any]) -> Path:
+    """Adds ``entry`` to the list in ``out/name`` (atomically; earlier runs stay) and says where."""
+    path = Path(out) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text()) if path.exists() else []
+    write_json(path, [*previous, entry])
+    print(f"wrote {path}")
+    return path

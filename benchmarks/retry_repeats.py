@@ -28,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from _sweep import append_result
 from retry_traces import BACK, TASK, measure
 
-from alphallm.io import write_json
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.report.stats import paired_change
 from alphallm.train.dpo import DPOConfig, Pair, dpo
@@ -94,13 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             f"         {r['repeating']:3d}     {r['tokens_per_puzzle']:.0f}"
         )
     print(f"  change {change['change']:+.2f} ± {change['se']:.3f} (z {change['z']:+.1f})")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "retry_repeats.json"
-    previous = json.loads(path.read_text()) if path.exists() else []
     entry = {"args": vars(args), "pairs": len(pairs), "dpo": trained, "dpo_seconds": round(seconds, 1)}
-    write_json(path, [*previous, {**entry, "before": before, "after": after, "change": change}])
-    print(f"wrote {path}")
+    append_result(
+        args.out, "retry_repeats.json", {**entry, "before": before, "after": after, "change": change}
+    )
     return 0
 
 

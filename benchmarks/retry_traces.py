@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _sweep import append_result
 
 from alphallm.evaluation import evaluate
-from alphallm.io import write_json
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.report.stats import paired_change
 from alphallm.tasks import get_task
@@ -185,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['backs_per_puzzle']:.2f}          {r['hit_max_tokens']}"
         )
     print(f"  change {change['change']:+.2f} ± {change['se']:.3f} (z {change['z']:+.1f})")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "retry_traces.json"
-    previous = json.loads(path.read_text()) if path.exists() else []
-    write_json(path, [*previous, result])
-    print(f"wrote {path}")
+    append_result(args.out, "retry_traces.json", result)
     return 0
 
 

@@ -17,18 +17,16 @@ Prints a table and writes ``sft_headroom-<task>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
+from _sweep import append_result
 
 from alphallm.evaluation import evaluate
-from alphallm.io import write_json
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem, Task
@@ -153,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = r.get("greedy_by_ops") or {"pass@16": r.get("pass@16")}
         cells = "  ".join(f"{k}: {v:.2f}" for k, v in extra.items())
         print(f"  {r['data']:42s} rows {r['rows']:6d}  greedy {r['greedy']:.3f}  {cells}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"sft_headroom-{args.task}.json"
-    previous = json.loads(path.read_text()) if path.exists() else []
-    write_json(path, [*previous, {"args": vars(args), "results": results}])
-    print(f"wrote {path}")
+    append_result(args.out, f"sft_headroom-{args.task}.json", {"args": vars(args), "results": results})
     return 0
 
 
