@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     round_dir = Path(args.run) / f"round-{args.round}"
     rows = [(p, s) for p, s in json.loads((round_dir / "data.json").read_text())["sft"]]
     model, tokenizer = load_causal_lm(str(round_dir / "policy"), dtype="float32")
-    reference, _ = load_causal_lm(str(round_dir / "policy"), dtype="float32")
     prompts = list(dict.fromkeys(p for p, _ in rows))
     fails = failed_attempts(TASK, TransformersLM(model, tokenizer), prompts, samples=args.samples, seed=7)
     pairs = repeat_pairs(rows, fails, seed=0)
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     before = measure(model, tokenizer, test, args.max_tokens)
     started = time.perf_counter()
     config = DPOConfig(beta=args.beta, lr=args.lr, epochs=args.epochs, batch_size=16, sft_weight=1.0, seed=0)
-    trained = dpo(model, reference, tokenizer, pairs, config=config)
+    trained = dpo(model, None, tokenizer, pairs, config=config)  # reference: its own starting weights
     seconds = time.perf_counter() - started
     after = measure(model, tokenizer, test, args.max_tokens)
     change = paired_change(before["solved"], after["solved"])
