@@ -33,7 +33,9 @@ from typing import Any
 from _sweep import finished_round, sweep_parser
 
 from alphallm.io import write_json
+from alphallm.lm.hf import save_causal_lm
 from alphallm.loop import Loop
+from alphallm.loop_learn import dpo_candidate, dpo_config
 from alphallm.loop_solve import choose_beyond_noise
 from alphallm.train.dpo import DPOConfig, Pair
 
@@ -51,15 +53,14 @@ def run_variant(loop: Loop, k: int, pairs: list[Pair], name: str, sft: dict[str,
     """One DPO candidate's dev score, and its paired change over SFT alone (``sft``: per dev problem)."""
     changes, self_reference = VARIANTS[name]
     changes = dict(changes)
-    base = loop.dpo_config(k)
+    base = dpo_config(loop, k)
     if "lr_scale" in changes:
         changes["lr"] = base.lr * changes.pop("lr_scale")
     config: DPOConfig = replace(base, **changes)
-    model, tokenizer, metrics = loop.dpo_candidate(k, pairs, config, self_reference=self_reference)
+    model, tokenizer, metrics = dpo_candidate(loop, k, pairs, config, self_reference=self_reference)
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        accuracy, by_problem = loop.dev_scores(tmp)
+        save_causal_lm(model, tokenizer, Path(tmp) / "candidate")
+        accuracy, by_problem = loop.dev_scores(str(Path(tmp) / "candidate"))
     choice = choose_beyond_noise({"sft": sft, "dpo": by_problem}, "sft")
     return {
         "variant": name,

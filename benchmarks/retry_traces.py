@@ -43,7 +43,7 @@ import torch
 from _sweep import append_result
 
 from alphallm.evaluation import evaluate
-from alphallm.lm.hf import TransformersLM, load_causal_lm
+from alphallm.lm.hf import TransformersLM, load_causal_lm, save_causal_lm
 from alphallm.report.stats import paired_change
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     sft_seconds = time.perf_counter() - started
     after = measure(model, tokenizer, test, args.max_tokens)
     if args.save:
-        model.save_pretrained(args.save)
-        tokenizer.save_pretrained(args.save)
+        save_causal_lm(model, tokenizer, args.save)
     change = paired_change(before["solved"], after["solved"])
     result = {
         "args": vars(args),

@@ -76,6 +76,7 @@ def test_retry_settings_are_checked() -> None:
 
 def test_the_loops_sft_stage_trains_on_retry_traces_and_its_gate_decodes_longer(tmp_path: Path) -> None:
     from alphallm.loop import Loop
+    from alphallm.loop_learn import sft_stage
 
     rng = random.Random(0)
     rows = [
@@ -92,7 +93,7 @@ def test_the_loops_sft_stage_trains_on_retry_traces_and_its_gate_decodes_longer(
     loop = Loop(build(LoopConfig, config))
     loop.round_dir(1).mkdir(parents=True)
     (loop.round_dir(1) / "data.json").write_text(json.dumps({"sft": rows, "pairs": []}))
-    record = loop._stage_sft(1)  # type: ignore[attr-defined]
+    record = sft_stage(loop, 1)
     assert record["rows"] == len(rows) and record["retry"]["prompts"] == 16
     assert record["retry"]["rows_with_a_retry"] > len(rows) // 2
     for prompt, trace in record["retry"]["examples"]:

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.errors import UserError
-from alphallm.io import atomic_dir, dumps, exclusive, write_json, write_text
+from alphallm.io import dumps, exclusive, write_json, write_text
 from alphallm.loop_config import LoopConfig, load_config
 from alphallm.loop_meta import write_run_record
 from alphallm.loop_solve import evaluate_policy, solve_with
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem
-from alphallm.train.dpo import DPOConfig, Pair
 
 __all__ = ["STAGES", "Loop", "Quiet", "gate_record"]
 
@@ -265,87 +264,21 @@ class Loop:
         return {"sft": rows, "pairs": [asdict(p) for p in pairs], "problems": len(trees), "solved": solved}
 
     def _stage_sft(self, k: int) -> dict[str, Any]:
-        from alphallm.lm import load_lm
-        from alphallm.lm.hf import load_causal_lm
-        from alphallm.train.retry import retry_traces
-        from alphallm.train.sft import sft
+        from alphallm.loop_learn import sft_stage
 
-        learn = self.config.learn
-        rows = self.sft_rows(k)
-        retry: dict[str, Any] = {}
-        # Retry traces first: their sampling model is let go before the model to train is loaded.
-        if learn.retry_mix and rows:  # from the failed attempts of the policy before
-            with self.ui.progress(f"round {k} failed attempts", len({p for p, _ in rows})) as advance:
-                rows, retry = retry_traces(
-                    self.task,
-                    load_lm(self.policy(k - 1)),
-                    rows,
-                    mix=learn.retry_mix,
-                    samples=learn.retry_samples,
-                    steps=learn.retry_steps,
-                    seed=self.seed(k, "sft"),
-                    progress=advance,
-                )
-        start = self.config.policy if learn.sft_from == "start" else self.policy(k - 1)
-        model, tokenizer = load_causal_lm(start, dtype="float32")
-        metrics: dict[str, Any] = {"rows": 0}
-        if rows:
-            config = replace(learn.sft, seed=self.seed(k, "sft"))
-            with self.ui.progress(
-                f"round {k} SFT", config.epochs * -(-len(rows) // config.batch_size)
-            ) as advance:
-                metrics = sft(model, tokenizer, rows, config=config, on_step=lambda s, loss: advance(1))
-        self._save_model(model, tokenizer, self.round_dir(k) / "sft")
-        return {**metrics, **({"retry": retry} if retry else {})}
+        return sft_stage(self, k)
 
     def sft_rows(self, k: int) -> list[tuple[str, str]]:
         """The rows round k's SFT stage trains on: the data stages' rows of rounds 1..k (of round k
         alone without ``learn.replay``), each once. benchmarks/sft_sweep.py retrains on them too."""
         rounds = range(1, k + 1) if self.config.learn.replay else range(k, k + 1)
         # A problem drawn again in a later round may find a solution it found before: train on it once.
-        return list(dict.fromkeys((r[0], r[1]) for j in rounds for r in self._read(j, "data")["sft"]))
+        return list(dict.fromkeys((r[0], r[1]) for j in rounds for r in self.read(j, "data")["sft"]))
 
     def _stage_dpo(self, k: int) -> dict[str, Any]:
-        from alphallm.lm.hf import load_causal_lm
+        from alphallm.loop_learn import dpo_stage
 
-        pairs = [Pair(**p) for p in self._read(k, "data")["pairs"]]
-        if not (self.config.learn.use_dpo and pairs):
-            model, tokenizer = load_causal_lm(self.round_dir(k) / "sft", dtype="float32")
-            self._save_model(model, tokenizer, self.round_dir(k) / "policy")
-            return {"pairs": len(pairs), "skipped": True}
-        config = self.dpo_config(k)
-        with self.ui.progress(
-            f"round {k} DPO", config.epochs * -(-len(pairs) // config.batch_size)
-        ) as advance:
-            model, tokenizer, metrics = self.dpo_candidate(
-                k, pairs, config, on_step=lambda s, loss: advance(1)
-            )
-        self._save_model(model, tokenizer, self.round_dir(k) / "policy")
-        return metrics
-
-    def dpo_config(self, k: int) -> DPOConfig:
-        """The run's DPO settings with round k's seed."""
-        return replace(self.config.learn.dpo, seed=self.seed(k, "dpo"))
-
-    def dpo_candidate(
-        self,
-        k: int,
-        pairs: list[Pair],
-        config: DPOConfig,
-        *,
-        self_reference: bool = False,
-        on_step: Callable[[int, float], None] | None = None,
-    ) -> tuple[Any, Any, dict[str, Any]]:
-        """Round k's SFT model trained by DPO on ``pairs``: the model, its tokenizer and the training
-        metrics. The reference is the previous round's policy (a frozen copy of the SFT model with
-        ``self_reference``). The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
-        from alphallm.lm.hf import load_causal_lm
-        from alphallm.train.dpo import dpo
-
-        model, tokenizer = load_causal_lm(self.round_dir(k) / "sft", dtype="float32")
-        reference = None if self_reference else load_causal_lm(self.policy(k - 1), dtype="float32")[0]
-        metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step)
-        return model, tokenizer, metrics
+        return dpo_stage(self, k)
 
     def _stage_critics(self, k: int) -> dict[str, Any]:
         from alphallm.loop_critics import critics_stage
@@ -364,7 +297,7 @@ class Loop:
 
         settings = self.config.evaluate
         previous = self.kept_dev_accuracy(k - 1)
-        names = ["policy"] if self._read(k, "dpo").get("skipped") else ["policy", "sft"]
+        names = ["policy"] if self.read(k, "dpo").get("skipped") else ["policy", "sft"]
         scored = {name: self.dev_scores(str(self.round_dir(k) / name)) for name in names}
         scores = {name: score for name, (score, _) in scored.items()}
         dpo: dict[str, Any] = {}
@@ -426,7 +359,8 @@ class Loop:
         except ValueError:
             return path
 
-    def _read(self, k: int, stage: str) -> dict[str, Any]:
+    def read(self, k: int, stage: str) -> dict[str, Any]:
+        """Round k's record of a finished stage (``round-k/<stage>.json``)."""
         return json.loads((self.round_dir(k) / f"{stage}.json").read_text())
 
     def kept_dev_accuracy(self, k: int) -> float:
@@ -473,12 +407,6 @@ class Loop:
             seed=self.config.seed,
             max_tokens=settings.max_tokens,
         )
-
-    @staticmethod
-    def _save_model(model: Any, tokenizer: Any, path: Path) -> None:
-        with atomic_dir(path) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
 
     @staticmethod
     def _with_critics(config: SolveConfig, critics: dict[str, str]) -> SolveConfig:

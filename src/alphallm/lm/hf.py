@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import torch
 
 from alphallm.errors import UserError
+from alphallm.io import atomic_dir
 from alphallm.lm.base import Completion, Usage
 from alphallm.lm.prefix_cache import PrefixStore
 
@@ -32,6 +33,7 @@ __all__ = [
     "pick_device",
     "pick_dtype",
     "resolve_model_path",
+    "save_causal_lm",
     "token_logprobs",
     "with_chat_template",
 ]
@@ -106,6 +108,14 @@ def load_causal_lm(
         raise UserError(f"{name}: could not load model ({str(exc).splitlines()[0]})") from None
     model.to(target)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
     return model, tokenizer
+
+
+def save_causal_lm(model: Any, tokenizer: Any, path: str | Path) -> None:
+    """``model`` and its tokenizer as a directory ``load_causal_lm`` reads, replacing ``path`` in one
+    rename: a run killed while saving leaves the old directory or none, never half a model."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
 
 def chat_prompt(tokenizer: Any, prompt: str) -> str:

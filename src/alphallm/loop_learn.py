@@ -1,0 +1,96 @@
+"""A round's policy learning: SFT from the policy before (or the start) on the verified solutions so far,
+optionally mixed with retry traces made from its failed attempts, then step-DPO on the round's sibling
+pairs with the previous policy as the reference. Both write a model directory under ``round-k/``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from alphallm.train.dpo import DPOConfig, Pair
+
+if TYPE_CHECKING:
+    from alphallm.loop import Loop
+
+__all__ = ["dpo_candidate", "dpo_stage", "sft_stage"]
+
+
+def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
+    """Round k's SFT model (``round-k/sft``) and its training record, with the retry traces' record
+    when ``learn.retry_mix`` mixes them in."""
+    from alphallm.lm import load_lm
+    from alphallm.lm.hf import load_causal_lm, save_causal_lm
+    from alphallm.train.retry import retry_traces
+    from alphallm.train.sft import sft
+
+    learn = loop.config.learn
+    rows = loop.sft_rows(k)
+    retry: dict[str, Any] = {}
+    # Retry traces first: their sampling model is let go before the model to train is loaded.
+    if learn.retry_mix and rows:  # from the failed attempts of the policy before
+        with loop.ui.progress(f"round {k} failed attempts", len({p for p, _ in rows})) as advance:
+            rows, retry = retry_traces(
+                loop.task,
+                load_lm(loop.policy(k - 1)),
+                rows,
+                mix=learn.retry_mix,
+                samples=learn.retry_samples,
+                steps=learn.retry_steps,
+                seed=loop.seed(k, "sft"),
+                progress=advance,
+            )
+    start = loop.config.policy if learn.sft_from == "start" else loop.policy(k - 1)
+    model, tokenizer = load_causal_lm(start, dtype="float32")
+    metrics: dict[str, Any] = {"rows": 0}
+    if rows:
+        config = replace(learn.sft, seed=loop.seed(k, "sft"))
+        with loop.ui.progress(
+            f"round {k} SFT", config.epochs * -(-len(rows) // config.batch_size)
+        ) as advance:
+            metrics = sft(model, tokenizer, rows, config=config, on_step=lambda s, loss: advance(1))
+    save_causal_lm(model, tokenizer, loop.round_dir(k) / "sft")
+    return {**metrics, **({"retry": retry} if retry else {})}
+
+
+def dpo_stage(loop: Loop, k: int) -> dict[str, Any]:
+    """Round k's candidate policy (``round-k/policy``): the SFT model after DPO on the data stage's
+    pairs, or the SFT model itself when DPO is off or there are no pairs."""
+    from alphallm.lm.hf import load_causal_lm, save_causal_lm
+
+    pairs = [Pair(**p) for p in loop.read(k, "data")["pairs"]]
+    if not (loop.config.learn.use_dpo and pairs):
+        model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype="float32")
+        save_causal_lm(model, tokenizer, loop.round_dir(k) / "policy")
+        return {"pairs": len(pairs), "skipped": True}
+    config = dpo_config(loop, k)
+    with loop.ui.progress(f"round {k} DPO", config.epochs * -(-len(pairs) // config.batch_size)) as advance:
+        model, tokenizer, metrics = dpo_candidate(loop, k, pairs, config, on_step=lambda s, loss: advance(1))
+    save_causal_lm(model, tokenizer, loop.round_dir(k) / "policy")
+    return metrics
+
+
+def dpo_config(loop: Loop, k: int) -> DPOConfig:
+    """The run's DPO settings with round k's seed."""
+    return replace(loop.config.learn.dpo, seed=loop.seed(k, "dpo"))
+
+
+def dpo_candidate(
+    loop: Loop,
+    k: int,
+    pairs: list[Pair],
+    config: DPOConfig,
+    *,
+    self_reference: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Round k's SFT model trained by DPO on ``pairs``: the model, its tokenizer and the training
+    metrics. The reference is the previous round's policy (a frozen copy of the SFT model with
+    ``self_reference``). The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
+    from alphallm.lm.hf import load_causal_lm
+    from alphallm.train.dpo import dpo
+
+    model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype="float32")
+    reference = None if self_reference else load_causal_lm(loop.policy(k - 1), dtype="float32")[0]
+    metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step)
+    return model, tokenizer, metrics
