@@ -157,6 +157,45 @@ def test_eval_critic_scores_the_tool_verifier_against_step_labels(tmp_path: Path
     assert main(args) == 2  # not a game24 prompt
 
 
+def test_eval_critic_gives_a_learned_value_the_verifiers_dead_ends(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from alphallm.cli import main
+
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    model = CriticModel(base, "value")
+    torch.nn.init.zeros_(model.head[-1].weight)  # scores 0.5 everywhere: no ranking of its own
+    torch.nn.init.zeros_(model.head[-1].bias)
+    model.save(tmp_path / "critic", tokenizer, {"base": "tiny"})
+    live, dead = "13-9=4 (left: 4 4 10)\n", "13+10=23 (left: 4 9 23)\n"
+    nodes = [{"id": 0, "parent": -1, "text": ""}]
+    for i, (text, verified) in enumerate([(live, [True, True]), (live, [True, False]), (dead, [False] * 2)]):
+        nodes.append(
+            {
+                "id": i + 1,
+                "parent": 0,
+                "text": text,
+                "rollouts": [{"text": "...", "verified": v} for v in verified],
+            }
+        )
+    # A loop round's trees.json does not name its task: --task does.
+    (tmp_path / "trees.json").write_text(
+        json.dumps({"trees": [{"problem_id": "p", "root": "Input: 4 9 10 13\n", "nodes": nodes}]})
+    )
+    args = ["eval-critic", "--critic", str(tmp_path / "critic"), "--trees", str(tmp_path / "trees.json")]
+    assert main([*args, "--out", str(tmp_path / "alone.json")]) == 0
+    assert json.loads((tmp_path / "alone.json").read_text())["spearman"] is None  # constant scores: NaN
+    assert main([*args, "--dead-ends"]) == 2  # which task's verifier?
+    assert main([*args, "--dead-ends", "--task", "game24", "--out", str(tmp_path / "dead.json")]) == 0
+    metrics = json.loads((tmp_path / "dead.json").read_text())
+    assert metrics["dead_ends"] == 1 and metrics["rows"] == 4  # the root, two live moves, one dead
+    assert metrics["spearman"] > 0.5  # the dead move, the only 0, now ranks last
+    assert (
+        main(["eval-critic", "--critic", "tool", "--kind", "value", "--dead-ends", "--trees", str(tmp_path)])
+        == 2
+    )
+
+
 def test_a_prm_scores_whole_solutions_through_its_steps() -> None:
     from alphallm.commands.critic_cmd import combine_steps, step_prefixes
 

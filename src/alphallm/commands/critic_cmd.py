@@ -94,6 +94,18 @@ def add_parsers(sub: Any) -> None:
         help="score each solution once (last, the default) or score every step prefix and take the "
         "lowest score (min, Math-Shepherd) or their product (prod, Lightman et al.): a PRM as an ORM",
     )
+    e.add_argument(
+        "--dead-ends",
+        action="store_true",
+        help="with a learned critic: score 0 where the task's tool verifier finds the state dead (an "
+        "illegal step, or no way left to the answer), the critic's score elsewhere; what the search "
+        "backs up when it prunes with the verifier",
+    )
+    e.add_argument(
+        "--task",
+        help="the task the trees were searched for, where they do not name it (the loop's "
+        "round-k/trees.json); needed with --critic tool or --dead-ends",
+    )
     e.add_argument("--min-samples", type=int, default=2)
     e.add_argument("--out", help="JSON file for the metrics")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
@@ -167,6 +179,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table
+    from alphallm.critics.tool import on_dead_ends, row_scores
     from alphallm.io import read_trees, write_json
     from alphallm.train.critic import critic_metrics
 
@@ -175,8 +188,16 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.critic == "tool":
         if args.kind is None:
             raise UserError("--critic tool needs --kind (the labels to score it against: value, prm or orm)")
+        if args.dead_ends:
+            raise UserError(
+                "--dead-ends adds the tool verifier to a learned critic; --critic tool is that tool"
+            )
         kind, name = args.kind, "tool" + ("-legality" if args.no_reachability else "")
-        score = partial(_tool_scores, trees, reachability=not args.no_reachability)
+        score = partial(
+            row_scores,
+            _trees_task(trees, "--critic tool", args.task),
+            reachability=not args.no_reachability,
+        )
     else:
         from alphallm.critics.learned import CriticModel
         from alphallm.train.critic import predict
@@ -194,7 +215,12 @@ def run_eval(args: argparse.Namespace) -> int:
         name += f", {args.steps} over steps"
     if not rows:
         raise UserError(f"no {kind} labels in {len(trees)} trees")
-    metrics = critic_metrics(kind, scores, rows)
+    dead = 0
+    if args.dead_ends:
+        tool = row_scores(_trees_task(trees, "--dead-ends", args.task), rows, reachability=True)
+        scores = on_dead_ends(scores, tool)
+        dead, name = tool.count(0.0), name + ", 0 on the verifier's dead ends"
+    metrics = critic_metrics(kind, scores, rows) | ({"dead_ends": dead} if args.dead_ends else {})
     print_table(f"{name} on the {kind} labels of {len(trees)} trees", metrics)
     if args.out:
         write_json(args.out, {"critic": args.critic, "kind": kind, "trees": args.trees, **metrics})
@@ -222,29 +248,14 @@ def combine_steps(scores: list[float], sizes: list[int], how: str) -> list[float
     return out
 
 
-def _tool_scores(trees: list[dict[str, Any]], rows: list[Any], *, reachability: bool) -> list[float]:
-    """The tool verifier's score of every label row (0.5 where it cannot judge the text)."""
-    from alphallm.critics.base import CriticInput
-    from alphallm.critics.tool import ToolCritic
-
-    task = _trees_task(trees, "--critic tool")
-    critic = ToolCritic(task, reachability=reachability)
-    items = []
-    for row in rows:
-        problem = task.problem_from_prompt(row.prompt, row.group)
-        if problem is None:
-            raise UserError(f"tree of problem {row.group}: its root is not a {task.name} prompt")
-        finished = task.extract_answer(row.solution) is not None
-        items.append(CriticInput(problem, row.solution, terminal=finished))
-    return [0.5 if score is None else score for score in critic.score(items)]
-
-
-def _trees_task(trees: list[dict[str, Any]], flag: str) -> Task:
-    """The task the trees were searched for (they must all name the same one)."""
+def _trees_task(trees: list[dict[str, Any]], flag: str, task: str | None = None) -> Task:
+    """The task the trees were searched for: ``task`` if given, else the one they all name."""
     from alphallm.tasks import get_task
 
+    if task is not None:
+        return get_task(task)
     names = {tree.get("task") for tree in trees}
     if len(names) != 1 or None in names:
         found = ", ".join(sorted(str(name) for name in names))
-        raise UserError(f"{flag} needs trees of one named task (search --save-trees), got: {found}")
+        raise UserError(f"{flag} needs trees of one named task (search --save-trees) or --task, got: {found}")
     return get_task(str(names.pop()))

@@ -12,12 +12,13 @@ search only, never for test-time decisions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from alphallm.critics.base import CriticInput
+from alphallm.errors import UserError
 from alphallm.tasks.base import Task, solution_lines
 
-__all__ = ["OracleCritic", "ToolCritic", "step_verdicts"]
+__all__ = ["OracleCritic", "ToolCritic", "on_dead_ends", "row_scores", "step_verdicts"]
 
 
 def step_verdicts(task: Task, item: CriticInput) -> list[bool | None]:
@@ -56,6 +57,26 @@ class ToolCritic:
         # A finished solution is judged by its answer line; a dead state only matters before it.
         dead = self.reachability and not item.terminal
         return 0.0 if dead and self.task.solvable_after(item.problem, item.solution) is False else 1.0
+
+
+def row_scores(task: Task, rows: Sequence[Any], *, reachability: bool = True) -> list[float]:
+    """The tool verifier's score of every label row (``train.labels.LabelRow``: prompt, solution,
+    problem id as group), 0.5 where it cannot judge the text."""
+    critic = ToolCritic(task, reachability=reachability)
+    items = []
+    for row in rows:
+        problem = task.problem_from_prompt(row.prompt, row.group)
+        if problem is None:
+            raise UserError(f"tree of problem {row.group}: its root is not a {task.name} prompt")
+        finished = task.extract_answer(row.solution) is not None
+        items.append(CriticInput(problem, row.solution, terminal=finished))
+    return [0.5 if score is None else score for score in critic.score(items)]
+
+
+def on_dead_ends(scores: Sequence[float], verdicts: Sequence[float]) -> list[float]:
+    """``scores`` with 0 where the tool verifier's verdict is 0: the value the search backs up for a
+    node its verifier pruned, whatever a learned critic says of it."""
+    return [0.0 if verdict == 0.0 else score for score, verdict in zip(scores, verdicts, strict=True)]
 
 
 class OracleCritic:
