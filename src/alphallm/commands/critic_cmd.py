@@ -252,9 +252,12 @@ def _trees_task(trees: list[dict[str, Any]], flag: str, task: str | None = None)
     """The task the trees were searched for: ``task`` if given, else the one they all name."""
     from alphallm.tasks import get_task
 
-    if task is not None:
-        return get_task(task)
     names = {tree.get("task") for tree in trees}
+    if task is not None:
+        others = sorted(str(name) for name in names - {None, task})
+        if others:  # trees that name another task are not this task's
+            raise UserError(f"--task {task}: the trees were searched for {', '.join(others)}")
+        return get_task(task)
     if len(names) != 1 or None in names:
         found = ", ".join(sorted(str(name) for name in names))
         raise UserError(f"{flag} needs trees of one named task (search --save-trees) or --task, got: {found}")

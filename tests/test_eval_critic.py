@@ -1,0 +1,100 @@
+"""``alphallm eval-critic``: the tool verifier and learned critics scored against a tree's labels, a PRM
+read as an ORM over a solution's steps, and a learned value with the verifier's dead ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from alphallm.critics.learned import CriticModel
+from alphallm.lm.hf import load_causal_lm
+from alphallm.train.labels import LabelRow
+
+
+def test_eval_critic_scores_the_tool_verifier_against_step_labels(tmp_path: Path) -> None:
+    from alphallm.cli import main
+
+    def rollouts(*verified: bool) -> list[dict[str, object]]:
+        return [{"text": "...", "verified": v} for v in verified]
+
+    nodes = [
+        {"id": 0, "parent": -1, "text": ""},
+        {"id": 1, "parent": 0, "text": "13-9=4 (left: 4 4 10)\n", "rollouts": rollouts(True, False)},
+        {"id": 2, "parent": 0, "text": "13+10=23 (left: 4 9 23)\n", "rollouts": rollouts(False, False)},
+    ]
+    tree = {"task": "game24", "problem_id": "p", "root": "Input: 4 9 10 13\n", "nodes": nodes}
+    (tmp_path / "p.json").write_text(json.dumps(tree))
+    args = ["eval-critic", "--critic", "tool", "--kind", "prm", "--trees", str(tmp_path)]
+    assert main([*args, "--out", str(tmp_path / "tool.out")]) == 0
+    assert json.loads((tmp_path / "tool.out").read_text())["auc"] == 1.0  # the dead state is the error
+    assert main([*args, "--no-reachability", "--out", str(tmp_path / "legal.out")]) == 0
+    assert json.loads((tmp_path / "legal.out").read_text())["auc"] == 0.5  # both moves are legal
+    assert main([*args, "--steps", "min", "--out", str(tmp_path / "steps.out")]) == 0  # one-step solutions
+    assert json.loads((tmp_path / "steps.out").read_text())["auc"] == 1.0
+    assert main(["eval-critic", "--critic", "tool", "--trees", str(tmp_path)]) == 2  # which labels?
+    assert main([*args, "--task", "arith"]) == 2  # the trees name game24
+    (tmp_path / "p.json").write_text(json.dumps({k: v for k, v in tree.items() if k != "task"}))
+    assert main(args) == 2  # which task's tool?
+    (tmp_path / "p.json").write_text(json.dumps({**tree, "root": "Question: 4 9 10 13\n"}))
+    assert main(args) == 2  # not a game24 prompt
+
+
+def test_eval_critic_gives_a_learned_value_the_verifiers_dead_ends(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from alphallm.cli import main
+
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    model = CriticModel(base, "value")
+    last = model.head[-1]
+    assert isinstance(last, torch.nn.Linear)
+    torch.nn.init.zeros_(last.weight)  # scores 0.5 everywhere: no ranking of its own
+    torch.nn.init.zeros_(last.bias)
+    model.save(tmp_path / "critic", tokenizer, {"base": "tiny"})
+    live, dead = "13-9=4 (left: 4 4 10)\n", "13+10=23 (left: 4 9 23)\n"
+    nodes = [{"id": 0, "parent": -1, "text": ""}]
+    for i, (text, verified) in enumerate([(live, [True, True]), (live, [True, False]), (dead, [False] * 2)]):
+        nodes.append(
+            {
+                "id": i + 1,
+                "parent": 0,
+                "text": text,
+                "rollouts": [{"text": "...", "verified": v} for v in verified],
+            }
+        )
+    # A loop round's trees.json does not name its task: --task does.
+    (tmp_path / "trees.json").write_text(
+        json.dumps({"trees": [{"problem_id": "p", "root": "Input: 4 9 10 13\n", "nodes": nodes}]})
+    )
+    args = ["eval-critic", "--critic", str(tmp_path / "critic"), "--trees", str(tmp_path / "trees.json")]
+    assert main([*args, "--out", str(tmp_path / "alone.json")]) == 0
+    assert json.loads((tmp_path / "alone.json").read_text())["spearman"] is None  # constant scores: NaN
+    assert main([*args, "--dead-ends"]) == 2  # which task's verifier?
+    assert main([*args, "--dead-ends", "--task", "game24", "--out", str(tmp_path / "dead.json")]) == 0
+    metrics = json.loads((tmp_path / "dead.json").read_text())
+    assert metrics["dead_ends"] == 1 and metrics["rows"] == 4  # the root, two live moves, one dead
+    assert metrics["spearman"] > 0.5  # the dead move, the only 0, now ranks last
+    assert (
+        main(["eval-critic", "--critic", "tool", "--kind", "value", "--dead-ends", "--trees", str(tmp_path)])
+        == 2
+    )
+
+
+def test_a_prm_scores_whole_solutions_through_its_steps() -> None:
+    from alphallm.commands.critic_cmd import combine_steps, step_prefixes
+
+    row = LabelRow("Q\n", "3*4=12 -> 2+12\n2+12=14 -> 14\nAnswer: 14\n", 1.0, group="g")
+    prefixes = step_prefixes(row)
+    assert [p.solution for p in prefixes] == [
+        "3*4=12 -> 2+12\n",
+        "3*4=12 -> 2+12\n2+12=14 -> 14\n",
+        row.solution,
+    ]
+    assert all(p.prompt == row.prompt and p.target == 1.0 and p.group == "g" for p in prefixes)
+    assert [p.solution for p in step_prefixes(LabelRow("Q\n", "", 0.0))] == [""]
+    scores = [0.9, 0.2, 0.8, 0.5, 0.5]  # a three-step solution, then a two-step one
+    assert combine_steps(scores, [3, 2], "min") == [0.2, 0.5]
+    assert combine_steps(scores, [3, 2], "prod") == pytest.approx([0.144, 0.25])
