@@ -65,7 +65,7 @@ def test_eval_critic_gives_a_learned_value_the_verifiers_dead_ends(
                 "rollouts": [{"text": "...", "verified": v} for v in verified],
             }
         )
-    # A loop round's trees.json does not name its task: --task does.
+    # Trees saved before they recorded their task (older loop rounds' trees.json): --task names it.
     (tmp_path / "trees.json").write_text(
         json.dumps({"trees": [{"problem_id": "p", "root": "Input: 4 9 10 13\n", "nodes": nodes}]})
     )

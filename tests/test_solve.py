@@ -31,6 +31,7 @@ def test_every_method_runs_and_counts_compute(tiny_lm, method: str) -> None:
     assert [r.problem_id for r in report.results] == [p.id for p in problems]
     assert report.usage["policy"]["generated_tokens"] > 0
     assert all(r.tree is not None and r.tree["nodes"][0]["id"] == 0 for r in report.results)
+    assert all(r.tree is not None and r.tree["task"] == task.name for r in report.results)  # for eval-critic
     if method in ("mcts", "beam", "bfs"):
         assert report.usage["rollout"]["generated_tokens"] > 0  # rollouts are counted apart
     else:

@@ -450,7 +450,7 @@ def solve(
             correct = task.check(problem, solution)
             saved = None
             if keep_trees:
-                saved = tree.to_dict(b) | {"problem_id": problem.id}
+                saved = tree.to_dict(b) | {"problem_id": problem.id, "task": task.name}
                 if choice.readout == "completed":
                     # The greedy completion of the best path is not in the tree; without rollouts it is
                     # often the only complete solution the search found, so training data needs it.

@@ -103,8 +103,8 @@ def add_parsers(sub: Any) -> None:
     )
     e.add_argument(
         "--task",
-        help="the task the trees were searched for, where they do not name it (the loop's "
-        "round-k/trees.json); needed with --critic tool or --dead-ends",
+        help="the task the trees were searched for, where they do not name it (trees saved before "
+        "they recorded it, such as older loop rounds' trees.json); used by --critic tool and --dead-ends",
     )
     e.add_argument("--min-samples", type=int, default=2)
     e.add_argument("--out", help="JSON file for the metrics")

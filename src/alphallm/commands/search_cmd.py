@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     rows["wall seconds"] = round(report.wall_seconds, 2)
     print_table(f"{task.name} / {Path(model).name} / {args.method}", rows)
     if args.save_trees:
-        _save_trees(report, Path(args.save_trees), task.name)
+        _save_trees(report, Path(args.save_trees))
         console.print(f"trees: {args.save_trees}")
     results = [{k: v for k, v in vars(r).items() if k != "tree"} for r in report.results]
     write_json(
@@ -265,9 +265,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_trees(report: Any, directory: Path, task: str) -> None:
+def _save_trees(report: Any, directory: Path) -> None:
     from alphallm.io import write_json
 
     for result in report.results:
-        tree = result.tree | {"task": task, "correct": result.correct, "readout": result.readout}
+        tree = result.tree | {"correct": result.correct, "readout": result.readout}
         write_json(directory / f"{result.problem_id}.json", tree)
