@@ -29,12 +29,14 @@ from _sweep import append_result
 from alphallm.evaluation import evaluate
 from alphallm.lm.hf import TransformersLM, load_causal_lm
 from alphallm.tasks import get_task
+from alphallm.tasks.arith import ArithTask
 from alphallm.tasks.base import Problem, Task
 from alphallm.tasks.game24 import solve_numbers
 from alphallm.train.sft import SFTConfig, sft
 
 
 def arith_rows(task: Task, n: int, seed: int) -> list[tuple[str, str]]:
+    assert isinstance(task, ArithTask)  # the teacher's solutions: arith's own solver
     problems = task.generate(random.Random(seed), n, {"min_ops": 4, "max_ops": 6})
     return [(task.format_prompt(p), task.solve(p)) for p in problems]
 
