@@ -50,6 +50,19 @@ def test_compare_pairs_only_shared_problems_and_a_runs_rounds(tmp_path: Path) ->
     first, second = round_by_round(run)
     assert first["label"] == "round 1 greedy" and first["change"] == pytest.approx(0.5) and first["z"] > 2
     assert second["change"] == pytest.approx(-0.05) and abs(second["z"]) < 2
+    # Another read-out of the same trees (the learned-critics search's vote) compares as a method of its own.
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for record, votes in zip(records, ([0] * 20, [0] * 10 + [1] * 10, [1] * 20), strict=True):
+        solved = {f"p{i}": v for i, v in enumerate(votes)}
+        record["mcts_critics"] = {
+            "solved": {p: 0 for p in solved},
+            "other_readouts": {"vote": {"solved": solved}},
+        }
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    labels = [row["label"] for row in round_by_round(run)]
+    assert labels[-2:] == ["round 1 mcts_critics vote", "round 2 mcts_critics vote"]
+    assert round_by_round(run)[-1]["change"] == pytest.approx(0.5)
+    assert load_outcomes(run)["round 2 mcts_critics vote"]["p0"] == 1.0
     # Results on partly different problems compare on the ones both have.
     [row] = compare({"m": {"a": 0.0, "b": 1.0, "c": 0.0}}, {"m": {"b": 1.0, "c": 1.0, "d": 0.0}})
     assert row["problems"] == 2 and row["before"] == 0.5 and row["after"] == 1.0

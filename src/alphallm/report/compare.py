@@ -90,7 +90,18 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
     if not lines:
         raise UserError(f"{run}: not a loop run with finished rounds (no metrics.jsonl)")
-    return [json.loads(line) for line in lines if line.strip()]
+    return [_with_readouts(json.loads(line)) for line in lines if line.strip()]
+
+
+def _with_readouts(record: dict[str, Any]) -> dict[str, Any]:
+    """A round's record with each method's other read-outs of the same trees (the learned-critics
+    search's vote, say) as methods of their own: ``mcts_critics vote``."""
+    return record | {
+        f"{method} {readout}": outcome
+        for method, value in record.items()
+        if isinstance(value, dict)
+        for readout, outcome in value.get("other_readouts", {}).items()
+    }
 
 
 def _run_outcomes(run: Path) -> dict[str, dict[str, float]]:
