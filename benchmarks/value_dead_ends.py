@@ -24,22 +24,17 @@ from _sweep import append_result, open_run, run_parser
 from alphallm.critics.learned import CriticModel
 from alphallm.critics.tool import on_dead_ends, row_scores
 from alphallm.loop import Loop
-from alphallm.train.critic import cap_by_group, critic_metrics, predict, split_by_group
-from alphallm.train.labels import LabelRow, label_rows
-
-
-def held_out_rows(loop: Loop, trained: int, config: dict[str, Any]) -> list[LabelRow]:
-    """The value rows a critic trained in round ``trained`` held out (``config``: its training config)."""
-    rows = label_rows("value", loop.trees(range(1, trained + 1)), loop.config.critics.min_samples)
-    held = split_by_group(rows, config["holdout"], config["seed"])[1]
-    return cap_by_group(held, config["max_held_out_rows"], config["seed"])
+from alphallm.train.critic import CriticTrainConfig, critic_metrics, held_out_rows, predict
+from alphallm.train.labels import label_rows
 
 
 def measure(loop: Loop, k: int) -> dict[str, Any]:
     trained = loop.critic_rounds(k)["value"]  # the value critic in use after round k
     critic = loop.critic_dir(trained, "value")
     model, tokenizer, meta = CriticModel.load(critic, device="cpu", dtype="float32")
-    rows = held_out_rows(loop, trained, meta["config"])
+    # The labels it trained on (every tree up to its round) and the same split of them.
+    labels = label_rows("value", loop.trees(range(1, trained + 1)), loop.config.critics.min_samples)
+    rows = held_out_rows(labels, CriticTrainConfig(**meta["config"]))
     learned = predict(model, tokenizer, rows)
     tool = row_scores(loop.task, rows)
     live = [i for i, verdict in enumerate(tool) if verdict != 0.0]

@@ -132,6 +132,13 @@ def cap_by_group(rows: Sequence[LabelRow], limit: int | None, seed: int) -> list
     return kept
 
 
+def held_out_rows(rows: Sequence[LabelRow], config: CriticTrainConfig) -> list[LabelRow]:
+    """The rows a critic trained on ``rows`` with ``config`` scored itself on (its ``held_out`` record):
+    its held-out problems, capped at ``max_held_out_rows``."""
+    held = split_by_group(rows, config.holdout, config.seed)[1]
+    return cap_by_group(held, config.max_held_out_rows, config.seed)
+
+
 def trained_groups(rows: Sequence[LabelRow], config: CriticTrainConfig) -> set[str]:
     """The problems a critic trained on ``rows`` with ``config`` learned from (all but its held-out ones)."""
     train_rows, _ = split_by_group(rows, config.holdout, config.seed)
@@ -302,14 +309,14 @@ def train_critic(
         raise ValueError("negatives need the task's corrupt (task_corrupter)")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    train_rows, held_rows = split_by_group(rows, config.holdout, config.seed)
+    train_rows = split_by_group(rows, config.holdout, config.seed)[0]
     if config.max_rows is not None and len(train_rows) > config.max_rows:
         train_rows = rng.sample(train_rows, config.max_rows)
     negatives: list[LabelRow] = []
     if config.negatives and kind == "orm" and corrupt is not None:  # held-out rows stay as searched
         negatives = corrupted_rows(train_rows, corrupt, config.negatives, rng)
         train_rows = train_rows + negatives
-    held_rows = cap_by_group(held_rows, config.max_held_out_rows, config.seed)
+    held_rows = held_out_rows(rows, config)
     if not train_rows:
         raise ValueError("no training rows (are there verified outcomes in the trees?)")
     device = next(base.parameters()).device
