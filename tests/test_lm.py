@@ -66,7 +66,9 @@ def test_logprobs_match_sampling(lm: TransformersLM) -> None:
 
 
 def test_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no such model directory"):
+    # The error names the shipped models one could have meant, by their names.
+    shipped = r"\(shipped models: arith-base, game24-base\)"
+    with pytest.raises(UserError, match=f"no such model directory {shipped}"):
         load_lm(str(tmp_path / "nope"))
     with pytest.raises(UserError, match=r"no config\.json"):
         load_lm(str(tmp_path))

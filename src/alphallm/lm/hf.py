@@ -65,7 +65,7 @@ def resolve_model_path(name: str | Path) -> str:
         return str(local)
     looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
     if not looks_like_hub_id:
-        shipped_names = sorted(p.name for p in SHIPPED_MODELS_DIR.glob("*/config.json"))
+        shipped_names = sorted(p.parent.name for p in SHIPPED_MODELS_DIR.glob("*/config.json"))
         raise UserError(
             f"{name}: no such model directory (shipped models: {', '.join(shipped_names) or 'none'})"
         )
