@@ -16,9 +16,11 @@ from alphallm.errors import UserError
 from alphallm.lm.hf import TransformersLM, chat_prompt, load_causal_lm, pick_device, pick_dtype
 from alphallm.train.critic import CriticTrainConfig, predict, train_critic
 from alphallm.train.dpo import DPOConfig, Pair, dpo
+from alphallm.train.dpo import training_steps as dpo_training_steps
 from alphallm.train.labels import LabelRow
 from alphallm.train.lora import is_peft_model, load_adapter
 from alphallm.train.sft import SFTConfig, sft
+from alphallm.train.sft import training_steps as sft_training_steps
 
 ROWS = [
     (f"Problem: {a}+{b}\n", f"{a}+{b}={a + b}\nAnswer: {a + b}\n") for a in range(2, 6) for b in range(3, 8)
@@ -75,10 +77,14 @@ def test_lora_sft_trains_adapters_merges_them_and_the_adapter_reloads(
 
 def test_lora_sft_lowers_the_loss(tiny_model_dir: Path) -> None:
     model, tokenizer = load_causal_lm(tiny_model_dir, dtype="float32")
-    rows = ROWS * 2  # 40 rows: 4 held out for early stopping
-    metrics = sft(model, tokenizer, rows, config=SFTConfig(epochs=3, batch_size=8, lr=1e-2, lora_r=8))
+    rows = ROWS * 2 + ROWS[:4]  # 44 rows: 4 held out for early stopping, 40 trained in batches of 8
+    config = SFTConfig(epochs=3, batch_size=8, lr=1e-2, lora_r=8)
+    steps: list[int] = []
+    metrics = sft(model, tokenizer, rows, config=config, on_step=lambda s, loss: steps.append(s))
     history = [h["held_out_loss"] for h in metrics["history"]]
     assert metrics["held_out_loss"] == min(history) < history[0]
+    # The loop's progress bar is as long as the training: 5 batches a pass, not 6 for all 44 rows.
+    assert len(steps) == sft_training_steps(len(rows), config) == 15
 
 
 @pytest.mark.parametrize("explicit_reference", [True, False])
@@ -89,7 +95,17 @@ def test_lora_dpo_prefers_chosen_and_keeps_the_reference_frozen(
     reference = load_causal_lm(tiny_model_dir, dtype="float32")[0] if explicit_reference else None
     ref_before = _weights(reference) if reference is not None else None
     config = DPOConfig(epochs=4, batch_size=4, lr=1e-2, beta=0.5, lora_r=4)
-    metrics = dpo(model, reference, tokenizer, PAIRS, config=config, adapter_dir=tmp_path / "adapter")
+    steps: list[int] = []
+    metrics = dpo(
+        model,
+        reference,
+        tokenizer,
+        PAIRS,
+        config=config,
+        on_step=lambda s, loss: steps.append(s),
+        adapter_dir=tmp_path / "adapter",
+    )
+    assert len(steps) == dpo_training_steps(len(PAIRS), config) == 8
     assert metrics["final"]["loss"] < metrics["first_loss"]
     assert metrics["final"]["margin"] > 0
     assert not is_peft_model(model)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from alphallm.train.dpo import DPOConfig, Pair
+from alphallm.train.dpo import training_steps as dpo_steps
 
 if TYPE_CHECKING:
     from alphallm.loop import Loop
@@ -23,6 +24,7 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
     from alphallm.lm.hf import load_causal_lm, save_causal_lm
     from alphallm.train.retry import retry_traces
     from alphallm.train.sft import sft
+    from alphallm.train.sft import training_steps as sft_steps
 
     learn = loop.config.learn
     rows = loop.sft_rows(k)
@@ -45,9 +47,7 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
     metrics: dict[str, Any] = {"rows": 0}
     if rows:
         config = replace(learn.sft, seed=loop.seed(k, "sft"))
-        with loop.ui.progress(
-            f"round {k} SFT", config.epochs * -(-len(rows) // config.batch_size)
-        ) as advance:
+        with loop.ui.progress(f"round {k} SFT", sft_steps(len(rows), config)) as advance:
             metrics = sft(model, tokenizer, rows, config=config, on_step=lambda s, loss: advance(1))
     save_causal_lm(model, tokenizer, loop.round_dir(k) / "sft")
     return {**metrics, **({"retry": retry} if retry else {})}
@@ -64,7 +64,7 @@ def dpo_stage(loop: Loop, k: int) -> dict[str, Any]:
         save_causal_lm(model, tokenizer, loop.round_dir(k) / "policy")
         return {"pairs": len(pairs), "skipped": True}
     config = dpo_config(loop, k)
-    with loop.ui.progress(f"round {k} DPO", config.epochs * -(-len(pairs) // config.batch_size)) as advance:
+    with loop.ui.progress(f"round {k} DPO", dpo_steps(len(pairs), config)) as advance:
         model, tokenizer, metrics = dpo_candidate(loop, k, pairs, config, on_step=lambda s, loss: advance(1))
     save_causal_lm(model, tokenizer, loop.round_dir(k) / "policy")
     return metrics

@@ -64,6 +64,12 @@ class DPOConfig:
             raise ValueError("lora_r must be non-negative and lora_alpha positive")
 
 
+def training_steps(n_pairs: int, config: DPOConfig) -> int:
+    """Optimizer steps ``dpo`` takes on ``n_pairs`` pairs (a progress bar's length): every pair, in
+    batches, once per epoch."""
+    return config.epochs * math.ceil(n_pairs / config.batch_size)
+
+
 def _logps(model: Any, tokenizer: Any, pairs: Sequence[Pair], config: DPOConfig) -> tuple[torch.Tensor, ...]:
     """Summed log-probs of chosen and rejected completions, and the chosen token counts."""
     device = next(model.parameters()).device

@@ -53,6 +53,17 @@ class SFTConfig:
             raise ValueError("lora_r must be non-negative and lora_alpha positive")
 
 
+def held_out_count(n_rows: int, config: SFTConfig) -> int:
+    """Rows ``sft`` holds out for early stopping: ``holdout`` of them, none below 20 rows."""
+    return math.floor(n_rows * config.holdout) if n_rows >= 20 else 0
+
+
+def training_steps(n_rows: int, config: SFTConfig) -> int:
+    """Optimizer steps ``sft`` takes on ``n_rows`` rows (its schedule's and a progress bar's length):
+    the rows left after the held-out share, in batches, once per epoch."""
+    return config.epochs * math.ceil((n_rows - held_out_count(n_rows, config)) / config.batch_size)
+
+
 def _mean_nll(model: Any, tokenizer: Any, rows: Sequence[tuple[str, str]], config: SFTConfig) -> torch.Tensor:
     device = next(model.parameters()).device
     batch = encode_pairs(
@@ -92,10 +103,9 @@ def sft(
     torch.manual_seed(config.seed)
     shuffled = list(rows)
     rng.shuffle(shuffled)
-    held = shuffled[: math.floor(len(shuffled) * config.holdout)] if len(shuffled) >= 20 else []
+    held = shuffled[: held_out_count(len(shuffled), config)]
     train = shuffled[len(held) :]
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    total = training_steps(len(shuffled), config)
     warmup = max(1, int(total * config.warmup_ratio))
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
