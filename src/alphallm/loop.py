@@ -1,6 +1,6 @@
 """The self-improvement loop (AlphaLLM Algorithm 1, pushed further): for k = 1..K
 
-    imagine   problems_k  from policy_{k-1} (and the task generator): new, valid, train split only
+    imagine   problems_k  from policy_{k-1} (and the task generator or a file): new, valid, train split only
     search    trees_k     = eta-MCTS(policy_{k-1}, critics_{k-1}, problems_k), every outcome verified
     data      SFT rows (verified solutions) and step-DPO pairs (siblings with a clear gap)
     sft, dpo  policy_k    = SFT from policy_{k-1}, then DPO with policy_{k-1} as the reference
@@ -35,7 +35,7 @@ from alphallm.loop_meta import write_run_record
 from alphallm.loop_solve import evaluate_policy, solve_with
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
-from alphallm.tasks.base import Problem
+from alphallm.tasks.base import Problem, load_problems
 
 __all__ = ["STAGES", "Loop", "Quiet", "gate_record"]
 
@@ -68,6 +68,7 @@ class Loop:
         self.task = get_task(config.task)
         self.ui = ui or Quiet()
         self.dir = config.run_dir
+        self._splits: dict[str, list[Problem]] = {}
 
     @classmethod
     def open(cls, run_dir: str | Path) -> Loop:
@@ -76,6 +77,26 @@ class Loop:
         if not (run / "config.yaml").is_file():
             raise UserError(f"{run}: not a loop run (no config.yaml)")
         return cls(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
+
+    # -- problems -------------------------------------------------------------------------------
+    def split_problems(self, split: str) -> list[Problem]:
+        """A split's problems: the config's file for it (``imagine.problems_file`` for train,
+        ``evaluate.dev_file``, ``evaluate.test_file``) when given, else the task's own."""
+        if split not in self._splits:
+            files = {
+                "train": self.config.imagine.problems_file,
+                "dev": self.config.evaluate.dev_file,
+                "test": self.config.evaluate.test_file,
+            }
+            path = files[split]
+            self._splits[split] = load_problems(self.task, path) if path else self.task.problems(split)
+        return self._splits[split]
+
+    def held_out(self) -> set[str]:
+        """The questions of the dev and test files: like the task's own dev and test items, they
+        never enter training."""
+        files = {"dev": self.config.evaluate.dev_file, "test": self.config.evaluate.test_file}
+        return {p.question for split, path in files.items() if path for p in self.split_problems(split)}
 
     # -- paths and state ------------------------------------------------------------------------
     def round_dir(self, k: int) -> Path:
@@ -146,6 +167,9 @@ class Loop:
 
     def _run(self) -> list[dict[str, Any]]:
         self._write_meta()
+        self.held_out()  # a bad row in the dev or test file stops the run now, not at its first gate
+        if self.config.imagine.problems_file:
+            self.split_problems("train")
         if not (self.round_dir(0) / "eval.json").exists():
             self.ui.message("round 0: evaluating the starting policy")
             write_json(self.round_dir(0) / "eval.json", self._evaluate(self.policy(0), {}, round_=0))
@@ -221,11 +245,14 @@ class Loop:
             load_lm(self.policy(k - 1)),
             settings.problems,
             imagined_fraction=settings.imagined_fraction,
-            pool=pool,
+            pool=pool | self.held_out(),
             difficulty=settings.difficulty,
             temperature=settings.temperature,
             seed=self.seed(k, "imagine"),
+            source=self.split_problems("train") if settings.problems_file else None,
         )
+        if not problems:
+            raise UserError(f"round {k}: imagination and {settings.problems_file} left no new problems")
         write_text(self.round_dir(k) / "problems.jsonl", "".join(dumps(asdict(p)) + "\n" for p in problems))
         return {"problems": len(problems), **stats}
 
@@ -330,6 +357,7 @@ class Loop:
     def _evaluate(self, policy: str, critics: dict[str, str], round_: int) -> dict[str, Any]:
         return evaluate_policy(
             self.task,
+            self.split_problems("test"),
             policy,
             critics,
             self.config.evaluate,
@@ -400,7 +428,7 @@ class Loop:
         return evaluate(
             self.task,
             load_lm(policy),
-            self.task.problems("dev")[: settings.dev_problems],
+            self.split_problems("dev")[: settings.dev_problems],
             method="greedy" if settings.gate_metric == "greedy" else "sample",
             n=settings.gate_samples,
             temperature=settings.gate_temperature,

@@ -56,10 +56,19 @@ class ImagineSettings:
             "whole set; for tasks with a small problem space such as game24)"
         },
     )
+    problems_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSONL file of training problems in the task's problems-file rows (GSM8K's train.jsonl): "
+            "the share not imagined is drawn from it, in a seeded order, instead of from the task's "
+            "generator; needed by tasks without one (gsm8k, math). Test and dev items in it are skipped"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.problems < 1 or not 0.0 <= self.imagined_fraction <= 1.0:
             raise ValueError("problems must be positive and imagined_fraction in [0, 1]")
+        _check_file("problems_file", self.problems_file)
 
 
 @dataclass(frozen=True)
@@ -230,8 +239,24 @@ class EvalSettings:
             "(the PRM as a soft verifier; null: nothing is pruned)"
         },
     )
+    dev_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSONL file of dev problems for the gate, in the task's problems-file rows (null: the "
+            "task's dev split; gsm8k and math ship none). Its problems never enter training"
+        },
+    )
+    test_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSONL file of test problems for the evaluation (null: the task's test split; math "
+            "ships none). Its problems never enter training"
+        },
+    )
 
     def __post_init__(self) -> None:
+        _check_file("dev_file", self.dev_file)
+        _check_file("test_file", self.test_file)
         if self.critics_readout not in READOUTS:
             raise ValueError(
                 f"critics_readout must be one of {', '.join(READOUTS)}, not {self.critics_readout!r}"
@@ -264,7 +289,7 @@ class LoopConfig:
     """``alphallm improve``: K rounds of imagine -> search -> criticize -> learn -> evaluate."""
 
     name: str = field(default="run", metadata={"help": "the run's directory under out_dir"})
-    task: str = field(default="arith", metadata={"help": "arith, game24 or gsm8k"})
+    task: str = field(default="arith", metadata={"help": "arith, game24, gsm8k or math"})
     policy: str = field(
         default="arith-base", metadata={"help": "the starting policy (model dir or shipped name)"}
     )
@@ -285,19 +310,34 @@ class LoopConfig:
             raise ValueError("rounds must be at least 1")
         if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
             raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
-        negatives = self.critics.train.negatives and "orm" in self.critics.kinds
-        if negatives or self.learn.retry_mix:
-            from alphallm.tasks import get_task
+        from alphallm.tasks import get_task
 
-            task = get_task(self.task)
-            if negatives and not task.has_corruptions:
-                raise ValueError(f"critics.train.negatives: task {self.task!r} writes no wrong solutions")
-            if self.learn.retry_mix and task.retry_line is None:
-                raise ValueError(f"learn.retry_mix: task {self.task!r} has no retry line in its format")
+        task = get_task(self.task)
+        if self.critics.train.negatives and "orm" in self.critics.kinds and not task.has_corruptions:
+            raise ValueError(f"critics.train.negatives: task {self.task!r} writes no wrong solutions")
+        if self.learn.retry_mix and task.retry_line is None:
+            raise ValueError(f"learn.retry_mix: task {self.task!r} has no retry line in its format")
+        if not task.has_generator and self.imagine.problems_file is None:
+            raise ValueError(
+                f"imagine.problems_file: task {self.task!r} has no problem generator; give a JSONL file of "
+                "training problems (for gsm8k, the GSM8K release's train.jsonl)"
+            )
+        for split, path in (("dev", self.evaluate.dev_file), ("test", self.evaluate.test_file)):
+            if path is None and split not in task.shipped_splits:
+                raise ValueError(
+                    f"evaluate.{split}_file: task {self.task!r} ships no {split} split; give a JSONL file "
+                    f"of {split} problems"
+                )
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+def _check_file(name: str, path: str | None) -> None:
+    # A typo in a path should stop the run before its first stage, not hours into it.
+    if path is not None and not Path(path).is_file():
+        raise ValueError(f"{name}: {path}: no such file")
 
 
 def build(cls: type[T], data: Any, where: str = "") -> T:

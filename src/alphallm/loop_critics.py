@@ -91,7 +91,7 @@ def _search_gate(loop: Loop, k: int, out: dict[str, Any], in_use: dict[str, int]
     }
     record = critic_search_gate(
         loop.task,
-        loop.task.problems("dev")[: loop.config.critics.gate_search],
+        loop.split_problems("dev")[: loop.config.critics.gate_search],
         policy=loop.policy(k - 1),  # the policy that made the trees, and the critics' starting point
         candidates={
             n: {kind: str(loop.critic_dir(j, kind)) for kind, j in s.items()} for n, s in sets.items()

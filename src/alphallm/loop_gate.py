@@ -56,7 +56,7 @@ def _dev_search(loop: Loop, j: int, name: str) -> dict[str, int]:
         record = json.loads(path.read_text())
         if record.get("settings") == key:
             return {pid: int(v) for pid, v in record["solved"].items()}
-    problems = loop.task.problems("dev")[: settings.gate_search]
+    problems = loop.split_problems("dev")[: settings.gate_search]
     policy = loop.candidate(j, name)
     with loop.ui.progress(f"round {j} gate search: {name}", len(problems)) as advance:
         report = solve_with(loop.task, problems, policy=policy, config=config, progress=advance)

@@ -86,6 +86,7 @@ def evaluation_searches(settings: Any, critics: dict[str, str], seed: int) -> di
 
 def evaluate_policy(
     task: Any,
+    test: list[Problem],
     policy: str,
     critics: dict[str, str],
     settings: Any,
@@ -96,15 +97,14 @@ def evaluate_policy(
     ray: RayConfig | None = None,
     chunks: Path | None = None,
 ) -> dict[str, Any]:
-    """Test-split accuracy and compute of a policy: greedy, eta-MCTS with the task's verifier, eta-MCTS
-    with only the learned critics (no verifier), and self-consistency at eta-MCTS's token budget; each
-    with its per-problem outcomes (``solved``: problem id -> 0 or 1).
+    """Accuracy and compute of a policy on the ``test`` problems: greedy, eta-MCTS with the task's
+    verifier, eta-MCTS with only the learned critics (no verifier), and self-consistency at eta-MCTS's
+    token budget; each with its per-problem outcomes (``solved``: problem id -> 0 or 1).
     With ``ray`` enabled the searches run on Ray actors (greedy decoding stays here: it is cheap)."""
     from alphallm.evaluation import evaluate
     from alphallm.lm import load_lm
 
     lm = load_lm(policy)
-    test = task.problems("test")
     out: dict[str, Any] = {}
     greedy = evaluate(
         task, lm, test[: settings.test_problems], method="greedy", max_tokens=settings.max_tokens

@@ -4,13 +4,14 @@ The policy is a language model over whole documents (problem + solution), so sam
 task's problem prefix ("Q: ", "Input: ") writes new problems. Each one is parsed by the task and
 kept only if it is valid, has a solution where the task can tell, is new (not in the pool of
 problems already used, not a duplicate in this batch) and belongs to the train split: test and dev
-items can never enter training, whoever wrote them. A task generator fills the rest of the batch.
+items can never enter training, whoever wrote them. A task generator, or the user's file of
+training problems for a task without one, fills the rest of the batch.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -95,21 +96,39 @@ def mix_problems(
     difficulty: dict[str, Any] | None = None,
     temperature: float = 1.0,
     seed: int = 0,
+    source: Sequence[Problem] | None = None,
 ) -> tuple[list[Problem], dict[str, Any]]:
     """``n`` problems: a fraction imagined by the policy, the rest (and any shortfall) from the
-    task's generator; every one novel against ``pool`` and in the train split."""
+    task's generator, or drawn from ``source`` in a seeded order when given (fewer when it runs
+    out); every one novel against ``pool`` and in the train split."""
     pool = set(pool)
     imagined, stats = imagine_problems(
         task, lm, round(n * imagined_fraction), pool=pool, temperature=temperature, seed=seed
     )
     taken = pool | {p.question for p in imagined}
     rng = random.Random(seed)
+    rest = n - len(imagined)
+    if source is not None:
+        order = list(source)
+        rng.shuffle(order)
+        drawn = _novel(task, order, rest, taken)
+        return imagined + drawn, {"imagined": stats.to_dict(), "from_file": len(drawn)}
     generated: list[Problem] = []
     attempts = 0
-    while len(imagined) + len(generated) < n and attempts < 50:
+    while len(generated) < rest and attempts < 50:
         attempts += 1
-        for problem in task.generate(rng, n - len(imagined) - len(generated), difficulty):
-            if problem.question not in taken and task.split_of(problem.question) == "train":
-                taken.add(problem.question)
-                generated.append(problem)
+        want = rest - len(generated)
+        generated += _novel(task, task.generate(rng, want, difficulty), want, taken)
     return imagined + generated, {"imagined": stats.to_dict(), "generated": len(generated)}
+
+
+def _novel(task: Task, problems: Sequence[Problem], n: int, taken: set[str]) -> list[Problem]:
+    """The first ``n`` of ``problems`` that are train items and not ``taken`` (they join it)."""
+    out: list[Problem] = []
+    for problem in problems:
+        if len(out) >= n:
+            break
+        if problem.question not in taken and task.split_of(problem.question) == "train":
+            taken.add(problem.question)
+            out.append(problem)
+    return out

@@ -163,6 +163,7 @@ class ArithTask(Task):
     """Multi-step arithmetic with an exact verifier and a step-recomputing tool verifier."""
 
     name: ClassVar[str] = "arith"
+    has_generator: ClassVar[bool] = True
     problem_prefix: ClassVar[str] = "Q: "
     max_steps: ClassVar[int] = 12
     max_option_tokens: ClassVar[int] = 48

@@ -66,6 +66,10 @@ class Task(ABC):
     # A line that abandons the attempt before it, after which the solution starts again from the
     # problem (None: the format has none; learn.retry_mix needs one).
     retry_line: ClassVar[str | None] = None
+    # The splits ``problems`` ships (others come from the user's files: ``--problems``, and in the loop
+    # ``imagine.problems_file``, ``evaluate.dev_file``, ``evaluate.test_file``).
+    shipped_splits: ClassVar[tuple[str, ...]] = ("train", "dev", "test")
+    has_generator: ClassVar[bool] = False  # ``generate`` writes fresh training problems
 
     def token_limit(self, max_tokens: int | None) -> int:
         """Tokens a whole solution may take: ``max_tokens`` when given, else the task's own limit."""

@@ -180,6 +180,7 @@ class Game24Task(Task):
     """The Game of 24 with a rule verifier (exact rationals) and a solver."""
 
     name: ClassVar[str] = "game24"
+    has_generator: ClassVar[bool] = True
     problem_prefix: ClassVar[str] = "Input: "
     max_steps: ClassVar[int] = 6
     max_option_tokens: ClassVar[int] = 48

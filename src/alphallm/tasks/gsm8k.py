@@ -56,6 +56,7 @@ class GSM8KTask(Task):
     """GSM8K with numeric answer checking and a calculator-annotation step verifier."""
 
     name: ClassVar[str] = "gsm8k"
+    shipped_splits: ClassVar[tuple[str, ...]] = ("test",)
     problem_prefix: ClassVar[str] = "Question: "
     answer_prefix: ClassVar[str] = "####"
     max_steps: ClassVar[int] = 12

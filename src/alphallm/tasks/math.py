@@ -86,6 +86,7 @@ class MATHTask(Task):
     """MATH-format problems with a boxed final answer, checked for mathematical equivalence."""
 
     name: ClassVar[str] = "math"
+    shipped_splits: ClassVar[tuple[str, ...]] = ()
     problem_prefix: ClassVar[str] = "Problem: "
     answer_prefix: ClassVar[str] = "Answer:"
     max_steps: ClassVar[int] = 16
