@@ -114,10 +114,17 @@ def test_a_task_without_a_generator_or_a_split_names_the_file_it_needs(
         build(LoopConfig, data)
 
 
-def test_a_missing_problems_file_is_refused_when_the_config_loads(tmp_path: Path) -> None:
-    data = _config(tmp_path, tmp_path, train=str(tmp_path / "nope.jsonl"))
-    with pytest.raises(UserError, match=r"problems_file: .*nope\.jsonl: no such file"):
-        build(LoopConfig, data)
+def test_a_missing_problems_file_stops_the_run_before_its_first_stage(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    files = {
+        "train": str(tmp_path / "nope.jsonl"),
+        "dev": _write(tmp_path / "dev.jsonl", _gsm8k_rows(range(2))),
+    }
+    loop = Loop(build(LoopConfig, _config(tmp_path, tiny_model_dir, **files)))
+    with pytest.raises(UserError, match=r"nope\.jsonl: no such problems file"):
+        loop.run()
+    assert not loop.round_dir(0).exists()
 
 
 def test_the_readmes_gsm8k_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

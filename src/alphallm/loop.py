@@ -167,7 +167,9 @@ class Loop:
 
     def _run(self) -> list[dict[str, Any]]:
         self._write_meta()
-        self.held_out()  # a bad row in the dev or test file stops the run now, not at its first gate
+        # A missing file or a bad row in one stops the run now, not hours later at its first gate. (Not
+        # when the config loads: a finished run's config must still open after its files move.)
+        self.held_out()
         if self.config.imagine.problems_file:
             self.split_problems("train")
         if not (self.round_dir(0) / "eval.json").exists():

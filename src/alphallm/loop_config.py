@@ -68,7 +68,6 @@ class ImagineSettings:
     def __post_init__(self) -> None:
         if self.problems < 1 or not 0.0 <= self.imagined_fraction <= 1.0:
             raise ValueError("problems must be positive and imagined_fraction in [0, 1]")
-        _check_file("problems_file", self.problems_file)
 
 
 @dataclass(frozen=True)
@@ -255,8 +254,6 @@ class EvalSettings:
     )
 
     def __post_init__(self) -> None:
-        _check_file("dev_file", self.dev_file)
-        _check_file("test_file", self.test_file)
         if self.critics_readout not in READOUTS:
             raise ValueError(
                 f"critics_readout must be one of {', '.join(READOUTS)}, not {self.critics_readout!r}"
@@ -332,12 +329,6 @@ class LoopConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
-
-
-def _check_file(name: str, path: str | None) -> None:
-    # A typo in a path should stop the run before its first stage, not hours into it.
-    if path is not None and not Path(path).is_file():
-        raise ValueError(f"{name}: {path}: no such file")
 
 
 def build(cls: type[T], data: Any, where: str = "") -> T:
