@@ -66,6 +66,11 @@ class Loop:
     def __init__(self, config: LoopConfig, *, ui: Any = None) -> None:
         self.config = config
         self.task = get_task(config.task)
+        if config.chat_template:
+            from alphallm.lm.hf import with_model_chat_template
+
+            # Every round's policy is saved with the starting policy's tokenizer, so its template holds.
+            self.task = with_model_chat_template(self.task, config.policy)
         self.ui = ui or Quiet()
         self.dir = config.run_dir
         self._splits: dict[str, list[Problem]] = {}

@@ -292,6 +292,13 @@ class LoopConfig:
     )
     rounds: int = field(default=2, metadata={"help": "self-improvement rounds"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
+    chat_template: bool = field(
+        default=False,
+        metadata={
+            "help": "put every prompt in the policy tokenizer's chat template (instruction-tuned models): "
+            "search, trees, SFT rows, DPO pairs, critics, gate and evaluation all see it"
+        },
+    )
     out_dir: str = field(default="runs", metadata={"help": "where runs are written"})
     imagine: ImagineSettings = field(default_factory=ImagineSettings)
     search: SolveConfig = field(default_factory=SolveConfig, metadata={"help": "training-time search"})

@@ -174,15 +174,6 @@ def _pairs(items: list[str], flag: str, convert: Any) -> dict[str, Any]:
     return out
 
 
-def _with_chat_template(task: Any, model: str) -> Any:
-    """The task with its prompts in ``model``'s chat template (the tokenizer alone is loaded)."""
-    from transformers import AutoTokenizer
-
-    from alphallm.lm.hf import resolve_model_path, with_chat_template
-
-    return with_chat_template(task, AutoTokenizer.from_pretrained(resolve_model_path(model)))
-
-
 def run(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
     from alphallm.commands.eval_cmd import select_problems
@@ -197,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
     problems = select_problems(task, args)
     model = args.model or f"{task.name}-base"
     if args.chat_template:
-        task = _with_chat_template(task, model)
+        from alphallm.lm.hf import with_model_chat_template
+
+        task = with_model_chat_template(task, model)
     out = Path(args.out or f"runs/search/{task.name}-{Path(model).name}-{args.method}.json")
     with progress_bar(f"{args.method} {task.name}", len(problems)) as advance:
         if distributed.enabled:

@@ -36,6 +36,7 @@ __all__ = [
     "save_causal_lm",
     "token_logprobs",
     "with_chat_template",
+    "with_model_chat_template",
 ]
 
 
@@ -145,6 +146,14 @@ def with_chat_template(task: T, tokenizer: Any) -> T:
     # An instance attribute shadows the method, for outside callers and format_document alike.
     wrapped.format_prompt = lambda problem: chat_prompt(tokenizer, plain(problem))  # type: ignore[attr-defined]
     return wrapped
+
+
+def with_model_chat_template(task: T, model: str | Path) -> T:
+    """``with_chat_template`` with the tokenizer of ``model`` (a shipped name, directory or hub id;
+    the tokenizer alone is loaded)."""
+    from transformers import AutoTokenizer
+
+    return with_chat_template(task, AutoTokenizer.from_pretrained(resolve_model_path(model)))
 
 
 class TransformersLM:
