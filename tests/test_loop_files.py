@@ -144,18 +144,11 @@ def test_the_readmes_gsm8k_config_loads(tmp_path: Path, monkeypatch: pytest.Monk
     assert config.evaluate.dev_file == "gsm8k/dev.jsonl"
 
 
-def test_the_loop_puts_every_prompt_in_the_chat_template(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
-    from tests.test_real_models import TEMPLATE
-
+def test_the_loop_puts_every_prompt_in_the_chat_template(tiny_chat_model_dir: Path, tmp_path: Path) -> None:
     from alphallm.lm.hf import load_causal_lm
 
-    model_dir = tmp_path / "chat-model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    _, tokenizer = load_causal_lm(model_dir)
-    tokenizer.chat_template = TEMPLATE
-    tokenizer.save_pretrained(model_dir)
+    model_dir = tiny_chat_model_dir
+    template = load_causal_lm(model_dir)[1].chat_template
     files = {
         "train": _write(tmp_path / "train.jsonl", _gsm8k_rows(range(1, 6))),
         "dev": _write(tmp_path / "dev.jsonl", _gsm8k_rows(range(20, 22))),
@@ -167,4 +160,4 @@ def test_the_loop_puts_every_prompt_in_the_chat_template(tiny_model_dir: Path, t
     assert len(roots) == 5
     assert all(r.startswith("<|user|>Question: ") and r.endswith("Solution:\n<|assistant|>") for r in roots)
     # The round's policy keeps the template, so the next round's prompts are the same.
-    assert load_causal_lm(loop.policy(1))[1].chat_template == TEMPLATE
+    assert load_causal_lm(loop.policy(1))[1].chat_template == template

@@ -210,20 +210,14 @@ def test_dtype_and_device_selection(tiny_model_dir: Path) -> None:
     assert next(model.parameters()).dtype == torch.bfloat16
 
 
-TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
-
-def test_chat_template_wraps_the_prompt_once(tiny_model_dir: Path) -> None:
+def test_chat_template_wraps_the_prompt_once(tiny_model_dir: Path, tiny_chat_model_dir: Path) -> None:
     from alphallm.lm.hf import with_chat_template
     from alphallm.tasks import get_task
 
     _, tokenizer = load_causal_lm(tiny_model_dir)
     with pytest.raises(UserError, match="no chat template"):
         chat_prompt(tokenizer, "hi")
-    tokenizer.chat_template = TEMPLATE
+    _, tokenizer = load_causal_lm(tiny_chat_model_dir)
     text = chat_prompt(tokenizer, "What is 2+3?")
     assert text == "<|user|>What is 2+3?<|assistant|>"  # the template's BOS left to the tokenizer
     assert tokenizer(text)["input_ids"].count(tokenizer.bos_token_id) == 1
@@ -237,20 +231,13 @@ def test_chat_template_wraps_the_prompt_once(tiny_model_dir: Path) -> None:
     assert chat_task.check(problem, f"Answer: {problem.answer}\n")
 
 
-def test_eval_cli_with_chat_template_and_dtype(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
-    model_dir = tmp_path / "chat-model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    _, tokenizer = load_causal_lm(model_dir)
-    tokenizer.chat_template = TEMPLATE
-    tokenizer.save_pretrained(model_dir)
+def test_eval_cli_with_chat_template_and_dtype(tiny_chat_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
-    argv = ["eval", "--task", "arith", "--model", str(model_dir), "--limit", "2", "--out", str(out)]
+    argv = ["eval", "--task", "arith", "--model", str(tiny_chat_model_dir), "--limit", "2", "--out", str(out)]
     assert main([*argv, "--chat-template", "--dtype", "float32", "--device", "cpu"]) == 0
     assert json.loads(out.read_text())["problems"] == 2
-    lm = TransformersLM.from_pretrained(model_dir, device="cpu")
-    assert lm.tokenizer.chat_template == TEMPLATE
+    lm = TransformersLM.from_pretrained(tiny_chat_model_dir, device="cpu")
+    assert "<|assistant|>" in lm.tokenizer.chat_template
 
 
 # -- the math task -----------------------------------------------------------------------------------
@@ -390,15 +377,9 @@ def test_gsm8k_pipeline_search_data_sft_eval(tiny_model_dir: Path, tmp_path: Pat
 
 
 def test_search_cli_with_chat_template_puts_the_template_in_every_tree(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tiny_chat_model_dir: Path, tmp_path: Path
 ) -> None:
-    import shutil
-
-    model_dir = tmp_path / "chat-model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    _, tokenizer = load_causal_lm(model_dir)
-    tokenizer.chat_template = TEMPLATE
-    tokenizer.save_pretrained(model_dir)
+    model_dir = tiny_chat_model_dir
     trees, out = tmp_path / "trees", tmp_path / "search.json"
     argv = ["search", "--task", "arith", "--model", str(model_dir), "--limit", "2", "--simulations", "2"]
     argv += ["--save-trees", str(trees), "--out", str(out), "--chat-template", "--dtype", "float32"]
