@@ -84,24 +84,26 @@ class Loop:
         return cls(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
 
     # -- problems -------------------------------------------------------------------------------
+    def split_files(self) -> dict[str, str | None]:
+        """The user's problem file of each split (None: the task's own split)."""
+        return {
+            "train": self.config.imagine.problems_file,
+            "dev": self.config.evaluate.dev_file,
+            "test": self.config.evaluate.test_file,
+        }
+
     def split_problems(self, split: str) -> list[Problem]:
-        """A split's problems: the config's file for it (``imagine.problems_file`` for train,
-        ``evaluate.dev_file``, ``evaluate.test_file``) when given, else the task's own."""
+        """A split's problems: the config's file for it (``split_files``) when given, else the task's own."""
         if split not in self._splits:
-            files = {
-                "train": self.config.imagine.problems_file,
-                "dev": self.config.evaluate.dev_file,
-                "test": self.config.evaluate.test_file,
-            }
-            path = files[split]
+            path = self.split_files()[split]
             self._splits[split] = load_problems(self.task, path) if path else self.task.problems(split)
         return self._splits[split]
 
     def held_out(self) -> set[str]:
         """The questions of the dev and test files: like the task's own dev and test items, they
         never enter training."""
-        files = {"dev": self.config.evaluate.dev_file, "test": self.config.evaluate.test_file}
-        return {p.question for split, path in files.items() if path for p in self.split_problems(split)}
+        files = self.split_files()
+        return {p.question for split in ("dev", "test") if files[split] for p in self.split_problems(split)}
 
     # -- paths and state ------------------------------------------------------------------------
     def round_dir(self, k: int) -> Path:
