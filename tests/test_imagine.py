@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from alphallm.imagine import imagine_problems, mix_problems
+from alphallm.evaluation import evaluate
+from alphallm.imagine import agreed_answer, answer_by_agreement, imagine_problems, mix_problems
 from alphallm.lm import load_lm
 from alphallm.tasks import get_task
+from alphallm.tasks.base import Problem
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +58,33 @@ def test_a_mixed_batch_fills_the_rest_from_the_generator_without_repeats(arith_l
     assert stats["imagined"]["kept"] == 15 and stats["generated"] == 15
     assert all(task.split_of(q) == "train" for q in questions)
     assert all(4 <= sum(c in "+-*/" for c in q) <= 6 for q in questions[15:])  # the generator's difficulty
+
+
+def test_an_agreed_answer_needs_its_share_of_all_samples_and_equal_answers_vote_together() -> None:
+    task = get_task("gsm8k")
+    problem = Problem("q", "Tom has 3 apples and buys 4 more. How many apples does he have?")
+    # Five of eight reach 7 (as 7, 7.0 and 7.00: gsm8k compares numbers), two reach 8, one states nothing.
+    texts = ["3+4=7\n#### 7"] * 3 + ["#### 7.0", "#### 7.00", "#### 8", "#### 8", "I do not know"]
+    assert agreed_answer(task, problem, texts, agreement=0.6) == "7"
+    assert agreed_answer(task, problem, texts, agreement=0.7) is None  # 5/8 < 0.7
+    assert agreed_answer(task, problem, [], agreement=0.1) is None
+
+
+def test_problems_without_answers_keep_the_one_the_policy_agrees_on_and_it_is_mostly_right(
+    arith_lm: Any,
+) -> None:
+    task = get_task("arith")
+    truth = task.problems("test")[:40]
+    hidden = [replace(p, answer=None) for p in truth]
+    mixed = [*hidden, *truth[:3]]  # the last three keep their gold answers and are left alone
+    kept, stats = answer_by_agreement(task, arith_lm, mixed, samples=8, agreement=0.6, temperature=0.7)
+    assert stats.to_dict() == {"unanswered": 40, "agreed": stats.agreed, "dropped": 40 - stats.agreed}
+    assert 5 <= stats.agreed <= 35
+    assert kept[-3:] == truth[:3]
+    answered = {p.id: p.answer for p in kept[:-3]}
+    assert all(answer is not None for answer in answered.values())
+    by_id = {p.id: p for p in truth}
+    right = sum(int(answer) == int(by_id[i].answer) for i, answer in answered.items()) / len(answered)
+    greedy = evaluate(task, arith_lm, truth, method="greedy").metrics["accuracy"]
+    # Agreement is the guard against training on wrong answers: kept answers beat the policy's greedy.
+    assert right > greedy + 0.1, (right, greedy)

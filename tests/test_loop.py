@@ -168,6 +168,8 @@ def test_learn_settings_refuse_bad_values() -> None:
         build(LoopConfig, {**TINY, "task": "game24", "policy": "game24-base", "critics": negatives})
     with pytest.raises(UserError, match=r"negatives must be non-negative"):
         build(LoopConfig, {**TINY, "critics": {"train": {"negatives": -1}}})
+    with pytest.raises(UserError, match=r"imagine\.answer_samples must be at least 0, answer_agreement"):
+        build(LoopConfig, {**TINY, "imagine": {"answer_agreement": 0.0}})
 
 
 def test_metrics_are_written_as_rounds_finish(tmp_path: Path) -> None:

@@ -161,3 +161,22 @@ def test_the_loop_puts_every_prompt_in_the_chat_template(tiny_chat_model_dir: Pa
     assert all(r.startswith("<|user|>Question: ") and r.endswith("Solution:\n<|assistant|>") for r in roots)
     # The round's policy keeps the template, so the next round's prompts are the same.
     assert load_causal_lm(loop.policy(1))[1].chat_template == template
+
+
+def test_problems_without_an_answer_the_policy_agrees_on_are_dropped_before_the_search(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # math rows need no answer; the random model agrees on none, so no problem is left to search.
+    unanswered = [{"problem": f"What is {n} plus {n + 1}?"} for n in range(4)]
+    answered = [{"problem": "What is 1 plus 1?", "answer": "2"}]
+    files = {
+        "train": _write(tmp_path / "train.jsonl", unanswered),
+        "dev": _write(tmp_path / "dev.jsonl", answered),
+        "test": _write(tmp_path / "test.jsonl", answered),
+    }
+    data = {**_config(tmp_path, tiny_model_dir, **files), "task": "math", "rounds": 1}
+    data["imagine"] = {**data["imagine"], "answer_samples": 2}
+    loop = Loop(build(LoopConfig, data))
+    with pytest.raises(UserError, match=r"round 1: .*left no new problems with an agreed answer"):
+        loop.run()
+    assert not (loop.round_dir(1) / "imagine.json").exists()

@@ -1,6 +1,7 @@
 """The self-improvement loop (AlphaLLM Algorithm 1, pushed further): for k = 1..K
 
-    imagine   problems_k  from policy_{k-1} (and the task generator or a file): new, valid, train split only
+    imagine   problems_k  from policy_{k-1} (and the task generator or a file): new, valid, train split only;
+              one without a gold answer takes the answer policy_{k-1}'s samples agree on, or is dropped
     search    trees_k     = eta-MCTS(policy_{k-1}, critics_{k-1}, problems_k), every outcome verified
     data      SFT rows (verified solutions) and step-DPO pairs (siblings with a clear gap)
     sft, dpo  policy_k    = SFT from policy_{k-1}, then DPO with policy_{k-1} as the reference
@@ -244,14 +245,15 @@ class Loop:
 
     # -- stages (each returns the record written to round-k/<stage>.json) ------------------------
     def _stage_imagine(self, k: int) -> dict[str, Any]:
-        from alphallm.imagine import mix_problems
+        from alphallm.imagine import answer_by_agreement, mix_problems
         from alphallm.lm import load_lm
 
         settings = self.config.imagine
         pool = {p.question for j in range(1, k) for p in self._problems(j)} if settings.fresh else set()
+        lm = load_lm(self.policy(k - 1))
         problems, stats = mix_problems(
             self.task,
-            load_lm(self.policy(k - 1)),
+            lm,
             settings.problems,
             imagined_fraction=settings.imagined_fraction,
             pool=pool | self.held_out(),
@@ -260,8 +262,23 @@ class Loop:
             seed=self.seed(k, "imagine"),
             source=self.split_problems("train") if settings.problems_file else None,
         )
+        if settings.answer_samples:
+            problems, answered = answer_by_agreement(
+                self.task,
+                lm,
+                problems,
+                samples=settings.answer_samples,
+                agreement=settings.answer_agreement,
+                temperature=settings.answer_temperature,
+                seed=self.seed(k, "imagine") + 1,
+                max_tokens=self.config.evaluate.max_tokens,
+            )
+            stats["answers"] = answered.to_dict()
         if not problems:
-            raise UserError(f"round {k}: imagination and {settings.problems_file} left no new problems")
+            raise UserError(
+                f"round {k}: imagination and {settings.problems_file} left no new problems"
+                + (" with an agreed answer" if stats.get("answers", {}).get("dropped") else "")
+            )
         write_text(self.round_dir(k) / "problems.jsonl", "".join(dumps(asdict(p)) + "\n" for p in problems))
         return {"problems": len(problems), **stats}
 

@@ -65,9 +65,29 @@ class ImagineSettings:
         },
     )
 
+    answer_samples: int = field(
+        default=8,
+        metadata={
+            "help": "solutions the policy samples of each problem the verifier cannot judge (imagined gsm8k "
+            "and math questions come without an answer): the answer enough of them agree on becomes the "
+            "problem's, and a problem without one is dropped before the search (self-consistency "
+            "pseudo-labels). 0: such problems stay unanswered, and their search teaches nothing"
+        },
+    )
+    answer_agreement: float = field(
+        default=0.6,
+        metadata={"help": "the share of those samples that must reach the same answer"},
+    )
+    answer_temperature: float = field(default=0.7, metadata={"help": "their sampling temperature"})
+
     def __post_init__(self) -> None:
         if self.problems < 1 or not 0.0 <= self.imagined_fraction <= 1.0:
             raise ValueError("problems must be positive and imagined_fraction in [0, 1]")
+        if self.answer_samples < 0 or not 0.0 < self.answer_agreement <= 1.0 or self.answer_temperature < 0:
+            raise ValueError(
+                "imagine.answer_samples must be at least 0, answer_agreement in (0, 1] and "
+                "answer_temperature non-negative"
+            )
 
 
 @dataclass(frozen=True)

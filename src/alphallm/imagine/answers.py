@@ -1,0 +1,99 @@
+"""Answers for imagined problems that come without one: the policy's own agreement.
+
+An imagined gsm8k or math question has no gold answer, so the verifier can judge none of its
+solutions: searching it spends compute and yields no training rows and no critic labels. Before the
+search, the policy samples a few whole solutions of each such problem; if enough of them reach the
+same answer, that answer becomes the problem's, and the search, the training rows and the critics'
+labels are verified against it as against a gold one. A problem without such agreement is dropped
+(self-consistency pseudo-labels: Huang et al. 2022, "Large Language Models Can Self-Improve").
+
+A confident policy can agree on a wrong answer, and then trains on it; the agreement asked for is
+the guard (``benchmarks/pseudo_labels.py`` measures how often the agreed answer is right, and how
+many problems keep one, at each setting). Votes are counted with the task's own ``check``, so
+answers the task deems equal (``1/2`` and ``0.5`` on math) vote together.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+from alphallm.lm.base import LanguageModel
+from alphallm.tasks.base import Problem, Task
+
+__all__ = ["AnswerStats", "agreed_answer", "answer_by_agreement", "unanswerable"]
+
+CANDIDATES = 4  # the most frequent answer strings tried as the agreed one (each checked against all)
+
+
+@dataclass
+class AnswerStats:
+    """What happened to the problems the verifier could not judge."""
+
+    unanswered: int = 0
+    agreed: int = 0  # kept, with the answer their samples agreed on
+    dropped: int = 0  # no answer reached by enough samples
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def unanswerable(task: Task, problem: Problem) -> bool:
+    """The verifier can judge no solution of ``problem`` (it has no answer to check against)."""
+    return task.check(problem, "") is None
+
+
+def agreed_answer(task: Task, problem: Problem, solutions: Sequence[str], *, agreement: float) -> str | None:
+    """The answer at least ``agreement`` of ``solutions`` reach (a share of them all, so that
+    solutions stating no answer count against it), or None."""
+    stated = [(text, answer) for text in solutions if (answer := task.extract_answer(text)) is not None]
+    best, votes = None, 0
+    for candidate, _ in Counter(answer for _, answer in stated).most_common(CANDIDATES):
+        gold = replace(problem, answer=candidate)
+        count = sum(bool(task.check(gold, text)) for text, _ in stated)
+        if count > votes:
+            best, votes = candidate, count
+    return best if solutions and votes >= agreement * len(solutions) else None
+
+
+def answer_by_agreement(
+    task: Task,
+    lm: LanguageModel,
+    problems: Sequence[Problem],
+    *,
+    samples: int,
+    agreement: float,
+    temperature: float,
+    seed: int = 0,
+    max_tokens: int | None = None,
+) -> tuple[list[Problem], AnswerStats]:
+    """``problems`` in order, each one the verifier cannot judge given the answer ``samples`` of
+    the policy's solutions (at ``temperature``) agree on, or dropped; the others unchanged."""
+    from alphallm.evaluation import evaluate
+
+    stats = AnswerStats()
+    open_ = [p for p in problems if unanswerable(task, p)]
+    stats.unanswered = len(open_)
+    if not open_:
+        return list(problems), stats
+    result = evaluate(
+        task, lm, open_, method="sample", n=samples, temperature=temperature, seed=seed, max_tokens=max_tokens
+    )
+    answers: dict[int, str] = {}  # by position in open_ (ids need not be unique in a user's file)
+    for i, problem in enumerate(open_):
+        texts = [r.solution for r in result.records[i * samples : (i + 1) * samples]]
+        answer = agreed_answer(task, problem, texts, agreement=agreement)
+        if answer is not None:
+            answers[i] = answer
+    stats.agreed = len(answers)
+    stats.dropped = stats.unanswered - stats.agreed
+    kept, i = [], 0
+    for problem in problems:
+        if not unanswerable(task, problem):
+            kept.append(problem)
+            continue
+        if i in answers:
+            kept.append(replace(problem, answer=answers[i]))
+        i += 1
+    return kept, stats
