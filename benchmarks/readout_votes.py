@@ -3,6 +3,8 @@ scores, and the same vote counting each distinct text once.
 
     python benchmarks/readout_votes.py --task arith TREES... [--split test] [--out FILE]
 
+Writes ``results/readout_votes-<task>.json`` unless ``--out`` says otherwise.
+
 TREES are files or directories of ``alphallm search --save-trees``. A tree's candidates are what the
 search's read-outs choose among (``search/readout.py``): its terminal nodes, scored by their critic
 values, and its completed rollouts, scored by theirs. Each candidate is checked against the problem's
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("trees", nargs="+")
     parser.add_argument("--task", required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--out", help="JSON of the figures")
+    parser.add_argument("--out", help="JSON of the figures (default: results/readout_votes-<task>.json)")
     args = parser.parse_args(argv)
     task = get_task(args.task)
     problems = {p.id: p for p in task.problems(args.split)}
@@ -90,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for d in disagree:
         print(f"  {d['problem']}: {d['right']} right; the vote's answer had {d['copies']} candidates")
-    if args.out:
-        write_json(Path(args.out), {"task": args.task, "trees": n, **counts, "disagree": disagree})
-        print(json.dumps({"written": args.out}))
+    out = Path(args.out or Path(__file__).parent / "results" / f"readout_votes-{args.task}.json")
+    write_json(out, {"task": args.task, "trees": n, **counts, "disagree": disagree})
+    print(json.dumps({"written": str(out)}))
     return 0
 
 

@@ -6,7 +6,7 @@ Raw sampling decodes whole solutions for all problems in large batches: the ceil
 backend. eta-MCTS pays for tree bookkeeping, critics, smaller batches and line-by-line decoding.
 Reports generated tokens per second of both, their ratio, and prefill tokens per generated token
 (prefix reuse keeps a node's text from being re-encoded for its children and rollouts).
-Prints a table and writes ``search_throughput.json``.
+Prints a table and writes ``results/search_throughput-<task>.json``.
 """
 
 from __future__ import annotations

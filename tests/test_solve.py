@@ -233,6 +233,21 @@ def test_empty_weights_mean_no_critics(tmp_path: Path) -> None:
         weights_of("weights: {prm: 1}\n", "--critic", "value=v")
 
 
+def test_a_search_config_sets_method_and_seed_unless_the_flags_do(tmp_path: Path) -> None:
+    from alphallm.cli import _build_parser
+    from alphallm.commands.search_cmd import build_config
+
+    (tmp_path / "c.yaml").write_text("method: bon\nseed: 7\n")
+
+    def method_and_seed(*flags: str) -> tuple[str, int]:
+        config = build_config(_build_parser().parse_args(["search", "--task", "arith", *flags]))
+        return config.method, config.seed
+
+    assert method_and_seed() == ("mcts", 0)
+    assert method_and_seed("--config", str(tmp_path / "c.yaml")) == ("bon", 7)
+    assert method_and_seed("--config", str(tmp_path / "c.yaml"), "--method", "sc", "--seed", "3") == ("sc", 3)
+
+
 def test_solve_in_chunks_equals_one_solve_and_resumes_a_killed_run(tmp_path: Path) -> None:
     """Without Ray, a search streamed chunk by chunk gets one ``solve``'s results; after a kill it redoes
     only the chunks that are missing or were made for other work."""

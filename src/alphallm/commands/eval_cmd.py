@@ -12,7 +12,7 @@ from alphallm.errors import UserError
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="accuracy of a model on a task (greedy or sampling)")
-    p.add_argument("--task", required=True, help="arith, game24 or gsm8k")
+    p.add_argument("--task", required=True, help="arith, game24, gsm8k or math")
     p.add_argument("--model", help="model directory, shipped model name or hub id (default: <task>-base)")
     p.add_argument("--problems", help="JSONL file of your own problems (default: the task's split)")
     p.add_argument(
@@ -30,7 +30,11 @@ def add_parser(sub: Any) -> None:
         help="tokens a solution may take (default: the task's; more for a policy that retries)",
     )
     add_model_arguments(p)
-    p.add_argument("--out", help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json)")
+    p.add_argument(
+        "--out",
+        help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json, "
+        "with -n<N> before .json when --n is above 1)",
+    )
     p.set_defaults(run=run)
 
 

@@ -16,9 +16,13 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "search", help="solve problems with eta-MCTS or a baseline (greedy, sc, bon, beam, bfs)"
     )
-    p.add_argument("--task", required=True, help="arith, game24 or gsm8k")
+    p.add_argument("--task", required=True, help="arith, game24, gsm8k or math")
     p.add_argument("--model", help="policy model (default: <task>-base)")
-    p.add_argument("--method", default="mcts", choices=("mcts", "greedy", "sc", "bon", "beam", "bfs"))
+    p.add_argument(
+        "--method",
+        choices=("mcts", "greedy", "sc", "bon", "beam", "bfs"),
+        help="search method (default: the config's, else mcts)",
+    )
     p.add_argument(
         "--config", help="YAML file of search settings (keys of SolveConfig; 'mcts:' for MCTSConfig)"
     )
@@ -50,10 +54,13 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=W",
-        help="critic weight (tool, rollout, value, prm, orm, oracle); repeatable",
+        help="critic weight (tool, rollout, value, prm, orm, implicit_q, oracle); repeatable "
+        "(implicit_q needs 'anchor: MODEL' in --config)",
     )
     p.add_argument("--temperature", type=float, help="policy sampling temperature")
-    p.add_argument("--readout", choices=("auto", "most_visited", "best_value", "vote"), help="mcts read-out")
+    p.add_argument(
+        "--readout", choices=("auto", "most_visited", "best_value", "vote", "majority"), help="mcts read-out"
+    )
     p.add_argument(
         "--compare-readouts",
         nargs="+",
@@ -63,7 +70,7 @@ def add_parser(sub: Any) -> None:
         "most_visited, best_value, vote, majority",
     )
     p.add_argument("--batch-size", type=int, help="problems searched together")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="search and sampling seed (default: the config's, else 0)")
     add_model_arguments(p)
     p.add_argument("--save-trees", metavar="DIR", help="write every tree as JSON (one file per problem)")
     p.add_argument("--out", help="JSON results (default runs/search/<task>-<model>-<method>.json)")
@@ -124,6 +131,8 @@ _FLAG_TO_FIELD = {
     "batch_size": "batch_size",
     "max_tokens": "max_tokens",
     "compare_readouts": "compare_readouts",
+    "method": "method",
+    "seed": "seed",
 }
 
 
@@ -153,7 +162,6 @@ def build_config(args: argparse.Namespace) -> Any:
                 f"--weight {kind}=W (0 to load it only for scoring rollouts)"
             )
         data["weights"].setdefault(kind, 1.0)
-    data.update(method=args.method, seed=args.seed)
     try:
         return SolveConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
@@ -191,8 +199,8 @@ def run(args: argparse.Namespace) -> int:
         from alphallm.lm.hf import with_model_chat_template
 
         task = with_model_chat_template(task, model)
-    out = Path(args.out or f"runs/search/{task.name}-{Path(model).name}-{args.method}.json")
-    with progress_bar(f"{args.method} {task.name}", len(problems)) as advance:
+    out = Path(args.out or f"runs/search/{task.name}-{Path(model).name}-{config.method}.json")
+    with progress_bar(f"{config.method} {task.name}", len(problems)) as advance:
         if distributed.enabled:
             from alphallm.distributed import solve_on_ray
 
@@ -236,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     for name, accuracy in summary.get("compared_readouts", {}).items():
         rows[f"accuracy, read out by {name}"] = accuracy
     rows["wall seconds"] = round(report.wall_seconds, 2)
-    print_table(f"{task.name} / {Path(model).name} / {args.method}", rows)
+    print_table(f"{task.name} / {Path(model).name} / {config.method}", rows)
     if args.save_trees:
         _save_trees(report, Path(args.save_trees))
         console.print(f"trees: {args.save_trees}")
