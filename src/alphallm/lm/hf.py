@@ -29,9 +29,13 @@ from alphallm.lm.prefix_cache import PrefixStore
 __all__ = [
     "TransformersLM",
     "chat_prompt",
+    "encode_pair",
+    "end_ids",
+    "has_sliding_window",
     "load_causal_lm",
     "pick_device",
     "pick_dtype",
+    "position_limit",
     "resolve_model_path",
     "save_causal_lm",
     "token_logprobs",
@@ -51,6 +55,61 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     """(B, T-1): log p(token t+1 | tokens up to t) from logits (B, T, V) over ``input_ids`` (B, T)."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     return logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def encode_pair(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """Token ids of ``prompt`` and of ``completion`` after it, as the tokenizer reads them together.
+
+    Tokenised apart, a SentencePiece tokenizer (Llama-2, Mistral) starts the completion with a
+    word-boundary piece ('▁') that the model never sees after the prompt, so its log-probs and
+    training targets would be those of a sequence the backend never samples. A token that spans
+    the boundary goes to the completion.
+    """
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    whole = list(tokenizer(prompt + completion)["input_ids"])
+    shared = 0
+    for a, b in zip(prompt_ids, whole):
+        if a != b:
+            break
+        shared += 1
+    return whole[:shared], whole[shared:]
+
+
+def position_limit(config: Any) -> int | None:
+    """The most positions the model was built for (``max_position_embeddings``, GPT-2's
+    ``n_positions``), or None when its config names none."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def end_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """Every token id that ends a generation: the tokenizer's EOS and the generation config's (a
+    chat model's end-of-turn token, e.g. Llama-3's ``<|eot_id|>`` or Gemma's ``<end_of_turn>``)."""
+    ids: set[int] = set()
+    for source in (
+        tokenizer.eos_token_id,
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(int(i) for i in source)
+    return frozenset(ids)
+
+
+def has_sliding_window(config: Any) -> bool:
+    """Whether any attention layer sees only a window of recent positions (Mistral, Gemma-2/3,
+    Phi-3): its KV cache then keeps only that window, which the prefix store cannot reuse."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return any("sliding" in str(kind) for kind in layer_types)
+    return (
+        bool(getattr(config, "sliding_window", None))
+        and getattr(config, "use_sliding_window", True) is not False
+    )
 
 
 def resolve_model_path(name: str | Path) -> str:
@@ -102,11 +161,17 @@ def load_causal_lm(
 
     path = resolve_model_path(name)
     target = pick_device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r}: this torch has no CUDA device (use cpu or auto)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, target))
-    except OSError as exc:
-        raise UserError(f"{name}: could not load model ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError, KeyError) as exc:  # missing files; an unknown model_type
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{name}: could not load model ({first})") from None
+    if len(tokenizer) < 2 or not tokenizer("a b")["input_ids"]:
+        # AutoTokenizer builds an empty tokenizer from a directory without tokenizer files.
+        raise UserError(f"{name}: no usable tokenizer (save the tokenizer files beside the model)")
     model.to(target)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
     return model, tokenizer
 
@@ -174,14 +239,24 @@ class TransformersLM:
         self.max_batch_rows = max_batch_rows
         self.usage = Usage()
         self.device = next(model.parameters()).device
-        self.eos_id = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.end_ids = end_ids(model, tokenizer)
+        # Padding is masked out, so any id will do when the tokenizer names none.
+        self.pad_id = next(
+            (
+                i
+                for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, *sorted(self.end_ids))
+                if i is not None
+            ),
+            0,
+        )
+        self.max_positions = position_limit(model.config)
         params = inspect.signature(model.forward).parameters
         # transformers 5 renamed past_key_values -> cache; support both.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._keep_arg = "logits_to_keep" if "logits_to_keep" in params else None
         self._encode_cache: OrderedDict[str, list[int]] = OrderedDict()
-        self.prefix_store = PrefixStore(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
+        reusable = prefix_cache_bytes > 0 and not has_sliding_window(model.config)
+        self.prefix_store = PrefixStore(prefix_cache_bytes) if reusable else None
         self._pieces: list[str] | None = None
 
     @classmethod
@@ -264,13 +339,14 @@ class TransformersLM:
         generator.manual_seed(seed if seed is not None else torch.seed() % (1 << 62))
         out: list[list[Completion]] = []
         for chunk in self._chunks(counts):
+            prompts = [self.encode(states[i]) for i in chunk]
             flat = self._decode(
-                [self.encode(states[i]) for i in chunk],
+                prompts,
                 [counts[i] for i in chunk],
                 temperature,
                 top_p,
                 tuple(stop),
-                max_tokens,
+                self._fitting(max(len(p) for p in prompts), max_tokens),
                 generator,
             )
             offset = 0
@@ -278,6 +354,21 @@ class TransformersLM:
                 out.append(flat[offset : offset + counts[i]])
                 offset += counts[i]
         return out
+
+    def _check_fits(self, tokens: int) -> None:
+        if self.max_positions is not None and tokens > self.max_positions:
+            raise UserError(
+                f"a text of {tokens} tokens does not fit the model's {self.max_positions} positions "
+                "(max_position_embeddings)"
+            )
+
+    def _fitting(self, prompt_tokens: int, max_tokens: int) -> int:
+        """``max_tokens``, cut so that no row runs past the model's positions (it then ends with
+        finish reason "length"); a prompt with no room left is an error."""
+        self._check_fits(prompt_tokens + 1)
+        if self.max_positions is None:
+            return max_tokens
+        return min(max_tokens, self.max_positions - prompt_tokens)
 
     def _chunks(self, counts: list[int]) -> list[list[int]]:
         """Consecutive state indices whose samples fit ``max_batch_rows`` (a state is never split)."""
@@ -338,6 +429,12 @@ class TransformersLM:
         if self.prefix_store is None:
             return
         valid = mask_row.nonzero().squeeze(1)
+        if any(layer.keys.shape[-2] != mask_row.shape[0] for layer in cache.layers):
+            # A cache that keeps fewer positions than the mask (a sliding window that
+            # has_sliding_window did not see) cannot be stored: stop reusing prefixes.
+            log.warning("prefix store: the KV cache keeps fewer positions than the text; reuse off")
+            self.prefix_store = None
+            return
         if valid.numel() != len(ids):  # never expected; a mismatch would poison the store
             log.warning(
                 "prefix store: %d cached positions for %d tokens; not stored", valid.numel(), len(ids)
@@ -384,7 +481,7 @@ class TransformersLM:
                 logps[row].append(lp)
                 if pieces is not None:
                     tails[row] = (tails[row] + pieces[token])[-(longest_stop + 16) :]
-                if token == self.eos_id:
+                if token in self.end_ids:
                     finish[row] = "eos"
                 elif pieces is not None and any(s in tails[row] for s in stop):
                     finish[row] = "stop"
@@ -438,7 +535,9 @@ class TransformersLM:
         if len(states) != len(continuations):
             raise ValueError("states and continuations must have the same length")
         self.usage.calls += 1
-        pairs = [(self.encode(s), self.encode_continuation(c)) for s, c in zip(states, continuations)]
+        pairs = [encode_pair(self.tokenizer, s, c) for s, c in zip(states, continuations)]
+        for prompt, continuation in pairs:
+            self._check_fits(len(prompt) + len(continuation))
         out: list[list[float]] = []
         for start in range(0, len(pairs), self.max_batch_rows):
             out.extend(self._score(pairs[start : start + self.max_batch_rows]))

@@ -74,6 +74,7 @@ def credit_assignment(
 ) -> list[list[tuple[str, float]]]:
     """Per token of each completion: (token text, beta * [log pi - log pi_ref])."""
     from alphallm.lm import load_lm
+    from alphallm.lm.hf import encode_pair
 
     lm, ref = load_lm(policy), load_lm(reference)
     ours = lm.logprobs([prompt] * len(completions), completions)
@@ -81,7 +82,7 @@ def credit_assignment(
     out = []
     tokenizer = lm.tokenizer  # type: ignore[attr-defined]
     for completion, a, b in zip(completions, ours, theirs):
-        ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        ids = encode_pair(tokenizer, prompt, completion)[1]  # the tokens lm.logprobs scored
         out.append([(tokenizer.decode([i]), beta * (x - y)) for i, x, y in zip(ids, a, b)])
     return out
 

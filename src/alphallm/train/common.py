@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from alphallm.lm.hf import token_logprobs
+from alphallm.lm.hf import encode_pair, token_logprobs
 
 __all__ = ["PairBatch", "encode_pairs", "sequence_logprobs"]
 
@@ -31,20 +31,19 @@ def encode_pairs(
     max_length: int = 1024,
     device: torch.device | None = None,
 ) -> PairBatch:
-    """Prompt and completion are tokenised apart (no merge across the boundary); EOS ends a
+    """Prompt and completion are tokenised as the backend reads them (``encode_pair``); EOS ends a
     completion only when ``add_eos`` (one flag, or one per row) — right for complete solutions,
-    wrong for a single step."""
+    wrong for a single step — and the tokenizer has one."""
     eos = [add_eos] * len(prompts) if isinstance(add_eos, bool) else list(add_eos)
     rows = []
     for prompt, completion, with_eos in zip(prompts, completions, eos):
-        prompt_ids = list(tokenizer(prompt)["input_ids"])
-        completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-        if with_eos:
+        prompt_ids, completion_ids = encode_pair(tokenizer, prompt, completion)
+        if with_eos and tokenizer.eos_token_id is not None:
             completion_ids.append(tokenizer.eos_token_id)
         ids = (prompt_ids + completion_ids)[:max_length]
         rows.append((ids, min(len(prompt_ids), len(ids))))
     width = max(len(ids) for ids, _ in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)  # masked
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     learned = torch.zeros((len(rows), width), dtype=torch.long)

@@ -1,0 +1,173 @@
+"""The transformers backend on model families whose set-up differs from the shipped Llamas: sliding
+attention windows, end-of-turn tokens, tokenizers without EOS or pad, learned position tables, and
+SentencePiece-style tokenizers. Every model is a tiny random one built here (no download)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from alphallm.errors import UserError
+from alphallm.lm.hf import TransformersLM, encode_pair, load_causal_lm, token_logprobs
+from alphallm.lm.tokenizer import build_char_tokenizer
+from alphallm.train.common import encode_pairs
+
+STATE = "Q: 12+7*3-5\n7*3=21 -> 12+21-5\n"  # 31 characters: longer than the window below
+
+
+def _direct_logprobs(model: Any, ids: list[int], tail: int) -> list[float]:
+    tensor = torch.tensor([ids])
+    return token_logprobs(model(input_ids=tensor).logits, tensor)[0, -tail:].tolist()
+
+
+def _sizes(tokenizer: Any) -> dict[str, Any]:
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    }
+
+
+def test_a_sliding_window_model_searches_without_prefix_reuse_and_scores_as_a_forward_pass() -> None:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = build_char_tokenizer()
+    model = MistralForCausalLM(MistralConfig(**_sizes(tokenizer), sliding_window=8)).eval()
+    lm = TransformersLM(model, tokenizer)
+    assert lm.prefix_store is None  # its cache keeps 8 positions; the store would read past them
+    first = lm.sample([STATE], n=3, stop=("\n",), max_tokens=12, seed=0)[0]
+    # Extending a sampled option is where prefix reuse crashed (IndexError in the stored KV).
+    lm.sample([STATE + c.text for c in first], stop=("\n",), max_tokens=12, seed=1)
+    [scored] = lm.logprobs([STATE], ["12+21=33\n"])
+    ids = lm.encode(STATE + "12+21=33\n")
+    assert scored == pytest.approx(_direct_logprobs(model, ids, len(scored)), abs=1e-5)
+
+
+def test_generation_stops_at_the_generation_configs_end_of_turn_token() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = build_char_tokenizer()
+    model = LlamaForCausalLM(LlamaConfig(**_sizes(tokenizer))).eval()
+    [[plain]] = LanguageModelRun(model, tokenizer).greedy()
+    turn_end = plain.token_ids[0]  # make the first greedy token the model's end of turn
+    assert turn_end != tokenizer.eos_token_id
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, turn_end]
+    [[ended]] = LanguageModelRun(model, tokenizer).greedy()
+    assert (ended.token_ids, ended.finish_reason) == ([turn_end], "eos")
+
+
+class LanguageModelRun:
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.lm = TransformersLM(model, tokenizer)
+
+    def greedy(self) -> list[list[Any]]:
+        return self.lm.sample([STATE], temperature=0.0, max_tokens=6)
+
+
+def test_a_tokenizer_without_eos_or_pad_still_pads_batches_and_trains() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = build_char_tokenizer()
+    model = LlamaForCausalLM(LlamaConfig(**_sizes(tokenizer))).eval()
+    tokenizer.eos_token, tokenizer.pad_token = None, None
+    model.generation_config.eos_token_id = None
+    lm = TransformersLM(model, tokenizer)
+    rows = lm.sample(["Q: 1+2\n", STATE], n=2, max_tokens=5, seed=0)  # two lengths: padding needed
+    assert [len(c.token_ids) for row in rows for c in row] == [5, 5, 5, 5]
+    batch = encode_pairs(tokenizer, ["Q: 1+2\n", STATE], ["1+2=3\n", "Answer: 28\n"])
+    assert int(batch.completion_mask.sum()) == len("1+2=3\n") + len("Answer: 28\n")  # no EOS to add
+
+
+def test_generation_stops_at_a_learned_position_table_and_a_longer_text_is_refused() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tokenizer = build_char_tokenizer()
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=40, n_embd=32, n_layer=2, n_head=4)
+    lm = TransformersLM(GPT2LMHeadModel(config).eval(), tokenizer)
+    prompt_tokens = len(lm.encode(STATE))
+    [[completion]] = lm.sample([STATE], max_tokens=50, seed=0)
+    assert len(completion.token_ids) == 40 - prompt_tokens and completion.finish_reason == "length"
+    with pytest.raises(UserError, match=r"does not fit the model's 40 positions"):
+        lm.sample([STATE * 2], max_tokens=5)
+    with pytest.raises(UserError, match=r"does not fit the model's 40 positions"):
+        lm.logprobs([STATE], ["x" * 20])
+
+
+def _metaspace_tokenizer() -> Any:
+    """A Llama-2 / Mistral style tokenizer: BPE over SentencePiece's word-boundary piece."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    # A newline is its own piece, as SentencePiece's byte fallback makes it (<0x0A>).
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("\n", "isolated"),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first"),
+        ]
+    )
+    core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    corpus = [
+        f"Q: {a}+{b}*3\n{b}*3={b * 3} -> {a}+{b * 3}\nAnswer: {a + b * 3}\n"
+        for a in range(30)
+        for b in range(9)
+    ]
+    core.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<s>", "</s>"])
+    )
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def test_a_continuation_is_tokenised_as_the_model_reads_it_after_its_prompt() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _metaspace_tokenizer()
+    prompt, continuation = "Q: 12+7*3\n", "7*3=21 -> 12+21\n"
+    apart = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(apart[:1])[0].startswith("▁")  # the piece the old split added
+    prompt_ids, continuation_ids = encode_pair(tokenizer, prompt, continuation)
+    assert prompt_ids + continuation_ids == tokenizer(prompt + continuation)["input_ids"]
+    assert continuation_ids != apart and tokenizer.decode(continuation_ids) == continuation
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**{**_sizes(tokenizer), "vocab_size": len(tokenizer)})).eval()
+    [scored] = TransformersLM(model, tokenizer).logprobs([prompt], [continuation])
+    assert scored == pytest.approx(
+        _direct_logprobs(model, prompt_ids + continuation_ids, len(continuation_ids))
+    )
+    batch = encode_pairs(tokenizer, [prompt], [continuation])
+    learned = batch.input_ids[0][batch.completion_mask[0].bool()].tolist()
+    assert learned == [*continuation_ids, tokenizer.eos_token_id]
+
+
+def test_models_that_cannot_load_say_so_in_one_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    bare = tmp_path / "no-tokenizer"  # for GPT-2, AutoTokenizer quietly builds an empty tokenizer here
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    ).save_pretrained(bare)
+    with pytest.raises(UserError, match=r"no-tokenizer: no usable tokenizer"):
+        load_causal_lm(bare)
+    unknown = tmp_path / "unknown-type"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    with pytest.raises(UserError, match=r"unknown-type: could not load model"):
+        load_causal_lm(unknown)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"device 'cuda': this torch has no CUDA device"):
+            load_causal_lm(tiny_model_dir, device="cuda")
