@@ -83,6 +83,28 @@ def test_eval_critic_gives_a_learned_value_the_verifiers_dead_ends(
     )
 
 
+def test_eval_critic_reports_no_auc_of_a_nan_critic(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alphallm.cli import main
+
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    model = CriticModel(base, "orm")
+    with torch.no_grad():
+        model.head[-1].bias.fill_(float("nan"))  # what float16 full fine-tuning saved: NaN everywhere
+    model.save(tmp_path / "critic", tokenizer, {"base": "tiny"})
+    nodes = [{"id": 0, "parent": -1, "text": ""}]
+    for i, verified in enumerate([True, False, True, False]):
+        text = f"13-9=4 (left: 4 4 10)\n{i}\nAnswer: 24\n"
+        nodes.append({"id": i + 1, "parent": 0, "text": text, "terminal": True, "verified": verified})
+    tree = {"task": "game24", "problem_id": "p", "root": "Input: 4 9 10 13\n", "nodes": nodes}
+    (tmp_path / "p.json").write_text(json.dumps(tree))
+    args = ["eval-critic", "--critic", str(tmp_path / "critic"), "--trees", str(tmp_path / "p.json")]
+    assert main([*args, "--out", str(tmp_path / "m.json")]) == 2  # printed an AUC of 0.5 on NaN scores
+    assert "scores of the orm critic are NaN or infinite" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_a_prm_scores_whole_solutions_through_its_steps() -> None:
     from alphallm.commands.critic_cmd import combine_steps, step_prefixes
 

@@ -46,6 +46,7 @@ from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.lm.base import Usage
+from alphallm.lm.hf import pad_id
 from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "encode_batch",
     "files_digest",
     "load_critics",
+    "output_logits",
 ]
 
 KINDS = ("value", "prm", "orm")
@@ -202,7 +204,7 @@ class CriticModel(nn.Module):
                     input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
                 ).logits
         else:  # frozen backbone: this pass's hidden states are the base's
-            logits = model.get_output_embeddings()(hidden)
+            logits = output_logits(model, hidden)
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # as token_logprobs, kept for the rest
         taken = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         top = logp.max(-1).values
@@ -277,6 +279,27 @@ class CriticModel(nn.Module):
         return model, tokenizer, meta
 
 
+def output_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, T, V): what ``model(...).logits`` returns, from its last hidden states (B, T, H).
+
+    Some causal LMs change the output embedding's logits in their ``forward`` (transformers'
+    modeling files): read without that, Granite's token log-probs were off by up to 0.23 and
+    Cohere's by 0.28."""
+    logits = model.get_output_embeddings()(hidden)
+    config = model.config.get_text_config()
+    family = str(getattr(config, "model_type", ""))
+    if (scaling := getattr(config, "logits_scaling", None)) is not None:
+        # muP: Granite (and MiniCPM3) divide by it; HyperCLOVA X multiplies.
+        logits = logits * scaling if family.startswith("hyperclovax") else logits / scaling
+    if (scale := getattr(config, "logit_scale", None)) is not None and family.startswith("cohere"):
+        logits = logits * scale  # MPT's config has a logit_scale too, which its model ignores
+    if (multiplier := getattr(config, "lm_head_multiplier", None)) is not None:  # Falcon-H1
+        logits = logits * multiplier
+    if (cap := getattr(config, "final_logit_softcapping", None)) is not None:  # Gemma 2 and 3
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 def _base_path(name: str) -> str:
     """An absolute path for a local base (the critic may be loaded from another directory)."""
     return str(Path(name).resolve()) if Path(name).is_dir() else name
@@ -299,7 +322,7 @@ def encode_batch(
         encoded.append(full[cut:])
         starts.append(max(0, start - cut))
     width = max(len(e) for e in encoded)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     solution_mask = torch.zeros((len(encoded), width), dtype=torch.long)

@@ -33,6 +33,7 @@ __all__ = [
     "end_ids",
     "has_sliding_window",
     "load_causal_lm",
+    "pad_id",
     "pick_device",
     "pick_dtype",
     "position_limit",
@@ -98,6 +99,12 @@ def end_ids(model: Any, tokenizer: Any) -> frozenset[int]:
         elif isinstance(source, (list, tuple)):
             ids.update(int(i) for i in source)
     return frozenset(ids)
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's pad, else its EOS, else 0 (padding is masked out,
+    so any id will do when the tokenizer names none)."""
+    return next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
 
 
 def has_sliding_window(config: Any) -> bool:
@@ -210,6 +217,18 @@ def with_chat_template(task: T, tokenizer: Any) -> T:
     plain = task.format_prompt  # type: ignore[attr-defined]
     # An instance attribute shadows the method, for outside callers and format_document alike.
     wrapped.format_prompt = lambda problem: chat_prompt(tokenizer, plain(problem))  # type: ignore[attr-defined]
+    plain_imagine = task.imagine_prompt  # type: ignore[attr-defined]
+    prefix = task.problem_prefix  # type: ignore[attr-defined]
+
+    def imagine_prompt(examples: Sequence[Any] = ()) -> str:
+        # Asked in the user's turn; the reply starts with the problem prefix, so it is one problem.
+        if not examples:
+            return str(plain_imagine(examples))
+        shown = str(plain_imagine(examples)).removesuffix(prefix)
+        ask = f"{shown}\nWrite one new problem of the same kind, different from these, on one line."
+        return chat_prompt(tokenizer, ask) + prefix
+
+    wrapped.imagine_prompt = imagine_prompt  # type: ignore[attr-defined]
     return wrapped
 
 
@@ -240,15 +259,7 @@ class TransformersLM:
         self.usage = Usage()
         self.device = next(model.parameters()).device
         self.end_ids = end_ids(model, tokenizer)
-        # Padding is masked out, so any id will do when the tokenizer names none.
-        self.pad_id = next(
-            (
-                i
-                for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, *sorted(self.end_ids))
-                if i is not None
-            ),
-            0,
-        )
+        self.pad_id = pad_id(tokenizer)
         self.max_positions = position_limit(model.config)
         params = inspect.signature(model.forward).parameters
         # transformers 5 renamed past_key_values -> cache; support both.

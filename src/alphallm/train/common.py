@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from alphallm.lm.hf import encode_pair, token_logprobs
+from alphallm.lm.hf import encode_pair, pad_id, token_logprobs
 
 __all__ = ["PairBatch", "encode_pairs", "sequence_logprobs"]
 
@@ -43,7 +43,7 @@ def encode_pairs(
         ids = (prompt_ids + completion_ids)[:max_length]
         rows.append((ids, min(len(prompt_ids), len(ids))))
     width = max(len(ids) for ids, _ in rows)
-    pad = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)  # masked
+    pad = pad_id(tokenizer)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     learned = torch.zeros((len(rows), width), dtype=torch.long)

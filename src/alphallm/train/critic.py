@@ -21,6 +21,7 @@ import torch
 
 from alphallm.critics.learned import CriticModel, encode_batch
 from alphallm.critics.metrics import auc, brier, expected_calibration_error, spearman, spearman_ceiling
+from alphallm.errors import UserError
 from alphallm.tasks.base import Task
 from alphallm.train.labels import LabelRow, corrupted_rows
 from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
@@ -165,7 +166,7 @@ def critic_gate(
         return {**record, "accepted": True, "reason": f"fewer than {GATE_MIN_ROWS} rows"}
     scores = {"new": new(rows), "previous": previous(rows)}
     for name, values in scores.items():
-        record[name] = critic_metrics(kind, values, rows)[measure]
+        record[name] = critic_metrics(kind, values, rows, critic=f"the {name} {kind} critic")[measure]
     if math.isnan(record["new"]) or math.isnan(record["previous"]):
         return {**record, "accepted": True, "reason": f"{measure} undefined on these rows"}
     record["se"] = _bootstrap_se(measure, rows, scores["new"], scores["previous"], draws)
@@ -280,8 +281,18 @@ def predict(
     return out
 
 
-def critic_metrics(kind: str, scores: Sequence[float], rows: Sequence[LabelRow]) -> dict[str, float]:
-    """AUC for outcome/step labels; rank correlation and calibration for success-rate targets."""
+def critic_metrics(
+    kind: str, scores: Sequence[float], rows: Sequence[LabelRow], *, critic: str | None = None
+) -> dict[str, float]:
+    """AUC for outcome/step labels; rank correlation and calibration for success-rate targets.
+    Raises UserError naming ``critic`` (default: the ``kind`` critic) if a score is NaN or infinite."""
+    # NaN scores still rank (argsort puts them last): an AUC of all-NaN scores read 0.438, not nothing.
+    broken = sum(not math.isfinite(s) for s in scores)
+    if broken:
+        raise UserError(
+            f"{broken} of {len(scores)} scores of {critic or f'the {kind} critic'} are NaN or infinite: "
+            "its weights are broken (a float16 full fine-tune?); retrain it"
+        )
     targets = [r.target for r in rows]
     metrics = {"rows": float(len(rows)), "auc": auc(scores, targets), "brier": brier(scores, targets)}
     if kind == "value":
@@ -327,6 +338,7 @@ def train_critic(
     model = CriticModel(base, kind, confidence=config.confidence, token_evidence=config.token_evidence)
     model.to(device)
     params = trainable_parameters(model)
+    _refuse_float16_training(params)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     started, step = time.perf_counter(), 0
     # A frozen backbone gives every text the same features in every epoch: read them once.
@@ -345,15 +357,22 @@ def train_critic(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            value = loss.item()
+            _check_finite(value, f"the training loss at epoch {epoch + 1}, step {step + 1}")
             if on_step is not None:
-                on_step(step, loss.item())
+                on_step(step, value)
             step += 1
         held_loss = data.held_out_loss(model) if held_rows else float(-epoch)
+        _check_finite(held_loss, f"the held-out loss after epoch {epoch + 1}")
         history.append({"epoch": epoch, "held_out_loss": held_loss})
         if held_loss < best[0]:
             best = (held_loss, snapshot_trainable(model))
     if best[1] is not None:
         restore_trainable(model, best[1])
+    # The last step can break the weights with a finite loss (fp16 AdamW); without held-out rows
+    # nothing read them since.
+    total = torch.stack([p.detach().sum(dtype=torch.float32) for p in params]).sum()  # NaN if any is
+    _check_finite(total.item(), "the sum of the trained weights")
     model.eval()
     metrics: dict[str, Any] = {
         "kind": kind,
@@ -368,6 +387,24 @@ def train_critic(
     if held_rows:
         metrics["held_out"] = critic_metrics(kind, data.held_out_scores(model), held_rows)
     return model, metrics
+
+
+def _refuse_float16_training(params: Sequence[torch.Tensor]) -> None:
+    """UserError if ``params`` (what the optimizer updates) hold float16 weights."""
+    if any(p.dtype == torch.float16 for p in params):
+        raise UserError(
+            "full fine-tuning a float16 backbone makes NaN weights (with no fp32 master copy its "
+            "updates underflow and overflow): use --dtype bfloat16 or float32, or LoRA (--lora-r)"
+        )
+
+
+def _check_finite(value: float, what: str) -> None:
+    """UserError if ``value`` is NaN or infinite: training diverged, and its critic would score NaN."""
+    if not math.isfinite(value):
+        raise UserError(
+            f"critic training diverged: {what} is {value}; train in --dtype float32 or bfloat16, "
+            "or with LoRA (--lora-r)"
+        )
 
 
 class _Texts:
