@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +37,36 @@ def test_imagined_arith_problems_are_new_train_items_and_a_pool_is_never_repeate
     again, stats = imagine_problems(task, arith_lm, 24, pool=questions, seed=0)
     assert stats.duplicate >= 24 and stats.sampled == _accounted(stats)
     assert len(again) == 24 and not {p.question for p in again} & set(questions)
+
+
+def test_few_shot_imagination_shows_examples_and_never_returns_one(arith_lm: Any) -> None:
+    task = get_task("arith")
+    shown = [Problem("a", "3+4"), Problem("b", "5*6-2")]
+    assert task.imagine_prompt(shown) == "Q: 3+4\nQ: 5*6-2\nQ: " and task.imagine_prompt() == "Q: "
+    examples = task.generate(random.Random(1), 40, {"min_ops": 1, "max_ops": 2})
+    problems, stats = imagine_problems(task, arith_lm, 24, seed=0, examples=examples, shots=3)
+    assert 0 < len(problems) <= 24 and stats.sampled == _accounted(stats)
+    assert all(task.split_of(p.question) == "train" for p in problems)
+    assert not {p.question for p in problems} & {p.question for p in examples}  # a copy is no new problem
+    # The shipped models write documents (a problem, then its solution), not lists of problems: after
+    # examples most samples are not a problem at all, which is why imagine.examples defaults to 0.
+    assert stats.invalid > stats.sampled / 2
+    # Without shots the prompts are the bare prefix, as before: the same problems as without examples.
+    plain, _ = imagine_problems(task, arith_lm, 8, seed=0)
+    assert imagine_problems(task, arith_lm, 8, seed=0, examples=examples, shots=0)[0] == plain
+    # An example the policy writes again is a duplicate, not a new problem.
+    again, stats = imagine_problems(task, arith_lm, 8, seed=0, examples=plain, shots=0)
+    assert stats.duplicate >= 8 and not {p.question for p in again} & {p.question for p in plain}
+
+
+def test_under_a_chat_template_imagination_asks_in_the_users_turn(tiny_chat_model_dir: Any) -> None:
+    from alphallm.lm.hf import with_model_chat_template
+
+    task = with_model_chat_template(get_task("gsm8k"), tiny_chat_model_dir)
+    prompt = task.imagine_prompt([Problem("a", "How many eggs are left if 3 of 12 break?")])
+    assert prompt.startswith("<|user|>Question: How many eggs are left if 3 of 12 break?\n")
+    assert "Write one new problem" in prompt and prompt.endswith("<|assistant|>Question: ")
+    assert task.imagine_prompt() == "Question: "  # no examples: the bare prefix, as for a base model
 
 
 def test_imagined_game24_puzzles_are_solvable_and_never_dev_or_test() -> None:

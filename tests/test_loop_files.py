@@ -154,8 +154,13 @@ def test_the_loop_puts_every_prompt_in_the_chat_template(tiny_chat_model_dir: Pa
         "dev": _write(tmp_path / "dev.jsonl", _gsm8k_rows(range(20, 22))),
     }
     data = {**_config(tmp_path, model_dir, **files), "rounds": 1, "chat_template": True}
+    # The policy also imagines, from two of the file's problems in the user's turn (the random model
+    # writes nothing valid, so the file fills the round).
+    data["imagine"] = {**data["imagine"], "imagined_fraction": 0.4, "examples": 2}
     loop = Loop(build(LoopConfig, data))
     loop.run()
+    imagined = json.loads((loop.round_dir(1) / "imagine.json").read_text())["imagined"]
+    assert imagined["sampled"] > 0 and imagined["kept"] == 0
     roots = [tree["root"] for tree in loop.trees(range(1, 2))]
     assert len(roots) == 5
     assert all(r.startswith("<|user|>Question: ") and r.endswith("Solution:\n<|assistant|>") for r in roots)

@@ -261,6 +261,7 @@ class Loop:
             temperature=settings.temperature,
             seed=self.seed(k, "imagine"),
             source=self.split_problems("train") if settings.problems_file else None,
+            shots=settings.examples,
         )
         if settings.answer_samples:
             problems, answered = answer_by_agreement(

@@ -65,6 +65,15 @@ class ImagineSettings:
         },
     )
 
+    examples: int = field(
+        default=0,
+        metadata={
+            "help": "problems shown before the problem prefix in each imagination prompt, drawn from "
+            "problems_file (else the task's generator): the policy writes a new problem in their pattern "
+            "(AlphaLLM's x = g(x_1..x_m, pi); under chat_template, asked in the user's turn). 0: the bare "
+            "prefix, which the shipped models were trained on; real models imagine on-task with 3-8"
+        },
+    )
     answer_samples: int = field(
         default=8,
         metadata={
@@ -83,6 +92,8 @@ class ImagineSettings:
     def __post_init__(self) -> None:
         if self.problems < 1 or not 0.0 <= self.imagined_fraction <= 1.0:
             raise ValueError("problems must be positive and imagined_fraction in [0, 1]")
+        if self.examples < 0:
+            raise ValueError("imagine.examples must be at least 0")
         if self.answer_samples < 0 or not 0.0 < self.answer_agreement <= 1.0 or self.answer_temperature < 0:
             raise ValueError(
                 "imagine.answer_samples must be at least 0, answer_agreement in (0, 1] and "

@@ -46,17 +46,23 @@ def imagine_problems(
     temperature: float = 1.0,
     seed: int = 0,
     max_rounds: int = 8,
+    examples: Sequence[Problem] = (),
+    shots: int = 0,
 ) -> tuple[list[Problem], ImagineStats]:
-    """Up to ``n`` new train-split problems sampled from the policy (batched, a few rounds at most)."""
+    """Up to ``n`` new train-split problems sampled from the policy (batched, a few rounds at most),
+    each prompt showing ``shots`` problems drawn from ``examples`` first (``Task.imagine_prompt``);
+    a copy of an example is no new problem."""
     stats = ImagineStats()
-    seen = set(pool)
+    seen = set(pool) | {p.question for p in examples}
     out: list[Problem] = []
+    rng = random.Random(seed)
+    shots = min(shots, len(examples))
     for round_ in range(max_rounds):
         if len(out) >= n:
             break
         want = max(8, 2 * (n - len(out)))
         completions = lm.sample(
-            [task.problem_prefix] * want,
+            [task.imagine_prompt(rng.sample(list(examples), shots) if shots else ()) for _ in range(want)],
             temperature=temperature,
             stop=("\n",),
             max_tokens=task.max_option_tokens * 2,
@@ -97,13 +103,29 @@ def mix_problems(
     temperature: float = 1.0,
     seed: int = 0,
     source: Sequence[Problem] | None = None,
+    shots: int = 0,
 ) -> tuple[list[Problem], dict[str, Any]]:
     """``n`` problems: a fraction imagined by the policy, the rest (and any shortfall) from the
     task's generator, or drawn from ``source`` in a seeded order when given (fewer when it runs
-    out); every one novel against ``pool`` and in the train split."""
+    out); every one novel against ``pool`` and in the train split. With ``shots``, each imagination
+    prompt shows that many problems from ``source`` (or the generator) first."""
     pool = set(pool)
+    examples: list[Problem] = []
+    if shots:
+        candidates = (
+            source if source is not None else task.generate(random.Random(seed + 1), 64 * shots, difficulty)
+        )
+        # Never a dev or test item, nor one already used, even as an example.
+        examples = [p for p in candidates if p.question not in pool and task.split_of(p.question) == "train"]
     imagined, stats = imagine_problems(
-        task, lm, round(n * imagined_fraction), pool=pool, temperature=temperature, seed=seed
+        task,
+        lm,
+        round(n * imagined_fraction),
+        pool=pool,
+        temperature=temperature,
+        seed=seed,
+        examples=examples,
+        shots=shots,
     )
     taken = pool | {p.question for p in imagined}
     rng = random.Random(seed)

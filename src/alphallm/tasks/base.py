@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -108,6 +109,13 @@ class Task(ABC):
     def format_prompt(self, problem: Problem) -> str:
         """The model-facing prefix; the solution follows it directly."""
         return f"{self.problem_prefix}{problem.question}\n"
+
+    def imagine_prompt(self, examples: Sequence[Problem] = ()) -> str:
+        """What the policy continues to write a new problem: the problem prefix, after ``examples``
+        written the same way (few-shot: a new problem in their pattern, AlphaLLM's
+        x = g(x_1, ..., x_m, pi)). Without examples, the bare prefix: the shipped models write whole
+        documents from it."""
+        return "".join(f"{self.problem_prefix}{p.question}\n" for p in examples) + self.problem_prefix
 
     def problem_from_prompt(self, prompt: str, problem_id: str = "") -> Problem | None:
         """The problem (without its gold answer) whose ``format_prompt`` is ``prompt``, or None:
