@@ -168,6 +168,16 @@ def test_models_that_cannot_load_say_so_in_one_line(tmp_path: Path, tiny_model_d
     (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
     with pytest.raises(UserError, match=r"unknown-type: could not load model"):
         load_causal_lm(unknown)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for path in tiny_model_dir.iterdir():
+        (corrupt / path.name).write_bytes(
+            path.read_bytes()[:100] if path.suffix == ".safetensors" else path.read_bytes()
+        )
+    with pytest.raises(UserError, match=r"corrupt: could not load model \(SafetensorError: "):
+        load_causal_lm(corrupt)
+    with pytest.raises(UserError, match=r"config.json: a file, not a model directory"):
+        load_causal_lm(tiny_model_dir / "config.json")
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match=r"device 'cuda': this torch has no CUDA device"):
             load_causal_lm(tiny_model_dir, device="cuda")

@@ -121,3 +121,17 @@ def test_chunks_are_whole_batches_and_bad_settings_are_one_line() -> None:
         solve_on_ray(
             get_task("arith"), [], model="nope", config=CONFIG, ray_config=TWO_WORKERS, out_dir="unused"
         )
+
+
+def test_an_address_where_nothing_answers_is_one_line_not_a_minute_of_retries() -> None:
+    import socket
+
+    from alphallm.distributed.runner import _check_reachable
+    from alphallm.errors import UserError
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError, match=rf"ray: cannot join '127.0.0.1:{port}' \(nothing answers there"):
+        _check_reachable(f"127.0.0.1:{port}")
+    _check_reachable("auto")  # ray.init's own address forms are left to it

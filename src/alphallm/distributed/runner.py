@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,7 @@ def ray_session(config: RayConfig) -> Iterator[None]:
         # A local cluster offers every worker asked for, even beyond the cores (the user's call);
         # otherwise the extra actors would wait forever for a free CPU.
         options["num_cpus"] = max(os.cpu_count() or 1, int(config.workers * config.cpus_per_worker + 0.999))
+    _check_reachable(config.address)
     try:
         ray.init(address=config.address, **options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -55,6 +57,22 @@ def ray_session(config: RayConfig) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that takes no connection is a one-line error now:
+    ``ray.init`` would retry it for a minute or more, printing raw connection logs."""
+    if not address or address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not host:port; ray.init judges it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(
+            f"ray: cannot join {address!r} (nothing answers there: {exc.strerror or exc})"
+        ) from None
 
 
 def solve_on_ray(

@@ -126,6 +126,8 @@ def resolve_model_path(name: str | Path) -> str:
     if (shipped / "config.json").is_file():
         return str(shipped)
     local = Path(name).expanduser()
+    if local.is_file():
+        raise UserError(f"{name}: a file, not a model directory")
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise UserError(f"{name}: not a model directory (no config.json)")
@@ -173,9 +175,9 @@ def load_causal_lm(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, target))
-    except (OSError, ValueError, KeyError) as exc:  # missing files; an unknown model_type
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{name}: could not load model ({first})") from None
+    except Exception as exc:  # missing or corrupt files, an unknown model_type, an invalid config
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise UserError(f"{name}: could not load model ({type(exc).__name__}: {first})") from None
     if len(tokenizer) < 2 or not tokenizer("a b")["input_ids"]:
         # AutoTokenizer builds an empty tokenizer from a directory without tokenizer files.
         raise UserError(f"{name}: no usable tokenizer (save the tokenizer files beside the model)")
