@@ -78,6 +78,12 @@ def test_malformed_problems_file_is_one_line_error(tmp_path: Path, tiny_model_di
         (("eval", "--task", "arith", "--model", "no/such/dir/"), "no such model directory"),
         (("eval", "--task", "arith", "--model", "arith-base", "--n", "0"), "--n must be at least 1"),
         (("eval", "--task", "game24", "--max-tokens", "0"), "--max-tokens must be at least 1"),
+        (("eval", "--task", "arith", "--n", "4"), "--n is the samples of --method sample"),
+        (("eval", "--task", "arith", "--temperature", "-2"), "--temperature must be at least 0"),
+        (
+            ("search", "--task", "arith", "--method", "greedy", "--readout", "vote"),
+            "--readout reads out an eta-MCTS",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args: tuple[str, ...], needle: str) -> None:
@@ -119,3 +125,108 @@ def test_eval_max_tokens_caps_every_solution(tiny_model_dir: Path, tmp_path: Pat
     args = ["eval", "--task", "game24", "--model", str(tiny_model_dir), "--limit", "3", "--out", str(out)]
     assert main([*args, "--max-tokens", "7"]) == 0
     assert [r["tokens"] for r in json.loads(out.read_text())["records"]] == [7, 7, 7]
+
+
+def test_train_critic_row_caps_take_zero_for_all_and_refuse_negatives(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trees = tmp_path / "trees"
+    trees.mkdir()
+    for i in range(12):  # one value label per tree: two verified rollouts below each root
+        rollouts = [{"text": "x", "verified": i % 2 == 0}, {"text": "y", "verified": False}]
+        nodes = [{"id": 0, "parent": -1, "text": "", "rollouts": rollouts}]
+        tree = {"task": "arith", "problem_id": f"p{i}", "root": f"Q: {i}+1\n", "nodes": nodes}
+        (trees / f"p{i}.json").write_text(json.dumps(tree))
+    train = ["train-critic", "--kind", "value", "--trees", str(trees), "--base", str(tiny_model_dir)]
+    train += ["--out", str(tmp_path / "critic"), "--epochs", "1", "--device", "cpu"]
+    for flags, message in [
+        (["--max-rows", "-5"], "--max-rows must be at least 0 (0: all), not -5"),
+        (["--max-held-out-rows", "-1"], "--max-held-out-rows must be at least 0 (0: all), not -1"),
+        (["--min-samples", "0"], "--min-samples must be at least 1, not 0"),
+    ]:
+        assert main([*train, *flags]) == 2
+        assert message in capsys.readouterr().err
+    evaluate = ["eval-critic", "--critic", "tool", "--kind", "value", "--trees", str(trees)]
+    assert main([*evaluate, "--min-samples", "-1"]) == 2
+    assert "--min-samples must be at least 1, not -1" in capsys.readouterr().err
+    assert main([*train, "--max-rows", "0"]) == 0  # as --max-held-out-rows 0: no cap
+    meta = json.loads((tmp_path / "critic" / "critic.json").read_text())
+    assert meta["train_rows"] + meta["held_out_rows"] == 12
+
+
+def test_eval_refuses_a_batch_size_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    for size in ("0", "-3"):  # -3 once reported accuracy 0 on 0 records
+        assert main(["eval", "--task", "arith", "--model", "no/such/dir/", "--batch-size", size]) == 2
+        assert capsys.readouterr().err == "alphallm: error: --batch-size must be at least 1\n"
+
+
+def test_output_paths_are_refused_before_the_model_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The model does not exist: an error about the output shows it was checked before any work.
+    (tmp_path / "existing.txt").write_text("x")
+    (tmp_path / "outdir").mkdir()
+    below_a_file = tmp_path / "existing.txt" / "x.json"
+    for command in ("eval", "search"):
+        base = [command, "--task", "arith", "--model", "no/such/dir/"]
+        assert main([*base, "--out", str(tmp_path / "outdir")]) == 2
+        assert (
+            capsys.readouterr().err
+            == f"alphallm: error: {tmp_path / 'outdir'}: is a directory; name a file to write\n"
+        )
+        assert main([*base, "--out", str(below_a_file)]) == 2
+        err = capsys.readouterr().err
+        assert f"{below_a_file}: cannot write ({tmp_path / 'existing.txt'} is not a directory)" in err
+    trees = tmp_path / "existing.txt"
+    assert main(["search", "--task", "arith", "--model", "no/such/dir/", "--save-trees", str(trees)]) == 2
+    assert (
+        f"{trees} exists and is not a trees directory; choose another --save-trees" in capsys.readouterr().err
+    )
+    assert main(["viz", str(tmp_path / "missing"), "--out", str(tmp_path / "outdir")]) == 2  # inputs first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.txt", "outdir"]
+
+
+def test_search_saves_trees_under_safe_distinct_names(tiny_model_dir: Path, tmp_path: Path) -> None:
+    problems = tmp_path / "problems.jsonl"
+    ids = ["sub/x", "../../escaped", "sub_x"]  # the first two once wrote outside the trees directory
+    problems.write_text("".join(json.dumps({"problem": "1+2", "id": i}) + "\n" for i in ids))
+    trees, out = tmp_path / "deep" / "trees", tmp_path / "res.json"
+    args = ["search", "--task", "arith", "--model", str(tiny_model_dir), "--problems", str(problems)]
+    args += ["--method", "greedy", "--max-tokens", "4", "--save-trees", str(trees), "--out", str(out)]
+    assert main(args) == 0
+    assert sorted(p.name for p in trees.iterdir()) == ["_.._escaped.json", "sub_x-2.json", "sub_x.json"]
+    assert sorted(json.loads(p.read_text())["problem_id"] for p in trees.iterdir()) == sorted(ids)
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["trees"]
+    assert [r["problem_id"] for r in json.loads(out.read_text())["results"]] == ids
+
+
+def test_search_writes_its_results_before_the_trees(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphallm.commands import search_cmd
+    from alphallm.errors import UserError
+
+    def disk_full(report: object, directory: Path) -> None:
+        raise UserError(f"{directory}: cannot write (No space left on device)")
+
+    monkeypatch.setattr(search_cmd, "_save_trees", disk_full)
+    out = tmp_path / "res.json"
+    args = ["search", "--task", "arith", "--model", str(tiny_model_dir), "--limit", "2", "--method", "greedy"]
+    assert main([*args, "--max-tokens", "4", "--save-trees", str(tmp_path / "t"), "--out", str(out)]) == 2
+    assert json.loads(out.read_text())["problems"] == 2
+
+
+def test_default_result_names_tell_loop_rounds_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from alphallm.commands.eval_cmd import default_out, model_label
+
+    monkeypatch.chdir(tmp_path)
+    for k in (1, 2):
+        (tmp_path / "runs" / "demo" / f"round-{k}" / "policy").mkdir(parents=True)
+    names = {default_out("eval", "arith", f"runs/demo/round-{k}/policy", "greedy").name for k in (1, 2)}
+    assert names == {"arith-demo-round-1-policy-greedy.json", "arith-demo-round-2-policy-greedy.json"}
+    assert model_label(str(tmp_path / "runs" / "demo" / "round-1" / "policy")) == "demo-round-1-policy"
+    # shipped names and hub ids (not local directories) keep their last part
+    assert default_out("search", "arith", "arith-base", "mcts") == Path(
+        "runs/search/arith-arith-base-mcts.json"
+    )
+    assert model_label("Qwen/Qwen2.5-0.5B") == "Qwen2.5-0.5B"

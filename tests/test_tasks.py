@@ -4,6 +4,7 @@ import functools
 import itertools
 import json
 import random
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -305,3 +306,46 @@ def test_arith_parse_question_never_raises_on_garbage() -> None:
         text = "".join(rng.choice("0123456789+-*/()") for _ in range(rng.randint(1, 14)))
         problem = task.parse_question(text)
         assert problem is None or task.check(problem, f"Answer: {problem.answer}\n")
+
+
+def test_problem_files_refuse_what_would_lose_or_misread_problems(tmp_path: Path) -> None:
+    arith = get_task("arith")
+    cases = {
+        # two trees saved under one id would overwrite each other
+        "dup.jsonl": (
+            b'{"problem": "1+2", "id": "a"}\n{"problem": "3+4", "id": "a"}\n',
+            ":2: duplicate id 'a'",
+        ),
+        "latin1.jsonl": (b'{"problem": "1+2"}\n\n{"problem": "1+2", "id": "caf\xe9"}\n', ":3: not UTF-8"),
+        "number.jsonl": (b'{"problem": 34}\n', ":1: 'problem' must be a string"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError, match=f"^{re.escape(str(tmp_path / name) + message)}"):
+            load_problems(arith, tmp_path / name)
+    with pytest.raises(UserError, match=f"^{re.escape(str(tmp_path))}: is a directory"):
+        load_problems(arith, tmp_path)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"problem": "1+2", "id": "b"}\r\n{"problem": "2*3"}\r\n')
+    assert [(p.id, p.answer) for p in load_problems(arith, bom)] == [("b", "3"), ("bom-2", "6")]
+
+
+@pytest.mark.parametrize("name", ["arith", "gsm8k", "math"])
+def test_a_problem_that_is_not_text_says_so(name: str) -> None:
+    task = get_task(name)
+    field = "question" if name == "gsm8k" else "problem"
+    with pytest.raises(ValueError, match=f"^'{field}' must be a string"):
+        task.problem_from_row({field: 34}, default_id="x")
+    with pytest.raises(ValueError, match=f"^missing field '{field}'"):
+        task.problem_from_row({"id": "x"}, default_id="x")
+
+
+def test_a_number_or_an_id_of_the_wrong_type_is_refused_not_coerced() -> None:
+    game24, arith = get_task("game24"), get_task("arith")
+    for numbers in ([4.7, 9, 10, 13], [True, 9, 10, 13]):  # int() would read them as 4 and 1
+        with pytest.raises(ValueError, match=r"^'numbers' must be integers"):
+            game24.problem_from_row({"numbers": numbers}, default_id="x")
+    assert game24.problem_from_row({"numbers": ["4", 9, 10, 13], "id": 7}, default_id="x").id == "7"
+    assert arith.problem_from_row({"problem": "1+2", "id": None}, default_id="f-1").id == "f-1"  # not "None"
+    with pytest.raises(ValueError, match=r"^'id' must be a non-empty string or an integer, got \[1\]"):
+        arith.problem_from_row({"problem": "1+2", "id": [1]}, default_id="x")

@@ -115,3 +115,21 @@ def test_browser_builds_the_tree(tmp_path: Path) -> None:
     assert dom.index('data-id="2"') < dom.index('data-id="1"')  # children sorted by visits
     assert '<h1 id="problem">arith-test-0</h1>' in dom
     assert len(re.findall(r"<option value=\"\d\"", dom)) == 2  # the tree selector
+
+
+def test_viz_refuses_an_unwritable_out_before_reading_and_a_malformed_tree(tmp_path: Path) -> None:
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps(small_tree()))
+    (tmp_path / "outdir").mkdir()
+    for out, message in (
+        (tmp_path / "outdir", "outdir: is a directory; name a file to write"),
+        (src / "x.html", "t.json is not a directory"),
+    ):
+        with pytest.raises(UserError, match=re.escape(message)):
+            viz_cmd.run(argparse.Namespace(trees=[str(src)], out=str(out)))
+    broken = small_tree()
+    del broken["nodes"][2]["parent"]  # once a KeyError in train-critic, a blank page here
+    src.write_text(json.dumps(broken))
+    with pytest.raises(UserError, match=re.escape(f"{src}: tree 1: node 2: 'parent' must be -1")):
+        viz_cmd.run(argparse.Namespace(trees=[str(src)], out=str(tmp_path / "t.html")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir", "t.json"]

@@ -1,38 +1,58 @@
-"""Atomic file and directory writes (a killed process never leaves a half-written output behind) and
-the lock that keeps two processes out of one run directory."""
+"""Atomic file and directory writes (a killed process never leaves a half-written output behind),
+checks that an output path can be written before the work that fills it, and the lock that keeps two
+processes out of one run directory."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from alphallm.errors import UserError
 
 __all__ = [
     "atomic_dir",
+    "check_out_dir",
+    "check_out_file",
     "dumps",
     "exclusive",
     "load_trees",
+    "read_json",
     "read_trees",
+    "safe_file_names",
     "tree_files",
     "write_json",
     "write_text",
 ]
 
+# The file that marks a directory as a model (``save_pretrained``) or a critic (``LearnedCritic.save``):
+# ``atomic_dir`` replaces a directory holding one with new content holding the same one.
+MARKERS = {"config.json": "model", "critic.json": "critic"}
+
 
 def write_text(path: str | Path, text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path``, then renames it into place."""
+    """Writes ``text`` to a temporary file beside ``path``, then renames it into place. A path that
+    cannot be written is a one-line UserError naming ``path`` (not the temporary file)."""
     path = Path(path)
+    try:
+        _write_text(path, text)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({_why_not(path, exc)})") from None
+
+
+def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); the result is an ordinary file, as open() would make it
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -41,6 +61,38 @@ def write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask. Linux shows it in /proc; elsewhere the only way to read it is to set it and
+    set it back, which a thread creating a file at that moment could see."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _why_not(path: Path, exc: OSError) -> str:
+    """Why ``path`` could not be written, in words about the user's path: the OSError itself names the
+    temporary file beside it."""
+    if path.is_dir():
+        return "it is a directory"
+    blocking = _first_existing(path.parent)
+    if not blocking.is_dir():
+        return f"{blocking} is not a directory"
+    return exc.strerror or type(exc).__name__
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (the directory a new path would be made in)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def dumps(data: Any, **kwargs: Any) -> str:
@@ -64,26 +116,139 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, dumps(data, indent=2) + "\n")
 
 
-@contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary directory; on success it replaces ``path`` in one rename."""
+def read_json(path: str | Path) -> Any:
+    """The JSON in ``path``; an unreadable file or bad JSON is one line naming it. A UTF-8 byte-order
+    mark (Windows editors write one) is skipped, as YAML readers skip it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
+    try:
+        # NaN/Infinity would survive json.loads but break JSON.parse in a page: read them as null.
+        return json.loads(path.read_text(encoding="utf-8-sig"), parse_constant=lambda _: None)
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a JSON file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (is it a JSON file?)") from None
+    except ValueError as exc:  # JSONDecodeError
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+def check_out_file(path: str | Path) -> Path:
+    """``path`` as an output file, refused now, before the work that fills it, if it could not be
+    written after: a directory, a path below a file, a place this process may not write."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; name a file to write")
+    _check_writable_parent(path)
+    return path
+
+
+def check_out_dir(
+    path: str | Path, *, marker: str | None = None, what: str = "output", flag: str = "--out"
+) -> Path:
+    """``path`` as an output directory (one ``atomic_dir(path, marker=marker)`` will replace, or one files
+    are written into), refused now, before the work that fills it: a file, a directory of another kind
+    than ``marker`` says, a place this process may not write. ``what`` and ``flag`` name it in the error."""
+    path = Path(path)
+    if _may_not_replace(path, marker=marker):
+        raise _not_ours(path, what, flag=flag)
+    for where in {_first_existing(path), _first_existing(path.parent)}:  # files go in; a new one beside
+        _check_writable(path, where)
+    return path
+
+
+def _check_writable_parent(path: Path) -> None:
+    _check_writable(path, _first_existing(path.parent))
+
+
+def _check_writable(path: Path, where: Path) -> None:
+    """Refuses ``path`` unless a file can be made in ``where`` (its nearest existing ancestor): tried, as
+    permissions, read-only mounts and /proc all differ."""
+    if not where.is_dir():
+        raise UserError(f"{path}: cannot write ({where} is not a directory)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".alphallm-probe-")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write in {where} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+@contextmanager
+def atomic_dir(path: str | Path, *, marker: str | None = None, what: str | None = None) -> Iterator[Path]:
+    """Yields a temporary directory; on success it replaces ``path`` in one rename.
+
+    An existing ``path`` is replaced only when it is what this writer writes, so that a mistyped
+    ``--out`` never deletes a user's data: with ``marker``, an empty directory or one holding that file
+    (``config.json`` for a model); without, one whose every entry the new content also has, or that shares
+    a marker of ``MARKERS`` with it. A file, or another directory, is refused with a one-line UserError
+    (``what`` names the kind in it); refused after the work, the new content is kept beside ``path``."""
+    path = Path(path)
+    if _may_not_replace(path, marker=marker):
+        raise _not_ours(path, what or MARKERS.get(marker or "", "output"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({_why_not(path, exc)})") from None
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
+        written = {p.name for p in tmp.iterdir()}
+        kind = what or next((MARKERS[m] for m in MARKERS if m in written), "output")
+        if _may_not_replace(path, marker=marker, written=written):
+            kept = _keep_beside(tmp, path)
+            raise _not_ours(path, kind, f" (this run's {kind} is in {kept})")
+        _replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _may_not_replace(path: Path, *, marker: str | None, written: set[str] | None = None) -> bool:
+    """Whether ``path`` exists as something an ``atomic_dir`` writer may not replace (see there).
+    Without ``marker`` nor the new content's names (``written``), only a file can be told apart yet."""
+    if not path.exists() and not path.is_symlink():
+        return False
+    return not path.is_dir() or _foreign(path, marker=marker, written=written)
+
+
+def _not_ours(path: Path, what: str, more: str = "", flag: str = "--out") -> UserError:
+    return UserError(f"{path} exists and is not a {what} directory; choose another {flag}{more}")
+
+
+def _foreign(path: Path, *, marker: str | None, written: set[str] | None) -> bool:
+    held = {p.name for p in path.iterdir()}
+    if not held:
+        return False
+    if marker is not None:
+        return marker not in held
+    if written is None:
+        return False  # cannot tell before the content exists: decided again after it
+    return not (held <= written or held & written & MARKERS.keys())
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        tmp.rename(path)
+        return
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep_beside(tmp: Path, path: Path) -> Path:
+    """Moves finished content that may not replace ``path`` to a free visible name beside it: a refusal
+    after hours of training must not lose the result."""
+    n = 1
+    while True:
+        kept = path.with_name(f"{path.name}.new" + (f"-{n}" if n > 1 else ""))
+        if not kept.exists() and not kept.is_symlink():
+            tmp.rename(kept)
+            return kept
+        n += 1
 
 
 @contextmanager
@@ -116,6 +281,33 @@ def exclusive(directory: str | Path, what: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+def safe_file_names(ids: Sequence[str], suffix: str = ".json") -> list[str]:
+    """A distinct file name for each id, to save one file per problem in one directory: ids come from
+    the user's problems file, so a run of characters other than letters, digits, '.', '_' and '-' (a
+    '/' above all) becomes '_', a leading '.' ('..', a hidden name) is dropped, and a name two ids would
+    share (``a/b`` and ``a_b``; ``A`` and ``a`` on a case-insensitive disk) gets ``-2``, ``-3``. Ids that
+    are safe names already keep them."""
+    stems = [_safe_stem(str(i)) for i in ids]
+    names = [""] * len(stems)
+    taken: set[str] = set()
+    for k in sorted(range(len(stems)), key=lambda k: stems[k] != ids[k]):  # safe ids choose first
+        name, n = stems[k], 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{stems[k]}-{n}"
+        taken.add(name.lower())
+        names[k] = name + suffix
+    return names
+
+
+def _safe_stem(text: str) -> str:
+    stem = _UNSAFE.sub("_", text).lstrip(".")
+    return stem.encode()[:150].decode(errors="ignore") or "problem"  # names are at most 255 bytes
+
+
 def tree_files(inputs: Sequence[str | Path]) -> list[Path]:
     """The JSON files named, or found in the directories named (sorted)."""
     files: list[Path] = []
@@ -134,22 +326,78 @@ def tree_files(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def load_trees(path: Path) -> list[dict[str, Any]]:
-    """The trees in one file: a single tree object or ``{"trees": [...]}``."""
-    try:
-        # NaN/Infinity would survive json.loads but break JSON.parse in the page: read them as null.
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda _: None)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise UserError(f"{path}: not valid JSON ({exc})") from exc
+    """The trees in one file: a single tree object or ``{"trees": [...]}``, each checked for the shape
+    ``Tree.to_dict`` writes, so that a damaged file is one line naming it, not a KeyError deep in a
+    label builder."""
+    data = read_json(path)
     trees = data.get("trees") if isinstance(data, dict) and "trees" in data else [data]
     if not isinstance(trees, list) or not trees:
         raise UserError(f'{path}: "trees" must be a non-empty list of search trees')
     for i, tree in enumerate(trees):
         if not isinstance(tree, dict) or not isinstance(tree.get("nodes"), list):
-            raise UserError(f'{path}: not a search tree (no "nodes" list), see Tree.to_dict')
+            raise UserError(f'{path}: tree {i + 1}: not a search tree (no "nodes" list), see Tree.to_dict')
+        wrong = _tree_fault(tree)
+        if wrong:
+            raise UserError(f"{path}: tree {i + 1}: {wrong}")
         tree.setdefault("problem_id", path.stem if len(trees) == 1 else f"{path.stem}[{i}]")
     return trees
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tree_fault(tree: dict[str, Any]) -> str | None:
+    """What is wrong with one saved tree's shape, or None. Nodes come parents first (``Tree.to_dict``
+    numbers them so, and the label builders rely on it)."""
+    if not isinstance(tree.get("root"), str):
+        return "'root' must be the prompt text (a string)"
+    if not tree["nodes"]:
+        return "'nodes' is empty"
+    ids: set[int] = set()
+    for i, node in enumerate(tree["nodes"]):
+        wrong = _node_fault(node, ids)
+        if wrong:
+            return f"node {i}: {wrong}"
+        ids.add(node["id"])
+    for node in tree["nodes"]:
+        if any(child not in ids for child in node.get("children", [])):
+            return f"node {node['id']}: 'children' names a node the tree does not have"
+    completed = tree.get("completed")
+    if completed is not None and not (
+        isinstance(completed, dict)
+        and completed.get("node") in ids
+        and isinstance(completed.get("solution"), str)
+    ):
+        return "'completed' must hold the 'node' id it completes and its 'solution' text"
+    return None
+
+
+def _node_fault(node: Any, ids: set[int]) -> str | None:
+    if not isinstance(node, dict):
+        return "not a JSON object"
+    if not _is_int(node.get("id")) or node["id"] in ids:
+        return "'id' must be an integer that no other node has"
+    parent = node.get("parent")
+    if not _is_int(parent) or (parent >= 0 and parent not in ids):
+        return "'parent' must be -1 (the root) or the id of a node listed before it"
+    if not isinstance(node.get("text"), str):
+        return "'text' must be a string"
+    children = node.get("children", [])
+    if not isinstance(children, list) or not all(_is_int(c) for c in children):
+        return "'children' must be a list of node ids"
+    if node.get("verified") not in (None, True, False):
+        return "'verified' must be true, false or null"
+    for name in ("value", "q"):
+        if node.get(name) is not None and not isinstance(node[name], int | float):
+            return f"'{name}' must be a number or null"
+    rollouts = node.get("rollouts", [])
+    if not isinstance(rollouts, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("text"), str) and r.get("verified") in (None, True, False)
+        for r in rollouts
+    ):
+        return "'rollouts' must be a list of objects with a 'text' string and 'verified' true, false or null"
+    return None
 
 
 def read_trees(inputs: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -158,13 +406,20 @@ def read_trees(inputs: Sequence[str | Path]) -> list[dict[str, Any]]:
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """A YAML file of settings as a dict; a missing file, bad YAML or a non-mapping is one line."""
+    """A YAML file of settings as a dict; a missing, unreadable or non-UTF-8 file, bad YAML or a
+    non-mapping is one line."""
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig")) or {}
     except FileNotFoundError:
         raise UserError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (is it a YAML config file?)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

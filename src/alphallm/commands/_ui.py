@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from alphallm.errors import UserError
 from alphallm.io import dumps
 
 console = Console(stderr=False)
@@ -71,6 +72,9 @@ def print_table(title: str, rows: Mapping[str, Any]) -> None:
 def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
     """Appends one JSON line (a run log; each line is written whole, in one call)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(dumps(record) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(dumps(record) + "\n")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot append the run log ({exc.strerror or exc})") from None

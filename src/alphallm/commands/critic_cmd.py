@@ -29,7 +29,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--holdout", type=float, default=0.2, help="fraction of problems held out for early stopping"
     )
-    p.add_argument("--max-rows", type=int, help="sample at most this many training rows")
+    p.add_argument(
+        "--max-rows", type=int, help="sample at most this many training rows (0: all, the default)"
+    )
     p.add_argument(
         "--max-held-out-rows",
         type=int,
@@ -106,7 +108,7 @@ def add_parsers(sub: Any) -> None:
         help="the task the trees were searched for, where they do not name it (trees saved before "
         "they recorded it, such as older loop rounds' trees.json); used by --critic tool and --dead-ends",
     )
-    e.add_argument("--min-samples", type=int, default=2)
+    e.add_argument("--min-samples", type=int, default=2, help="verified outcomes a node needs to get a label")
     e.add_argument("--out", help="JSON file for the metrics")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     e.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (fp32 on CPU)")
@@ -115,23 +117,19 @@ def add_parsers(sub: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
-    from alphallm.io import atomic_dir, read_trees
+    from alphallm.io import atomic_dir, check_out_dir, read_trees
     from alphallm.lm.hf import load_causal_lm
     from alphallm.train.critic import CriticTrainConfig, task_corrupter, train_critic, training_steps
 
-    trees = read_trees(args.trees)
-    rows = label_rows(args.kind, trees, args.min_samples)
-    if len(rows) < 10:
-        raise UserError(
-            f"only {len(rows)} {args.kind} labels in {len(trees)} trees: search more problems (with rollouts)"
-        )
+    _check_counts(args)
+    check_out_dir(args.out, marker="critic.json", what="critic")  # before the training it would hold
     try:
         config = CriticTrainConfig(
             epochs=args.epochs,
             lr=args.lr,
             batch_size=args.batch_size,
             holdout=args.holdout,
-            max_rows=args.max_rows,
+            max_rows=args.max_rows or None,
             max_held_out_rows=args.max_held_out_rows or None,
             seed=args.seed,
             lora_r=args.lora_r,
@@ -143,6 +141,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if args.negatives and args.kind != "orm":
         raise UserError(f"--negatives are wrong complete solutions, for an ORM (not --kind {args.kind})")
+    trees = read_trees(args.trees)
+    rows = label_rows(args.kind, trees, args.min_samples)
+    if len(rows) < 10:
+        raise UserError(
+            f"only {len(rows)} {args.kind} labels in {len(trees)} trees: search more problems (with rollouts)"
+        )
     corrupt = None
     if args.negatives:
         try:
@@ -169,12 +173,22 @@ def run_train(args: argparse.Namespace) -> int:
         "trees_count": len(trees),
         **metrics,
     }
-    with atomic_dir(args.out) as tmp:
+    with atomic_dir(args.out, marker="critic.json", what="critic") as tmp:
         model.save(tmp, tokenizer, meta)
     if "held_out" in metrics:
         print_table(f"{args.kind} critic on held-out problems", metrics["held_out"])
     console.print(f"critic: {args.out} ({metrics['train_rows']} training rows, {metrics['train_seconds']} s)")
     return 0
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Row caps take 0 for all (a negative one would reach random.sample); a label needs an outcome."""
+    for flag in ("max_rows", "max_held_out_rows"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 0 (0: all), not {value}")
+    if args.min_samples < 1:
+        raise UserError(f"--min-samples must be at least 1, not {args.min_samples}")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -183,6 +197,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from alphallm.io import read_trees, write_json
     from alphallm.train.critic import critic_metrics
 
+    _check_counts(args)
     trees = read_trees(args.trees)
     score: Callable[[list[Any]], list[float]]
     if args.critic == "tool":

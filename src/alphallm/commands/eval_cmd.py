@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--out",
         help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json, "
-        "with -n<N> before .json when --n is above 1)",
+        "with -n<N> before .json when --n is above 1; <model> is a local model directory's last "
+        "three path parts joined by '-', as in X-round-2-policy)",
     )
     p.set_defaults(run=run)
 
@@ -63,10 +65,27 @@ def select_problems(task: Any, args: argparse.Namespace) -> list[Any]:
     return problems
 
 
+def model_label(model: str) -> str:
+    """``model`` as a part of a default output file name. A local directory gets its last three path
+    parts (``runs/X/round-2/policy`` -> ``X-round-2-policy``): its last part alone is the same for every
+    round of every loop run, and their results would overwrite each other. A shipped name or hub id
+    keeps its last part (``arith-base``)."""
+    path = Path(os.path.normpath(model))
+    if not path.is_dir():
+        return path.name
+    parts = [part for part in path.parts if part not in (path.anchor, "..")]
+    return "-".join(parts[-3:]) or path.resolve().name
+
+
+def default_out(kind: str, task: str, model: str, method: str, suffix: str = "") -> Path:
+    """``runs/<kind>/<task>-<model>-<method><suffix>.json``, the results file when ``--out`` is not given."""
+    return Path("runs", kind, f"{task}-{model_label(model)}-{method}{suffix}.json")
+
+
 def run(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
     from alphallm.evaluation import evaluate
-    from alphallm.io import write_json
+    from alphallm.io import check_out_file, write_json
     from alphallm.lm import load_lm
     from alphallm.tasks import get_task
 
@@ -76,9 +95,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--max-tokens must be at least 1")
     if args.method == "sample" and args.temperature <= 0:
         raise UserError("--temperature must be positive for --method sample")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.method == "greedy" and args.n > 1:
+        raise UserError("--n is the samples of --method sample; greedy decodes one solution")
+    if args.temperature < 0:
+        raise UserError("--temperature must be at least 0")
     task = get_task(args.task)
     problems = select_problems(task, args)
     model = args.model or f"{task.name}-base"
+    n = args.n
+    # Checked before the model runs: a bad path found after the decoding would lose all of it.
+    out = check_out_file(args.out or default_out("eval", task.name, model, args.method, f"-n{n}" * (n > 1)))
     lm = load_lm(model, device=args.device, dtype=args.dtype)
     if args.chat_template:
         from alphallm.lm.hf import with_chat_template
@@ -103,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
     print_table(
         f"{task.name} / {Path(model).name} / {args.method}" + (f" n={result.n}" if result.n > 1 else ""), rows
     )
-    suffix = f"-n{result.n}" if result.n > 1 else ""
-    out = Path(args.out or f"runs/eval/{task.name}-{Path(model).name}-{args.method}{suffix}.json")
     summary = {"model": model, "argv": vars(args) | {"run": None}, **result.to_dict()}
     write_json(out, result.to_dict(with_records=True) | {"model": model})
     append_jsonl(out.parent / "log.jsonl", {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary})

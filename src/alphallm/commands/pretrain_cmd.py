@@ -41,20 +41,32 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
-    from alphallm.train.pretrain import RECIPES, PretrainConfig, pretrain
+    from alphallm.train.pretrain import NOISY_TEACHERS, RECIPES, PretrainConfig, pretrain
 
+    if args.noise is not None and args.task not in NOISY_TEACHERS:
+        raise UserError(
+            f"--noise is for --task {' or '.join(NOISY_TEACHERS)} (the {args.task} teacher never slips)"
+        )
     overrides = {dest: getattr(args, dest) for _, dest in FLAGS}
     recipe = dict(RECIPES[args.task]) | {k: v for k, v in overrides.items() if v is not None}
     try:
         config = PretrainConfig(task=args.task, out=args.out or f"{args.task}-base", seed=args.seed, **recipe)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(_as_flags(str(exc))) from None
     command = _command(args)
     with progress_bar(f"pretrain {args.task}", config.steps) as advance:
         card = pretrain(config, command=command, on_step=lambda step, loss: advance(1))
     print_table(f"{card['name']}: greedy on test", card["greedy_test"]["metrics"])
     console.print(f"model: {config.out}  ({card['parameters']:,} parameters, {card['train_seconds']} s)")
     return 0
+
+
+def _as_flags(message: str) -> str:
+    """A config error that starts with a field name, starting with the flag that set it instead (the
+    user typed ``--lr``, not ``lr``)."""
+    name, sep, rest = message.partition(" ")
+    flag = next((flag for flag, dest in FLAGS if dest == name), None)
+    return f"{flag}{sep}{rest}" if flag else message
 
 
 def _command(args: argparse.Namespace) -> str:

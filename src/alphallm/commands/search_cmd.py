@@ -73,7 +73,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, help="search and sampling seed (default: the config's, else 0)")
     add_model_arguments(p)
     p.add_argument("--save-trees", metavar="DIR", help="write every tree as JSON (one file per problem)")
-    p.add_argument("--out", help="JSON results (default runs/search/<task>-<model>-<method>.json)")
+    p.add_argument(
+        "--out",
+        help="JSON results (default runs/search/<task>-<model>-<method>.json; <model> is a local model "
+        "directory's last three path parts joined by '-', as in X-round-2-policy)",
+    )
     add_ray_arguments(p)
     p.set_defaults(run=run)
 
@@ -140,7 +144,15 @@ def build_config(args: argparse.Namespace) -> Any:
     """SolveConfig from an optional YAML file, then the flags on top."""
     from alphallm.solve import SolveConfig
 
+    if args.readout is not None and args.method not in (None, "mcts"):
+        raise UserError(f"--readout reads out an eta-MCTS tree; --method {args.method} has its own")
     data: dict[str, Any] = read_yaml_mapping(args.config) if args.config else {}
+    where = f"{args.config}: " if args.config else ""
+    for section in ("mcts", "weights", "critic_dirs"):  # merged with flags below, so checked first
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise UserError(
+                f"{where}invalid search settings: {section}: expected a mapping, not {data[section]!r}"
+            )
     data["mcts"] = dict(data.get("mcts") or {})
     if args.simulations is not None:
         data["mcts"]["num_simulations"] = args.simulations
@@ -184,8 +196,8 @@ def _pairs(items: list[str], flag: str, convert: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
-    from alphallm.commands.eval_cmd import select_problems
-    from alphallm.io import write_json
+    from alphallm.commands.eval_cmd import default_out, select_problems
+    from alphallm.io import check_out_dir, check_out_file, write_json
     from alphallm.lm import load_lm
     from alphallm.solve import solve
     from alphallm.tasks import get_task
@@ -199,7 +211,10 @@ def run(args: argparse.Namespace) -> int:
         from alphallm.lm.hf import with_model_chat_template
 
         task = with_model_chat_template(task, model)
-    out = Path(args.out or f"runs/search/{task.name}-{Path(model).name}-{config.method}.json")
+    # Both outputs are checked before the search: a bad path found after it would lose all of it.
+    out = check_out_file(args.out or default_out("search", task.name, model, config.method))
+    if args.save_trees:
+        check_out_dir(args.save_trees, what="trees", flag="--save-trees")
     with progress_bar(f"{config.method} {task.name}", len(problems)) as advance:
         if distributed.enabled:
             from alphallm.distributed import solve_on_ray
@@ -245,13 +260,13 @@ def run(args: argparse.Namespace) -> int:
         rows[f"accuracy, read out by {name}"] = accuracy
     rows["wall seconds"] = round(report.wall_seconds, 2)
     print_table(f"{task.name} / {Path(model).name} / {config.method}", rows)
-    if args.save_trees:
-        _save_trees(report, Path(args.save_trees))
-        console.print(f"trees: {args.save_trees}")
     results = [{k: v for k, v in vars(r).items() if k != "tree"} for r in report.results]
     write_json(
         out, {"task": task.name, "model": model, **summary, "config": report.config, "results": results}
-    )
+    )  # before the trees: the results are the smaller file, and the one every other command reads
+    if args.save_trees:
+        _save_trees(report, Path(args.save_trees))
+        console.print(f"trees: {args.save_trees}")
     append_jsonl(
         out.parent / "log.jsonl",
         {
@@ -267,8 +282,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save_trees(report: Any, directory: Path) -> None:
-    from alphallm.io import write_json
+    """One file per problem, named after its id made safe: ids come from the user's problems file, and
+    one such as ``../x`` must not write outside ``directory`` (the tree keeps the id itself)."""
+    from alphallm.io import safe_file_names, write_json
 
-    for result in report.results:
+    names = safe_file_names([str(result.problem_id) for result in report.results])
+    for result, name in zip(report.results, names):
         tree = result.tree | {"correct": result.correct, "readout": result.readout}
-        write_json(directory / f"{result.problem_id}.json", tree)
+        write_json(directory / name, tree)

@@ -30,14 +30,15 @@ def default_out(first_input: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alphallm.io import read_trees, tree_files, write_text
+    from alphallm.io import check_out_file, read_trees, tree_files, write_text
     from alphallm.report.tree_html import render_tree_html
 
     files = tree_files(args.trees)
-    trees = read_trees(files)
     out = Path(args.out) if args.out else default_out(args.trees[0])
     if any(out.resolve() == path.resolve() for path in files):
         raise UserError(f"{out}: is one of the inputs; pass another --out")
+    check_out_file(out)  # before reading many trees and rendering them
+    trees = read_trees(files)
     more = f" and {len(files) - 1} more" if len(files) > 1 else ""
     write_text(out, render_tree_html(trees, title=f"alphallm trees: {files[0].name}{more}"))
     print(f"tree viewer ({len(trees)} tree{'s' * (len(trees) != 1)}): {out}")

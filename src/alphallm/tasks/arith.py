@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import random
 import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from alphallm.tasks.base import Problem, Task, solution_lines, stable_bucket, stable_id
+from alphallm.tasks.base import (
+    Problem,
+    Task,
+    row_id,
+    solution_lines,
+    stable_bucket,
+    stable_id,
+    text_field,
+)
 from alphallm.tasks.expr import ExprError, evaluate, leaves, parse
 
 __all__ = ["ArithDifficulty", "ArithTask", "reduce_once"]
@@ -164,6 +173,7 @@ class ArithTask(Task):
 
     name: ClassVar[str] = "arith"
     has_generator: ClassVar[bool] = True
+    difficulty_keys: ClassVar[dict[str, Any]] = typing.get_type_hints(ArithDifficulty)
     problem_prefix: ClassVar[str] = "Q: "
     max_steps: ClassVar[int] = 12
     max_option_tokens: ClassVar[int] = 48
@@ -208,9 +218,7 @@ class ArithTask(Task):
 
     # -- problems from users and from the model -------------------------------------------------
     def problem_from_row(self, row: dict[str, Any], *, default_id: str) -> Problem:
-        question = row.get("problem", row.get("question"))
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("missing field 'problem' (an arithmetic expression such as \"3+4*5\")")
+        question = text_field(row, "problem", "question", hint=' (an arithmetic expression such as "3+4*5")')
         question = question.replace(" ", "")
         value = self._value(question)
         if value is None or _canonical_path(question, 10**9) is None:
@@ -221,7 +229,7 @@ class ArithTask(Task):
         answer = row.get("answer")
         if answer is not None and str(answer).strip() != str(value):
             raise ValueError(f"'answer' {answer!r} does not equal the expression's value {value}")
-        return Problem(str(row.get("id", default_id)), question, str(value))
+        return Problem(row_id(row, default_id), question, str(value))
 
     def parse_question(self, text: str) -> Problem | None:
         question = text.strip().replace(" ", "")

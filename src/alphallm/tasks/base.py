@@ -18,7 +18,16 @@ from typing import Any, ClassVar
 
 from alphallm.errors import UserError
 
-__all__ = ["SPLITS", "Problem", "Task", "load_problems", "solution_lines", "stable_bucket", "stable_id"]
+__all__ = [
+    "SPLITS",
+    "Problem",
+    "Task",
+    "load_problems",
+    "solution_lines",
+    "stable_bucket",
+    "stable_id",
+    "text_field",
+]
 
 SPLITS = ("train", "dev", "test")
 
@@ -47,6 +56,33 @@ def stable_id(prefix: str, text: str) -> str:
     return f"{prefix}-{hashlib.blake2b(text.encode(), digest_size=6).hexdigest()}"
 
 
+def text_field(row: dict[str, Any], *names: str, hint: str = "") -> str:
+    """The text of a problems-file row's first field of ``names`` that it has (``problem``, else
+    ``question``); ValueError naming the field when it is missing, not a string, or blank."""
+    name = next((n for n in names if n in row), names[0])
+    value = row.get(name)
+    if value is None:
+        raise ValueError(f"missing field {name!r}{hint}")
+    if not isinstance(value, str):
+        raise ValueError(f"{name!r} must be a string{hint}, got {type(value).__name__} {str(value)[:40]}")
+    if not value.strip():
+        raise ValueError(f"{name!r} is empty{hint}")
+    return value
+
+
+def row_id(row: dict[str, Any], default_id: str, *names: str) -> str:
+    """A problems-file row's id: its first field of ``names`` (``id``) that is set, a string or an
+    integer, else ``default_id`` (the file's name and line); ValueError for any other value."""
+    for name in names or ("id",):
+        value = row.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+            raise ValueError(f"{name!r} must be a non-empty string or an integer, got {value!r}")
+        return str(value)
+    return default_id
+
+
 def solution_lines(solution: str) -> list[str]:
     """The complete lines of a solution (a trailing partial line is dropped), without newlines."""
     return solution.split("\n")[:-1]
@@ -71,6 +107,7 @@ class Task(ABC):
     # ``imagine.problems_file``, ``evaluate.dev_file``, ``evaluate.test_file``).
     shipped_splits: ClassVar[tuple[str, ...]] = ("train", "dev", "test")
     has_generator: ClassVar[bool] = False  # ``generate`` writes fresh training problems
+    difficulty_keys: ClassVar[dict[str, Any]] = {}  # what ``generate`` reads from ``difficulty``, typed
 
     def token_limit(self, max_tokens: int | None) -> int:
         """Tokens a whole solution may take: ``max_tokens`` when given, else the task's own limit."""
@@ -190,25 +227,58 @@ class Task(ABC):
 
 
 def load_problems(task: Task, path: str | Path) -> list[Problem]:
-    """Reads a user's problems from a JSONL file; a bad row raises UserError naming ``file:line``."""
+    """Reads a user's problems from a JSONL file; a bad row raises UserError naming ``file:line``.
+
+    Ids must be distinct: they key the results and name the saved tree files, so a repeated one would
+    silently lose a problem's tree. A UTF-8 byte-order mark (Windows editors write one) is skipped."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such problems file")
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            try:
-                problems.append(task.problem_from_row(row, default_id=f"{path.stem}-{lineno}"))
-            except (ValueError, TypeError, KeyError) as exc:
-                raise UserError(f"{path}:{lineno}: {exc}") from None
+    first_line: dict[str, int] = {}
+    for lineno, raw in _numbered_lines(path):
+        row = _json_row(path, lineno, raw)
+        if row is None:
+            continue
+        try:
+            problem = task.problem_from_row(row, default_id=f"{path.stem}-{lineno}")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"{path}:{lineno}: {exc}") from None
+        if problem.id in first_line:
+            raise UserError(
+                f"{path}:{lineno}: duplicate id {problem.id!r} (first on line {first_line[problem.id]})"
+            )
+        first_line[problem.id] = lineno
+        problems.append(problem)
     if not problems:
         raise UserError(f"{path}: no problems in file")
     return problems
+
+
+def _numbered_lines(path: Path) -> list[tuple[int, bytes]]:
+    """The file's lines with their numbers, as bytes: each is decoded alone, so that a line that is not
+    UTF-8 is reported by its number."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such problems file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a problems file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return list(enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1))
+
+
+def _json_row(path: Path, lineno: int, raw: bytes) -> dict[str, Any] | None:
+    """One JSONL line as an object (None for a blank line)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}:{lineno}: not UTF-8") from None
+    if not text.strip():
+        return None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+    return row

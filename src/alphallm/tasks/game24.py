@@ -28,7 +28,7 @@ from fractions import Fraction
 from importlib import resources
 from typing import Any, ClassVar
 
-from alphallm.tasks.base import Problem, Task, solution_lines
+from alphallm.tasks.base import Problem, Task, row_id, solution_lines
 from alphallm.tasks.expr import ExprError, evaluate_node, format_number, leaves, parse
 
 __all__ = ["Game24Task", "legal_moves", "sample_solutions", "solve_numbers"]
@@ -181,6 +181,7 @@ class Game24Task(Task):
 
     name: ClassVar[str] = "game24"
     has_generator: ClassVar[bool] = True
+    difficulty_keys: ClassVar[dict[str, Any]] = {"solvable": bool}
     problem_prefix: ClassVar[str] = "Input: "
     max_steps: ClassVar[int] = 6
     max_option_tokens: ClassVar[int] = 48
@@ -238,13 +239,16 @@ class Game24Task(Task):
             numbers = numbers.split()
         if not isinstance(numbers, list) or len(numbers) != 4:
             raise ValueError("expected 'numbers': four integers such as [4, 9, 10, 13]")
-        try:
-            values = [int(x) for x in numbers]
-        except (TypeError, ValueError):
-            raise ValueError(f"'numbers' must be integers, got {numbers!r}") from None
+        # int() would read 4.7 as 4 and true as 1: a number must be written as an integer.
+        if not all(
+            (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and x.isdigit())
+            for x in numbers
+        ):
+            raise ValueError(f"'numbers' must be integers, got {numbers!r}")
+        values = [int(x) for x in numbers]
         if not all(1 <= x <= 99 for x in values):
             raise ValueError(f"'numbers' must lie in 1..99, got {values}")
-        return Problem(str(row.get("id", default_id)), " ".join(map(str, sorted(values))))
+        return Problem(row_id(row, default_id), " ".join(map(str, sorted(values))))
 
     def parse_question(self, text: str) -> Problem | None:
         parts = text.strip().split()

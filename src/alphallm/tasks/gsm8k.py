@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any, ClassVar
 
 from alphallm.errors import UserError
-from alphallm.tasks.base import Problem, Task, stable_id
+from alphallm.tasks.base import Problem, Task, row_id, stable_id, text_field
 from alphallm.tasks.expr import ExprError, evaluate
 
 __all__ = ["GSM8KTask", "parse_number"]
@@ -89,19 +89,17 @@ class GSM8KTask(Task):
 
     # -- problems from users and from the model -------------------------------------------------
     def problem_from_row(self, row: dict[str, Any], *, default_id: str) -> Problem:
-        question = row.get("question", row.get("problem"))
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("missing field 'question'")
+        question = text_field(row, "question", "problem")
         raw = row.get("answer")
         if raw is None:
-            return Problem(str(row.get("id", default_id)), question.strip())
+            return Problem(row_id(row, default_id), question.strip())
         answer = self.extract_answer(str(raw) + "\n") if not isinstance(raw, (int, float)) else str(raw)
         value = parse_number(answer) if answer is not None else None
         if value is None:
             raise ValueError(
                 f"'answer' has no final number (expected '#### N' or a number): {str(raw)[-60:]!r}"
             )
-        return Problem(str(row.get("id", default_id)), question.strip(), _normalize(value))
+        return Problem(row_id(row, default_id), question.strip(), _normalize(value))
 
     def parse_question(self, text: str) -> Problem | None:
         question = text.strip()

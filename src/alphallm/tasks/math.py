@@ -20,7 +20,7 @@ import threading
 from typing import Any, ClassVar
 
 from alphallm.errors import UserError
-from alphallm.tasks.base import Problem, Task, solution_lines, stable_id
+from alphallm.tasks.base import Problem, Task, row_id, solution_lines, stable_id, text_field
 
 __all__ = ["MATHTask", "answers_equal", "last_boxed", "normalize_latex"]
 
@@ -109,15 +109,13 @@ class MATHTask(Task):
 
     # -- problems from users and from the model -------------------------------------------------
     def problem_from_row(self, row: dict[str, Any], *, default_id: str) -> Problem:
-        question = row.get("problem", row.get("question"))
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("missing field 'problem'")
+        question = text_field(row, "problem", "question")
         answer = row.get("answer")
         if answer is None and row.get("solution") is not None:
             answer = last_boxed(str(row["solution"]))
             if answer is None:
                 raise ValueError("'solution' has no \\boxed{...} final answer")
-        problem_id = str(row.get("id", row.get("unique_id", default_id)))
+        problem_id = row_id(row, default_id, "id", "unique_id")
         return Problem(problem_id, question.strip(), None if answer is None else str(answer).strip())
 
     def parse_question(self, text: str) -> Problem | None:

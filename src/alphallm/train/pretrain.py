@@ -20,11 +20,14 @@ from typing import Any
 
 import torch
 
-from alphallm.io import atomic_dir, write_json
+from alphallm.io import atomic_dir, check_out_dir, write_json
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Task
 
 __all__ = ["RECIPES", "PretrainConfig", "pretrain"]
+
+# The tasks whose teacher slips with probability ``noise`` (game24's plays random moves instead).
+NOISY_TEACHERS = ("arith",)
 
 
 @dataclass
@@ -59,6 +62,18 @@ class PretrainConfig:
             raise ValueError("hidden_size must be divisible by num_heads")
         if not 0.0 <= self.noise < 1.0:
             raise ValueError("noise must lie in [0, 1)")
+        if self.noise and self.task not in NOISY_TEACHERS:
+            raise ValueError(
+                f"noise is a slip rate of the {' and '.join(NOISY_TEACHERS)} teacher; {self.task}'s has none"
+            )
+        if not self.lr > 0:  # written so that NaN fails too
+            raise ValueError("lr must be positive")
+        if not self.min_lr >= 0:
+            raise ValueError("min_lr must not be negative")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ValueError("warmup_steps and weight_decay must not be negative")
+        if self.eval_problems < 1:
+            raise ValueError("eval_problems must be at least 1 (the model card reports their accuracy)")
 
 
 # What each task's teacher writes (the model cards quote it).
@@ -150,6 +165,8 @@ def pretrain(
     """Trains, evaluates greedily on the test split, and saves model, tokenizer and model card."""
     from alphallm.lm.tokenizer import build_char_tokenizer
 
+    # Refused before training, not after it: a file or a data directory at ``out`` would be lost.
+    check_out_dir(config.out, marker="config.json", what="model")
     task = get_task(config.task)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -196,7 +213,7 @@ def _save(
         "torch": torch.__version__,
         "greedy_test": result.to_dict(),
     }
-    with atomic_dir(config.out) as tmp:
+    with atomic_dir(config.out, marker="config.json", what="model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "training.json", card)
