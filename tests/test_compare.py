@@ -97,3 +97,62 @@ def test_one_input_alone_must_be_a_run(tmp_path: Path, capsys: pytest.CaptureFix
     assert "compare it with a second result B" in capsys.readouterr().err
     assert main(["compare", str(_run_dir(tmp_path, [[0, 1, 1], [1, 1, 1]]))]) == 0
     assert "round 1 greedy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        (
+            '{"round": 0, "greedy": {"solved": {"a": 1}}}\n{"round": 1, "greedy": {"solved"',
+            ":2: not a JSON line",
+        ),
+        ("[1]\n", ":1: not a round's record"),
+        ('{"greedy": {"solved": {"a": 1}}}\n', ":1: not a round's record"),
+        ('{"round": 0, "greedy": {"solved": [1]}}\n', ":1: greedy.solved is not a mapping"),
+        (
+            '{"round": 0, "m": {"other_readouts": {"vote": 1}}}\n',
+            ":1: m.other_readouts.vote is not a mapping",
+        ),
+    ],
+)
+def test_a_broken_metrics_line_is_named_by_file_and_line(
+    tmp_path: Path, metrics: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "metrics.jsonl").write_text(metrics)
+    assert main(["compare", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'metrics.jsonl'}{message}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_correct_must_be_a_real_boolean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # bool("false") is True: the string would count as solved
+    path = tmp_path / "s.json"
+    path.write_text('{"results": [{"problem_id": "x", "correct": "false"}]}')
+    assert main(["compare", str(path), str(path)]) == 2
+    assert f"{path}: record 0: correct must be true, false or null, not 'false'" in capsys.readouterr().err
+
+
+def test_z_without_a_standard_error_is_not_beyond_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text('{"results": [{"problem_id": "x", "correct": true}]}')
+    b.write_text('{"results": [{"problem_id": "x", "correct": null}]}')
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "inf" not in out and "n/a" in out
+
+
+def test_results_of_different_tasks_do_not_pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    rows = '"results": [{"problem_id": "1", "correct": true}, {"problem_id": "2", "correct": false}]'
+    a.write_text(f'{{"task": "arith", {rows}}}')
+    b.write_text(f'{{"task": "game24", "method": "eval", {rows.replace("results", "records")}}}')
+    assert main(["compare", str(a), str(b)]) == 2
+    assert f"A ({a}) is arith, B ({b}) is game24" in capsys.readouterr().err
+    run = _run_dir(tmp_path, [[1, 0], [1, 1]])
+    (run / "config.yaml").write_text("task: game24\n")
+    assert main(["compare", str(a), str(run)]) == 2
+    assert f"B ({run}) is game24" in capsys.readouterr().err
+    b.write_text(f'{{"task": "arith", {rows}}}')
+    assert main(["compare", str(a), str(b)]) == 0

@@ -120,3 +120,71 @@ def test_a_prm_scores_whole_solutions_through_its_steps() -> None:
     scores = [0.9, 0.2, 0.8, 0.5, 0.5]  # a three-step solution, then a two-step one
     assert combine_steps(scores, [3, 2], "min") == [0.2, 0.5]
     assert combine_steps(scores, [3, 2], "prod") == pytest.approx([0.144, 0.25])
+
+
+@pytest.fixture(scope="module")
+def value_critic(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base, tokenizer = load_causal_lm(str(tiny_model_dir))
+    directory = tmp_path_factory.mktemp("critic") / "value"
+    CriticModel(base, "value").save(directory, tokenizer, {"base": "tiny"})
+    return directory
+
+
+def _broken(critic: Path, tmp_path: Path, how: str) -> Path:
+    import shutil
+
+    directory = tmp_path / how
+    shutil.copytree(critic, directory)
+    meta = directory / "critic.json"
+    if how == "badjson":
+        meta.write_text("{")
+    elif how == "badkind":
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "kind": "vaule"}))
+    elif how == "nohead":
+        (directory / "head.safetensors").unlink()
+    elif how == "truncated":
+        head = directory / "head.safetensors"
+        head.write_bytes(head.read_bytes()[:100])
+    elif how == "nobackbone":
+        shutil.rmtree(directory / "backbone")
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("badjson", "critic.json is not valid JSON"),
+        ("badkind", "critic.json kind 'vaule' is not one of value, prm, orm"),
+        ("nohead", "no head.safetensors"),
+        ("truncated", "head.safetensors is unreadable"),
+        ("nobackbone", "no backbone directory"),
+    ],
+)
+def test_a_broken_critic_directory_is_a_one_line_error(
+    value_critic: Path, tmp_path: Path, how: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alphallm.cli import main
+
+    directory = _broken(value_critic, tmp_path, how)
+    tree = {
+        "task": "arith",
+        "problem_id": "p",
+        "root": "Q: 1+2\n",
+        "nodes": [{"id": 0, "parent": -1, "text": ""}],
+    }
+    (tmp_path / "p.json").write_text(json.dumps(tree))
+    args = ["eval-critic", "--critic", str(directory), "--trees", str(tmp_path / "p.json"), "--device", "cpu"]
+    assert main(args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after any "Loading weights" bar
+    assert last.startswith(f"alphallm: error: {directory}: {message}")
+
+
+def test_a_critic_is_loaded_only_as_its_own_kind(value_critic: Path) -> None:
+    from alphallm.critics.learned import load_critics
+    from alphallm.errors import UserError
+    from alphallm.tasks import get_task
+
+    task = get_task("arith")
+    with pytest.raises(UserError, match=r"a value critic \(its critic\.json\), given as the prm critic"):
+        load_critics({"prm": str(value_critic)}, task=task, device="cpu")
+    assert load_critics({"value": str(value_critic)}, task=task, device="cpu")["value"].name == "value"

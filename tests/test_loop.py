@@ -437,3 +437,93 @@ def test_the_largest_gain_beyond_noise_wins_the_search_gate() -> None:
     }
     assert choose_beyond_noise(solved, "gate")["kept"] == "retrained"
     assert choose_beyond_noise({**solved, "retrained": solved["gate"]}, "gate")["kept"] == "in use"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rounds": 2.5}, "rounds: expected an integer, not 2.5"),
+        ({"seed": "abc"}, "seed: expected an integer, not 'abc'"),
+        ({"chat_template": "no"}, "chat_template: expected true or false, not 'no'"),
+        ({"imagine": 5}, "imagine: expected a mapping, not 5"),
+        ({"learn": {"retry_mix": "0.5"}}, "learn.retry_mix: expected a list, not '0.5'"),
+        ({"evaluate": {"test_problems": -5}}, "evaluate.test_problems must be at least 1, not -5"),
+        ({"evaluate": {"test_problems": 0}}, "evaluate.test_problems must be at least 1, not 0"),
+        ({"evaluate": {"sc_temperature": "hot"}}, "evaluate.sc_temperature: expected a finite number"),
+        ({"critics": {"min_samples": 0}}, "critics.min_samples must be at least 1, not 0"),
+        ({"search": {"mcts": 48}}, "search.mcts: expected a mapping, not 48"),
+        ({"search": {"prune": "no"}}, "search.prune: expected true or false, not 'no'"),
+        ({"search": {"mcts": {"num_simulations": 2.5}}}, "search.mcts.num_simulations: expected an integer"),
+        ({"search": {"weights": {"rolout": 1.0}}}, "weights: unknown critic 'rolout'"),
+        (
+            {"imagine": {"difficulty": {"min_opps": 4}}},
+            "imagine.difficulty: unknown key(s) min_opps for task",
+        ),
+        ({"imagine": {"difficulty": {"min_ops": 9, "max_ops": 6}}}, "min_ops 9 is above max_ops 6"),
+        ({"imagine": {"difficulty": {"min_ops": 2.5}}}, "imagine.difficulty.min_ops: expected an integer"),
+        ({"name": "../elsewhere"}, "name must be a plain directory name"),
+        ({"name": ""}, "name must be a plain directory name"),
+    ],
+)
+def test_loop_settings_are_type_checked_by_their_dotted_key(change: dict, message: str) -> None:
+    import re
+
+    from alphallm.errors import UserError
+    from alphallm.loop_config import LoopConfig, build
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        build(LoopConfig, {**TINY, **change})
+    # ints stand for floats; a difficulty the generator reads passes
+    ok = build(
+        LoopConfig, {**TINY, "evaluate": {"sc_temperature": 1}, "imagine": {"difficulty": {"min_ops": 3}}}
+    )
+    assert ok.imagine.difficulty == {"min_ops": 3}
+
+
+def test_improve_flags_that_are_given_are_never_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alphallm.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "runs")}))
+    improve = ["improve", "--config", str(config)]
+    for flags, message in [
+        (["--rounds", "0"], "--rounds must be at least 1, not 0"),
+        (["--name", ""], "--name must not be empty"),
+        (["--name", "../x"], "--name must be a plain directory name"),
+        (["--resume", "--name", "typo"], f"{tmp_path / 'runs' / 'typo'}: no run to resume"),
+    ]:
+        assert main([*improve, *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_new_run_with_bad_input_leaves_no_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun with the input fixed must not be told to --resume a run that never ran."""
+    from alphallm.cli import main
+    from alphallm.errors import UserError
+    from alphallm.loop import Loop
+
+    config = tmp_path / "c.yaml"
+    runs = tmp_path / "runs"
+    for change, message in [
+        ({"policy": "no-such-model"}, "policy: no-such-model: no such model directory"),
+        ({"imagine": {"problems_file": str(tmp_path / "missing.jsonl")}}, "missing.jsonl"),
+        ({"evaluate": {"test_file": str(tmp_path / "missing.jsonl")}}, "missing.jsonl"),
+    ]:
+        config.write_text(yaml.safe_dump({**TINY, "out_dir": str(runs), **change}))
+        assert main(["improve", "--config", str(config)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (runs / "tiny").exists()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise UserError("bad input found in the first stage")
+
+    monkeypatch.setattr(Loop, "_evaluate", fail)  # after the run's record is written
+    config.write_text(yaml.safe_dump({**TINY, "out_dir": str(runs)}))
+    assert main(["improve", "--config", str(config)]) == 2
+    assert "bad input found in the first stage" in capsys.readouterr().err
+    assert not (runs / "tiny").exists()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -462,3 +463,34 @@ def test_baselines_share_the_harness() -> None:
         stop_at_first=False,
     )
     assert all(bfs.num_nodes[b] <= 1 + 5 * 2 for b in range(2))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"num_simulations": 2.5}, "num_simulations: expected an integer, not 2.5"),
+        ({"num_simulations": True}, "num_simulations: expected an integer, not True"),
+        ({"adaptive_branching": "no"}, "adaptive_branching: expected true or false, not 'no'"),
+        ({"c_uct": float("nan")}, "c_uct: expected a finite number, not nan"),
+        ({"merge": 1}, "merge: expected a string, not 1"),
+    ],
+)
+def test_mcts_settings_of_the_wrong_type_are_refused(settings: dict[str, object], message: str) -> None:
+    """YAML hands over what was written: a float count would fail deep in numpy, "no" would read as true."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MCTSConfig.from_dict(settings)
+    with pytest.raises(ValueError, match="expected a mapping of search settings, not 48"):
+        MCTSConfig.from_dict(48)  # type: ignore[arg-type]
+    # numpy's integers count, and an int is a float
+    assert MCTSConfig(num_simulations=np.int64(4), c_uct=2).num_simulations == 4  # type: ignore[arg-type]
+
+
+def test_type_problem_reads_nested_annotations() -> None:
+    from alphallm.search.config import type_problem
+
+    assert type_problem({"a": 1.0}, dict[str, float], "w") is None
+    assert type_problem({"a": "x"}, dict[str, float], "w") == "w.a: expected a finite number, not 'x'"
+    assert type_problem({1: 1.0}, dict[str, float], "w") == "w: key 1: expected a string, not 1"
+    assert type_problem(["vote", 3], list[str], "r") == "r[1]: expected a string, not 3"
+    assert type_problem(None, int | None, "m") is None
+    assert type_problem(2.5, int | None, "m") == "m: expected an integer or null, not 2.5"

@@ -307,3 +307,60 @@ def test_a_search_without_terminals_keeps_its_completed_answer_as_training_data_
         assert orm[(task.format_prompt(problem), result.solution)] == float(bool(result.correct))
         root = next(int(n["id"]) for n in tree["nodes"] if int(n["parent"]) < 0)  # type: ignore[index]
         assert success_counts(tree)[root][0] == int(bool(result.correct))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"mcts": 48}, "mcts: expected a mapping, not 48"),
+        ({"mcts": {"num_simulations": 2.5}}, "mcts: num_simulations: expected an integer, not 2.5"),
+        ({"weights": ["tool", "rollout"]}, "weights: expected a mapping, not ['tool', 'rollout']"),
+        (
+            {"weights": {"tool": 1.0, "rollout": "abc"}},
+            "weights.rollout: expected a finite number, not 'abc'",
+        ),
+        ({"weights": {"tool": -1.0}}, "weights.tool: must be at least 0, not -1.0"),
+        (
+            {"weights": {"rolout": 1.0}},
+            "weights: unknown critic 'rolout' (tool, rollout, oracle, implicit_q,",
+        ),
+        ({"prune": "no"}, "prune: expected true or false, not 'no'"),
+        ({"critic_dirs": {"vlaue": "d"}}, "critic_dirs: unknown critic kind 'vlaue' (value, prm, orm)"),
+        ({"max_tokens": 2.5}, "max_tokens: expected an integer or null, not 2.5"),
+        ({"rollout_temperature": -1.0}, "rollout_temperature must be non-negative"),
+    ],
+)
+def test_search_settings_of_the_wrong_type_or_name_are_one_line_errors(
+    settings: dict[str, object], message: str
+) -> None:
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SolveConfig.from_dict(settings)
+
+
+def test_search_cli_refuses_wrong_weights_and_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    search = ["search", "--task", "arith", "--limit", "1"]
+    for flag, message in [
+        ("foo=1", "weights: unknown critic 'foo'"),
+        ("tool=-1", "weights.tool: must be at least 0, not -1.0"),
+        ("rollout=nan", "weights.rollout: expected a finite number, not nan"),
+    ]:
+        assert main([*search, "--weight", flag]) == 2
+        assert message in capsys.readouterr().err
+    for text, message in [
+        ('prune: "no"\n', "prune: expected true or false, not 'no'"),
+        ("weights: {tool: -1.0, rollout: abc}\n", "weights.rollout: expected a finite number, not 'abc'"),
+        ("mcts: {num_simulations: 2.5}\n", "mcts: num_simulations: expected an integer, not 2.5"),
+        ("mcts: 48\n", "mcts: expected a mapping, not 48"),
+        ("weights: [tool, rollout]\n", "weights: expected a mapping, not ['tool', 'rollout']"),
+    ]:
+        config.write_text(text)
+        assert main([*search, "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert main([*search, "--critic", "vlaue=d"]) == 2
+    assert "critic_dirs: unknown critic kind 'vlaue'" in capsys.readouterr().err

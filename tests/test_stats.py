@@ -98,3 +98,12 @@ def test_improve_prints_how_far_a_change_is_from_noise() -> None:
     assert _noise(before, after) == " (z +1.0)"  # one problem of four: differences 1, 0, 0, 0
     assert _noise(None, after) == ""  # a method the starting policy was not measured with
     assert _noise({"accuracy": 0.5}, after) == ""  # a record from before outcomes were kept
+
+
+def test_round_changes_skip_a_method_record_that_is_not_a_mapping() -> None:
+    metrics = [
+        {"round": 0, "greedy": {"solved": {"a": 1, "b": 0}}},
+        {"round": 1, "greedy": 0.5},
+        {"round": 2, "greedy": {"solved": {"a": 1, "b": 1}}},
+    ]
+    assert round_changes(metrics, "greedy") == {}

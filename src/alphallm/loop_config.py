@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
+from alphallm.search.config import type_problem
 from alphallm.search.readout import READOUTS
 from alphallm.solve import SolveConfig
 from alphallm.train.critic import CriticTrainConfig
@@ -207,6 +208,8 @@ class CriticSettings:
             raise ValueError("gate_search must be non-negative (0: off)")
         if self.gate_tolerance < 0:
             raise ValueError("gate_tolerance must be non-negative")
+        if self.min_samples < 1:
+            raise ValueError(f"critics.min_samples must be at least 1, not {self.min_samples}")
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,9 @@ class EvalSettings:
     )
 
     def __post_init__(self) -> None:
+        for name in ("test_problems", "search_problems", "dev_problems"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"evaluate.{name} must be at least 1, not {getattr(self, name)}")
         if self.critics_readout not in READOUTS:
             raise ValueError(
                 f"critics_readout must be one of {', '.join(READOUTS)}, not {self.critics_readout!r}"
@@ -343,11 +349,19 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError("rounds must be at least 1")
+        # The run's directory is out_dir/name: a name with a path in it would write elsewhere.
+        if not self.name.strip() or Path(self.name).name != self.name or self.name in (".", ".."):
+            raise ValueError(
+                f"name must be a plain directory name (no '/', not '.' or '..'), not {self.name!r}"
+            )
+        if not self.out_dir.strip():
+            raise ValueError("out_dir must not be empty (.: the current directory)")
         if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
             raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
         from alphallm.tasks import get_task
 
         task = get_task(self.task)
+        _check_difficulty(self.task, self.imagine.difficulty)
         if self.critics.train.negatives and "orm" in self.critics.kinds and not task.has_corruptions:
             raise ValueError(f"critics.train.negatives: task {self.task!r} writes no wrong solutions")
         if self.learn.retry_mix and task.retry_line is None:
@@ -369,24 +383,52 @@ class LoopConfig:
         return Path(self.out_dir) / self.name
 
 
+def _check_difficulty(task: str, difficulty: dict[str, Any] | None) -> None:
+    """A misspelt difficulty key is otherwise ignored, and min above max fails only mid-run."""
+    if not difficulty:
+        return
+    from alphallm.tasks import get_task
+
+    hints = get_task(task).difficulty_keys
+    if hints:
+        unknown = sorted(str(key) for key in difficulty if key not in hints)
+        if unknown:
+            raise ValueError(
+                f"imagine.difficulty: unknown key(s) {', '.join(unknown)} for task {task!r} "
+                f"({', '.join(hints)})"
+            )
+        for key, value in difficulty.items():
+            problem = type_problem(value, hints[key], f"imagine.difficulty.{key}")
+            if problem:
+                raise ValueError(problem)
+    for key, low in difficulty.items():
+        high = difficulty.get(f"max_{str(key).removeprefix('min_')}") if str(key).startswith("min_") else None
+        if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+            raise ValueError(f"imagine.difficulty: {key} {low} is above max_{key[4:]} {high}")
+
+
 def build(cls: type[T], data: Any, where: str = "") -> T:
-    """A (nested) config dataclass from plain data; errors name the offending key."""
+    """A (nested) config dataclass from plain data; errors name the offending key. Each value must
+    be of its field's annotated type (an int is no float's place, ``"no"`` is not false)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise UserError(f"{where or cls.__name__}: expected a mapping, not {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(key) for key in set(data) - names)
     if unknown:
         raise UserError(f"{where or cls.__name__}: unknown setting(s): {', '.join(unknown)}")
     values = {}
     for key, value in data.items():
-        kind = hints[key]
+        kind, dotted = hints[key], f"{where}.{key}" if where else key
         if dataclasses.is_dataclass(kind) and not isinstance(kind, types.GenericAlias):
-            values[key] = build(kind, value, f"{where}.{key}" if where else key)  # type: ignore[arg-type]
-        else:
-            values[key] = value
+            values[key] = build(kind, value, dotted)  # type: ignore[arg-type]
+            continue
+        problem = type_problem(value, kind, dotted)
+        if problem:
+            raise UserError(problem)
+        values[key] = value
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:

@@ -4,7 +4,7 @@ compute accounting. This is where the pure search meets the backend and the crit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -18,6 +18,7 @@ from alphallm.lm import load_lm
 from alphallm.lm.base import LanguageModel, Metered
 from alphallm.lm.expand import make_expand_fn
 from alphallm.search import MCTSConfig, beam_search, best_first, read_out, sample_chains, search
+from alphallm.search.config import check_field_types
 from alphallm.search.readout import READOUTS, Choice
 from alphallm.search.tree import ROOT, Tree
 from alphallm.search.types import EvaluateFn
@@ -27,6 +28,8 @@ __all__ = ["METHODS", "ProblemResult", "SolveConfig", "SolveReport", "solve"]
 
 METHODS = ("mcts", "greedy", "sc", "bon", "beam", "bfs")
 PRUNING_CRITICS = ("tool", *KINDS, "implicit_q")
+# Every name a weight may have: the critics ``_build_critics`` makes, and the rollouts.
+CRITIC_NAMES = ("tool", "rollout", "oracle", "implicit_q", *KINDS)
 # Settings added after searches were saved. ``SolveConfig.to_dict`` leaves them out while unset, so
 # that the chunks a search saved before they existed still match its fingerprint
 # (distributed/store.py) and a resumed run keeps them.
@@ -50,7 +53,10 @@ class SolveConfig:
     )
     weights: dict[str, float] = field(
         default_factory=lambda: {"tool": 1.0, "rollout": 1.0},
-        metadata={"help": "critic weights: tool, rollout, oracle (gold; training only)"},
+        metadata={
+            "help": "critic weights, each at least 0: tool, rollout, oracle (gold; training only), "
+            "implicit_q, value, prm, orm"
+        },
     )
     readout: str = field(
         default="best_value", metadata={"help": "mcts read-out: best_value, most_visited, vote or auto"}
@@ -101,6 +107,8 @@ class SolveConfig:
     seed: int = field(default=0, metadata={"help": "seed of the search and of sampling"})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
+        self._check_critics()
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}")
         for readout in (self.readout, *self.compare_readouts):
@@ -109,8 +117,8 @@ class SolveConfig:
         for name in ("samples", "beam_width", "expansions", "bfs_budget", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.rollouts < 0 or self.temperature < 0:
-            raise ValueError("rollouts and temperature must be non-negative")
+        if self.rollouts < 0 or self.temperature < 0 or self.rollout_temperature < 0:
+            raise ValueError("rollouts, temperature and rollout_temperature must be non-negative")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1 (null: the task's limit)")
         if self.prune_with not in PRUNING_CRITICS:
@@ -128,6 +136,18 @@ class SolveConfig:
                 f"prune_with: {name} needs that critic (--critic {name}=DIR) with a weight above 0"
             )
 
+    def _check_critics(self) -> None:
+        """Weights and critic directories by names the search knows: a misspelt name would
+        otherwise be a critic that silently never runs."""
+        for kind in self.critic_dirs:
+            if kind not in KINDS:
+                raise ValueError(f"critic_dirs: unknown critic kind {kind!r} ({', '.join(KINDS)})")
+        for name, weight in self.weights.items():
+            if name not in CRITIC_NAMES:
+                raise ValueError(f"weights: unknown critic {name!r} ({', '.join(CRITIC_NAMES)})")
+            if weight < 0:
+                raise ValueError(f"weights.{name}: must be at least 0, not {weight!r}")
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for *parents, name in LATER_SETTINGS:
@@ -141,13 +161,21 @@ class SolveConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SolveConfig:
         """From plain data (a YAML file): unknown keys and invalid values raise ValueError."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a mapping of search settings, not {data!r}")
         data = dict(data)
-        mcts = MCTSConfig.from_dict(dict(data.pop("mcts", None) or {}))
+        mcts = data.pop("mcts", None)
+        if mcts is not None and not isinstance(mcts, Mapping):
+            raise ValueError(f"mcts: expected a mapping, not {mcts!r}")
+        try:
+            mcts_config = MCTSConfig.from_dict(dict(mcts or {}))
+        except ValueError as exc:
+            raise ValueError(f"mcts: {exc}") from None
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(key) for key in set(data) - known)
         if unknown:
             raise ValueError(f"unknown search setting(s): {', '.join(unknown)}")
-        return cls(**data, mcts=mcts)
+        return cls(**data, mcts=mcts_config)
 
 
 @dataclass

@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from alphallm.commands._ui import console
-    from alphallm.report.compare import compare, load_outcomes, round_by_round
+    from alphallm.report.compare import check_same_task, compare, load_outcomes, round_by_round
 
     if args.b is not None:
-        rows = compare(load_outcomes(args.a), load_outcomes(args.b))
+        a, b = load_outcomes(args.a), load_outcomes(args.b)
+        check_same_task(args.a, args.b)
+        rows = compare(a, b)
         title = f"A: {args.a}   B: {args.b}"
     elif Path(args.a).is_dir():
         rows = round_by_round(args.a)
@@ -45,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     for column in ("", "problems", "A", "B", "B - A", "se", "z"):
         table.add_column(column, justify="left" if not column else "right")
     for row in rows:
-        z = f"{row['z']:+.1f}"
         table.add_row(
             row["label"],
             str(row["problems"]),
@@ -53,8 +54,20 @@ def run(args: argparse.Namespace) -> int:
             f"{row['after']:.3f}",
             f"{row['change']:+.3f}",
             f"{row['se']:.3f}",
-            f"[bold]{z}[/]" if abs(row["z"]) > 2 else z,
+            z_cell(row),
         )
     console.print(table)
-    console.print("z = (B - A) / se, paired over the shared problems; |z| > 2 (bold) is beyond noise")
+    console.print(
+        "z = (B - A) / se, paired over the shared problems; |z| > 2 (bold) is beyond noise; "
+        "n/a: se 0, no spread to measure the noise by"
+    )
     return 0
+
+
+def z_cell(row: dict[str, Any]) -> str:
+    """z as the table shows it. With se 0 (one shared problem, or every problem changed alike) z is
+    infinite or 0, yet there is no spread to tell noise by: n/a, never bold."""
+    if not row["se"] > 0:
+        return "n/a"
+    z = f"{row['z']:+.1f}"
+    return f"[bold]{z}[/]" if abs(row["z"]) > 2 else z

@@ -57,10 +57,19 @@ def _run(config: Any, resume: bool) -> int:
 
     if config.run_dir.exists() and any(config.run_dir.iterdir()) and not resume:
         raise UserError(f"{config.run_dir} exists: pass --resume to continue it, or --name for a new run")
+    # Made by this command: then a failure before its first stage may remove it again.
+    created = not config.run_dir.exists()
     loop = Loop(config, ui=RichUI())
+    if not (config.run_dir / "config.yaml").is_file():
+        _check_inputs(loop)
     started = time.perf_counter()
-    with _ray_session(config):
-        metrics = loop.run()
+    try:
+        with _ray_session(config):
+            metrics = loop.run()
+    except UserError:
+        if created:
+            _forget_unstarted(config.run_dir)
+        raise
     report = loop.report()
     first, last = metrics[0], metrics[-1]
     rows: dict[str, Any] = {}
@@ -76,6 +85,50 @@ def _run(config: Any, resume: bool) -> int:
     console.print(f"report: {report}")
     console.print(f"metrics: {config.run_dir / 'metrics.jsonl'}")
     return 0
+
+
+def _check_inputs(loop: Any) -> None:
+    """The models and problem files a new run names, checked before its directory exists: a run that
+    failed on them later would leave a directory that a rerun is told to --resume."""
+    from alphallm.lm.hf import resolve_model_path
+
+    config = loop.config
+    models = {"policy": config.policy, "search.anchor": config.search.anchor}
+    models["evaluate.search.anchor"] = config.evaluate.search.anchor
+    for key, name in models.items():
+        if name is not None:
+            try:
+                resolve_model_path(name)
+            except UserError as exc:
+                raise UserError(f"{key}: {exc}") from None
+    loop.held_out()  # reads the dev and test files
+    if config.imagine.problems_file:
+        loop.split_problems("train")
+
+
+# What a run writes before its first stage (io.exclusive's lock, loop_meta's record).
+RUN_RECORD = (".lock", "config.yaml", "meta.json")
+
+
+def _forget_unstarted(run_dir: Path) -> None:
+    """Removes a new run that stopped on bad input before any stage wrote a file: only its record is
+    lost, and a rerun with the input fixed starts it without --resume."""
+    if not run_dir.is_dir() or any(p.name not in RUN_RECORD for p in run_dir.iterdir()):
+        return
+    for name in RUN_RECORD:
+        (run_dir / name).unlink(missing_ok=True)
+    run_dir.rmdir()
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """A flag that is given overrides the config, even when it is 0 or empty, so it is checked here."""
+    if args.rounds is not None and args.rounds < 1:
+        raise UserError(f"--rounds must be at least 1, not {args.rounds}")
+    for flag, value in (("--name", args.name), ("--out-dir", args.out_dir)):
+        if value is not None and not value.strip():
+            raise UserError(f"{flag} must not be empty")
+    if args.name is not None and (Path(args.name).name != args.name or args.name in (".", "..")):
+        raise UserError(f"--name must be a plain directory name (no '/', not '.' or '..'), not {args.name!r}")
 
 
 def _noise(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
@@ -106,10 +159,14 @@ def run_improve(args: argparse.Namespace) -> int:
 
     from alphallm.loop_config import load_config
 
-    overrides = {
-        k: v for k, v in {"name": args.name, "rounds": args.rounds, "out_dir": args.out_dir}.items() if v
-    }
-    config = load_config(args.config, overrides)
+    _check_flags(args)
+    given = {"name": args.name, "rounds": args.rounds, "out_dir": args.out_dir}
+    config = load_config(args.config, {k: v for k, v in given.items() if v is not None})
+    if args.resume and not (config.run_dir.is_dir() and any(config.run_dir.iterdir())):
+        raise UserError(
+            f"{config.run_dir}: no run to resume; check --name and --out-dir, or leave out --resume "
+            "to start it"
+        )
     return _run(replace(config, ray=ray_config(args, config.ray)), args.resume)
 
 

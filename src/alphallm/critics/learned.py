@@ -248,35 +248,80 @@ class CriticModel(nn.Module):
     ) -> tuple[CriticModel, Any, dict[str, Any]]:
         """A saved critic; ``dtype`` is the backbone's (default: fp32 on CPU, bf16/fp16 on GPU).
         ``backbone``: one already in memory with exactly the saved weights (``load_critics``)."""
-        from safetensors.torch import load_file
         from transformers import AutoTokenizer
 
         from alphallm.lm.hf import load_causal_lm, pick_device
 
         directory = Path(directory)
-        meta_path = directory / "critic.json"
-        if not meta_path.is_file():
-            raise UserError(f"{directory}: not a critic directory (no critic.json)")
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(directory)
+        if not (directory / "head.safetensors").is_file():  # before the backbone, which takes longer
+            raise UserError(f"{directory}: no head.safetensors")
         if backbone is None and (directory / "backbone" / "adapter_config.json").is_file():
             from alphallm.train.lora import load_adapter
 
+            if not isinstance(meta.get("lora_base"), str):
+                raise UserError(f"{directory}: critic.json names no lora_base for its LoRA backbone")
             base, _ = load_causal_lm(meta["lora_base"], device=device, dtype=dtype)
             backbone = load_adapter(base, directory / "backbone")
         elif backbone is None:
+            if not (directory / "backbone").is_dir():
+                raise UserError(f"{directory}: no backbone directory")
             backbone, _ = load_causal_lm(directory / "backbone", device=device, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(directory / "backbone")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory / "backbone")
+        except Exception as exc:  # missing or corrupt tokenizer files
+            raise UserError(
+                f"{directory}: could not load the backbone's tokenizer ({_first_line(exc)})"
+            ) from None
         model = cls(
             backbone,
             meta["kind"],
             confidence=bool(meta.get("confidence", False)),
             token_evidence=bool(meta.get("token_evidence", False)),
         )
-        model.head.load_state_dict(load_file(str(directory / "head.safetensors")))
+        _load_weights(model.head, directory / "head.safetensors")
         if model.evidence is not None:
-            model.evidence.load_state_dict(load_file(str(directory / "evidence.safetensors")))
+            _load_weights(model.evidence, directory / "evidence.safetensors")
         model.to(pick_device(device)).eval()
         return model, tokenizer, meta
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    """A critic directory's ``critic.json``, checked: the one file read before any weights."""
+    path = directory / "critic.json"
+    if not path.is_file():
+        raise UserError(f"{directory}: not a critic directory (no critic.json)")
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise UserError(f"{directory}: critic.json is not valid JSON ({_first_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{directory}: critic.json is not a JSON object")
+    if meta.get("kind") not in KINDS:
+        raise UserError(
+            f"{directory}: critic.json kind {meta.get('kind')!r} is not one of {', '.join(KINDS)}"
+        )
+    return meta
+
+
+def _load_weights(module: nn.Module, path: Path) -> None:
+    """A saved head into ``module``; a missing, truncated or mismatched file is a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise UserError(f"{path.parent}: no {path.name}")
+    try:
+        module.load_state_dict(load_file(str(path)))
+    except (SafetensorError, OSError, RuntimeError) as exc:  # RuntimeError: shapes or names differ
+        raise UserError(
+            f"{path.parent}: {path.name} is unreadable or not this critic's ({_first_line(exc)})"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def output_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
@@ -431,6 +476,12 @@ def load_critics(
     """Saved critics by name. Critics whose backbones hold the same weights (the frozen-backbone
     critics of one policy) share that backbone in memory and one ``FeatureCache``: three critics
     of a 7B policy then cost one copy of it, and one pass over each node's text."""
+    for name, directory in directories.items():
+        # A name that is a kind (search --critic prm=DIR) must be the critic's own kind: a value critic
+        # loaded as the PRM would score latest steps it was never trained on. Other names are labels.
+        kind = _read_meta(Path(directory))["kind"]
+        if name in KINDS and kind != name:
+            raise UserError(f"{directory}: a {kind} critic (its critic.json), given as the {name} critic")
     files = {name: _weights_files(Path(d) / "backbone") for name, d in directories.items()}
     sizes = {name: tuple((f.name, f.stat().st_size) for f in paths) for name, paths in files.items()}
     alike = Counter(size for size in sizes.values() if size)

@@ -16,7 +16,7 @@ from typing import Any
 from alphallm.errors import UserError
 from alphallm.report.stats import paired_change, round_changes, share_by_problem
 
-__all__ = ["compare", "load_outcomes", "round_by_round"]
+__all__ = ["check_same_task", "compare", "load_outcomes", "recorded_task", "round_by_round"]
 
 
 def load_outcomes(path: str | Path) -> dict[str, dict[str, float]]:
@@ -28,7 +28,7 @@ def load_outcomes(path: str | Path) -> dict[str, dict[str, float]]:
     if not path.is_file():
         raise UserError(f"{path}: no such file or run directory")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM, as other inputs take one
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: not a JSON result file ({error})") from None
     if isinstance(data, dict) and isinstance(data.get("results"), list):  # alphallm search --out
@@ -36,6 +36,31 @@ def load_outcomes(path: str | Path) -> dict[str, dict[str, float]]:
     if isinstance(data, dict) and isinstance(data.get("records"), list):  # alphallm eval --out
         return {str(data.get("method", "eval")): _scores(path, data["records"])}
     raise UserError(f"{path}: no per-problem outcomes (expected the output of search or eval --out)")
+
+
+def recorded_task(path: str | Path) -> str | None:
+    """The task a result file (its ``task``) or a loop run (its ``config.yaml``) was measured on; None
+    where it is not recorded."""
+    import yaml
+
+    path = Path(path)
+    try:
+        if path.is_dir():
+            data = yaml.safe_load((path / "config.yaml").read_text())
+        else:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
+        return None
+    task = data.get("task") if isinstance(data, dict) else None
+    return task if isinstance(task, str) else None
+
+
+def check_same_task(a: str | Path, b: str | Path) -> None:
+    """Refuses results of two tasks: their problem ids can collide (a problems file's rows are
+    numbered per file), and colliding ids would pair unrelated problems."""
+    task_a, task_b = recorded_task(a), recorded_task(b)
+    if task_a is not None and task_b is not None and task_a != task_b:
+        raise UserError(f"A ({a}) is {task_a}, B ({b}) is {task_b}: problems of different tasks do not pair")
 
 
 def compare(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -83,14 +108,55 @@ def _scores(path: Path, records: list[Any]) -> dict[str, float]:
     for i, record in enumerate(records):
         if not isinstance(record, dict) or "problem_id" not in record or "correct" not in record:
             raise UserError(f"{path}: record {i} has no problem_id and correct")
+        # bool("false") is True: a string would count as solved
+        if record["correct"] is not None and not isinstance(record["correct"], bool):
+            raise UserError(
+                f"{path}: record {i}: correct must be true, false or null, not {record['correct']!r}"
+            )
     return share_by_problem((str(r["problem_id"]), r["correct"]) for r in records)
 
 
 def _metrics(run: Path) -> list[dict[str, Any]]:
-    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    path = run / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
     if not lines:
         raise UserError(f"{run}: not a loop run with finished rounds (no metrics.jsonl)")
-    return [_with_readouts(json.loads(line)) for line in lines if line.strip()]
+    return [
+        _with_readouts(_round_record(path, lineno, line))
+        for lineno, line in enumerate(lines, 1)
+        if line.strip()
+    ]
+
+
+def _round_record(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``: a round's record, with its methods' outcomes checked."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{lineno}: not a JSON line ({error.msg})") from None
+    round_ = record.get("round") if isinstance(record, dict) else None
+    if not isinstance(round_, int) or isinstance(round_, bool):
+        raise UserError(f"{path}:{lineno}: not a round's record (a JSON object with an integer 'round')")
+    for method, value in record.items():
+        if isinstance(value, dict):
+            _check_outcomes(f"{path}:{lineno}: {method}", value)
+    return record
+
+
+def _check_outcomes(where: str, record: dict[str, Any]) -> None:
+    """A method's ``solved`` (problem id -> score in [0, 1]) and its ``other_readouts``' ones."""
+    solved = record.get("solved")
+    if solved is not None and not (
+        isinstance(solved, dict) and all(isinstance(v, int | float) and 0 <= v <= 1 for v in solved.values())
+    ):
+        raise UserError(f"{where}.solved is not a mapping of problem ids to scores in [0, 1]")
+    readouts = record.get("other_readouts", {})
+    if not isinstance(readouts, dict):
+        raise UserError(f"{where}.other_readouts is not a mapping")
+    for name, readout in readouts.items():
+        if not isinstance(readout, dict):
+            raise UserError(f"{where}.other_readouts.{name} is not a mapping")
+        _check_outcomes(f"{where}.other_readouts.{name}", readout)
 
 
 def _with_readouts(record: dict[str, Any]) -> dict[str, Any]:

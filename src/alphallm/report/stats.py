@@ -55,10 +55,16 @@ def round_changes(metrics: list[dict[str, Any]], method: str) -> dict[int, dict[
     rounds whose records carry no per-problem outcomes (``solved``; older runs) are left out."""
     out = {}
     for before, after in pairwise(metrics):
-        a, b = before.get(method, {}).get("solved"), after.get(method, {}).get("solved")
+        a, b = _solved(before, method), _solved(after, method)
         if a and b:
             out[after["round"]] = paired_change(a, b)
     return out
+
+
+def _solved(record: dict[str, Any], method: str) -> Any:
+    """``method``'s per-problem outcomes in a round's record (None: none kept, or no such method)."""
+    value = record.get(method)
+    return value.get("solved") if isinstance(value, dict) else None
 
 
 def noise_drops(metrics: list[dict[str, Any]], method: str, z: float = 2.0) -> list[int]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import math
+import numbers
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-__all__ = ["MCTSConfig"]
+__all__ = ["MCTSConfig", "check_field_types", "type_problem"]
 
 SELECTIONS = ("uct", "puct")
 MERGE_MODES = ("off", "resample", "merge")
@@ -55,6 +60,7 @@ class MCTSConfig:
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.num_simulations < 1:
             raise ValueError("num_simulations must be at least 1")
         if self.selection not in SELECTIONS:
@@ -81,8 +87,83 @@ class MCTSConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MCTSConfig:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a mapping of search settings, not {data!r}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(key) for key in set(data) - known)
         if unknown:
             raise ValueError(f"unknown search setting(s): {', '.join(unknown)}")
         return cls(**data)
+
+
+def check_field_types(config: Any) -> None:
+    """ValueError naming the first field of a config dataclass whose value is not of its annotated
+    type. YAML hands over whatever was written: ``prune: "no"`` would read as true, and a float
+    simulation count would only fail deep inside numpy."""
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        problem = type_problem(getattr(config, f.name), hints[f.name], f.name)
+        if problem:
+            raise ValueError(problem)
+
+
+def type_problem(value: Any, hint: Any, where: str) -> str | None:
+    """``"<where>: expected <type>, not <value>"`` when ``value`` does not fit the annotation ``hint``
+    (bool, int, float, str, ``X | None``, ``list[X]``, ``dict[K, V]``, a dataclass, Any); None when it
+    fits. Ints must not be bools or floats; floats are finite numbers (an int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        problems = [type_problem(value, option, where) for option in options]
+        if all(problems):
+            nullable = " or null" if len(options) < len(args) else ""
+            return f"{where}: expected {' or '.join(_describe(o) for o in options)}{nullable}, not {value!r}"
+        return None
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return f"{where}: expected a list, not {value!r}"
+        return (
+            _first(type_problem(item, args[0], f"{where}[{i}]") for i, item in enumerate(value))
+            if args
+            else None
+        )
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            return f"{where}: expected a mapping, not {value!r}"
+        if not args:
+            return None
+        keys = (type_problem(key, args[0], f"{where}: key {key!r}") for key in value)
+        values = (type_problem(item, args[1], f"{where}.{key}") for key, item in value.items())
+        return _first(keys) or _first(values)
+    if _fits(value, hint):
+        return None
+    return f"{where}: expected {_describe(hint)}, not {value!r}"
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:  # numpy's integers are Integral too; a bool is not a count
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and is_dataclass(hint):
+        return isinstance(value, hint)
+    return True  # Any, and annotations no config uses
+
+
+def _describe(hint: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    if typing.get_origin(hint) in (list, tuple):
+        return "a list"
+    if typing.get_origin(hint) is dict or (isinstance(hint, type) and is_dataclass(hint)):
+        return "a mapping"
+    return names.get(hint, str(hint))
+
+
+def _first(problems: typing.Iterable[str | None]) -> str | None:
+    return next((p for p in problems if p), None)
