@@ -24,6 +24,8 @@ __all__ = [
     "dumps",
     "exclusive",
     "load_trees",
+    "read_input",
+    "read_input_text",
     "read_json",
     "read_trees",
     "safe_file_names",
@@ -116,19 +118,33 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, dumps(data, indent=2) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    """The JSON in ``path``; an unreadable file or bad JSON is one line naming it. A UTF-8 byte-order
-    mark (Windows editors write one) is skipped, as YAML readers skip it."""
-    path = Path(path)
+def read_input(path: str | Path, what: str) -> bytes:
+    """The bytes of an input file; a missing or unreadable one, or a directory, is one line naming
+    it as ``what`` ("config file")."""
     try:
-        # NaN/Infinity would survive json.loads but break JSON.parse in a page: read them as null.
-        return json.loads(path.read_text(encoding="utf-8-sig"), parse_constant=lambda _: None)
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
     except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a JSON file") from None
+        raise UserError(f"{path}: is a directory, not a {what}") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def read_input_text(path: str | Path, what: str) -> str:
+    """``read_input`` as UTF-8 text; a UTF-8 byte-order mark (Windows editors write one) is skipped."""
+    try:
+        return read_input(path, what).decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text (is it a JSON file?)") from None
+        raise UserError(f"{path}: not UTF-8 text (is it a {what}?)") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON in ``path``; an unreadable file or bad JSON is one line naming it."""
+    text = read_input_text(path, "JSON file")
+    try:
+        # NaN/Infinity would survive json.loads but break JSON.parse in a page: read them as null.
+        return json.loads(text, parse_constant=lambda _: None)
     except ValueError as exc:  # JSONDecodeError
         raise UserError(f"{path}: not valid JSON ({exc})") from None
 
@@ -410,16 +426,9 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     non-mapping is one line."""
     import yaml
 
+    text = read_input_text(path, "config file")
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig")) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a config file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text (is it a YAML config file?)") from None
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

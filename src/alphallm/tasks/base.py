@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from alphallm.errors import UserError
+from alphallm.io import read_input
 
 __all__ = [
     "SPLITS",
@@ -256,14 +257,7 @@ def load_problems(task: Task, path: str | Path) -> list[Problem]:
 def _numbered_lines(path: Path) -> list[tuple[int, bytes]]:
     """The file's lines with their numbers, as bytes: each is decoded alone, so that a line that is not
     UTF-8 is reported by its number."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such problems file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a problems file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = read_input(path, "problems file")
     return list(enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1))
 
 
