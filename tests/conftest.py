@@ -9,25 +9,14 @@ import pytest
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random-weight Llama with the character tokenizer, built locally (no download)."""
     import torch
+    from tests.tiny_models import tiny_sizes
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from alphallm.lm.tokenizer import build_char_tokenizer
 
     torch.manual_seed(0)
     tokenizer = build_char_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = LlamaConfig(**tiny_sizes(tokenizer, max_position_embeddings=512, tie_word_embeddings=True))
     path = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

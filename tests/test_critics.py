@@ -408,6 +408,7 @@ LOGIT_FAMILIES = {
 @pytest.mark.parametrize("family", sorted(LOGIT_FAMILIES))
 def test_a_frozen_confidence_critic_reads_the_models_own_log_probs(family: str) -> None:
     import transformers
+    from tests.tiny_models import tiny_sizes
 
     from alphallm.lm.tokenizer import build_char_tokenizer
 
@@ -419,18 +420,7 @@ def test_a_frozen_confidence_critic_reads_the_models_own_log_probs(family: str) 
     tokenizer = build_char_tokenizer()
     torch.manual_seed(0)
     config = config_class(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        initializer_range=0.2,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **extra,
+        **tiny_sizes(tokenizer, max_position_embeddings=128, initializer_range=0.2, **extra)
     )
     base = model_class(config).eval()
     model = CriticModel(base, "orm", confidence=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests.tiny_models import tiny_sizes
 
 from alphallm.errors import UserError
 from alphallm.lm.hf import TransformersLM, encode_pair, load_causal_lm, token_logprobs
@@ -24,23 +25,14 @@ def _direct_logprobs(model: Any, ids: list[int], tail: int) -> list[float]:
     return token_logprobs(model(input_ids=tensor).logits, tensor)[0, -tail:].tolist()
 
 
-def _sizes(tokenizer: Any) -> dict[str, Any]:
-    return {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-    }
-
-
 def test_a_sliding_window_model_searches_without_prefix_reuse_and_scores_as_a_forward_pass() -> None:
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
     tokenizer = build_char_tokenizer()
-    model = MistralForCausalLM(MistralConfig(**_sizes(tokenizer), sliding_window=8)).eval()
+    model = MistralForCausalLM(
+        MistralConfig(**tiny_sizes(tokenizer, num_key_value_heads=2, sliding_window=8))
+    ).eval()
     lm = TransformersLM(model, tokenizer)
     assert lm.prefix_store is None  # its cache keeps 8 positions; the store would read past them
     first = lm.sample([STATE], n=3, stop=("\n",), max_tokens=12, seed=0)[0]
@@ -51,26 +43,24 @@ def test_a_sliding_window_model_searches_without_prefix_reuse_and_scores_as_a_fo
     assert scored == pytest.approx(_direct_logprobs(model, ids, len(scored)), abs=1e-5)
 
 
+def _greedy(model: Any, tokenizer: Any, state: str) -> Any:
+    return TransformersLM(model, tokenizer).sample([state], temperature=0.0, max_tokens=6)[0][0]
+
+
 def test_generation_stops_at_the_generation_configs_end_of_turn_token() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     tokenizer = build_char_tokenizer()
-    model = LlamaForCausalLM(LlamaConfig(**_sizes(tokenizer))).eval()
-    [[plain]] = LanguageModelRun(model, tokenizer).greedy()
-    turn_end = plain.token_ids[0]  # make the first greedy token the model's end of turn
-    assert turn_end != tokenizer.eos_token_id
+    model = LlamaForCausalLM(LlamaConfig(**tiny_sizes(tokenizer))).eval()
+    # A token the model writes first and greedily, other than its tokenizer's EOS, becomes its end of turn.
+    firsts = {
+        state: _greedy(model, tokenizer, state).token_ids[0] for state in (STATE, "Q: 1+2\n", "Answer:")
+    }
+    state, turn_end = next((s, t) for s, t in firsts.items() if t != tokenizer.eos_token_id)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, turn_end]
-    [[ended]] = LanguageModelRun(model, tokenizer).greedy()
+    ended = _greedy(model, tokenizer, state)
     assert (ended.token_ids, ended.finish_reason) == ([turn_end], "eos")
-
-
-class LanguageModelRun:
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.lm = TransformersLM(model, tokenizer)
-
-    def greedy(self) -> list[list[Any]]:
-        return self.lm.sample([STATE], temperature=0.0, max_tokens=6)
 
 
 def test_a_tokenizer_without_eos_or_pad_still_pads_batches_and_trains() -> None:
@@ -78,7 +68,7 @@ def test_a_tokenizer_without_eos_or_pad_still_pads_batches_and_trains() -> None:
 
     torch.manual_seed(0)
     tokenizer = build_char_tokenizer()
-    model = LlamaForCausalLM(LlamaConfig(**_sizes(tokenizer))).eval()
+    model = LlamaForCausalLM(LlamaConfig(**tiny_sizes(tokenizer))).eval()
     tokenizer.eos_token, tokenizer.pad_token = None, None
     model.generation_config.eos_token_id = None
     lm = TransformersLM(model, tokenizer)
@@ -144,7 +134,7 @@ def test_a_continuation_is_tokenised_as_the_model_reads_it_after_its_prompt() ->
     assert continuation_ids != apart and tokenizer.decode(continuation_ids) == continuation
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**{**_sizes(tokenizer), "vocab_size": len(tokenizer)})).eval()
+    model = LlamaForCausalLM(LlamaConfig(**tiny_sizes(tokenizer))).eval()
     [scored] = TransformersLM(model, tokenizer).logprobs([prompt], [continuation])
     assert scored == pytest.approx(
         _direct_logprobs(model, prompt_ids + continuation_ids, len(continuation_ids))
