@@ -33,7 +33,7 @@ from typing import Any
 from _sweep import finished_round, sweep_parser
 
 from alphallm.io import write_json
-from alphallm.lm.hf import save_causal_lm
+from alphallm.lm.loading import save_causal_lm
 from alphallm.loop import Loop
 from alphallm.loop_learn import dpo_candidate, dpo_config
 from alphallm.loop_solve import choose_beyond_noise

@@ -31,7 +31,8 @@ from pathlib import Path
 from _sweep import append_result
 from retry_traces import BACK, TASK, measure
 
-from alphallm.lm.hf import TransformersLM, load_causal_lm
+from alphallm.lm.hf import TransformersLM
+from alphallm.lm.loading import load_causal_lm
 from alphallm.report.stats import paired_change
 from alphallm.train.dpo import DPOConfig, Pair, dpo
 from alphallm.train.retry import failed_attempts

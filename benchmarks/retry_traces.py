@@ -43,7 +43,8 @@ import torch
 from _sweep import append_result
 
 from alphallm.evaluation import evaluate
-from alphallm.lm.hf import TransformersLM, load_causal_lm, save_causal_lm
+from alphallm.lm.hf import TransformersLM
+from alphallm.lm.loading import load_causal_lm, save_causal_lm
 from alphallm.report.stats import paired_change
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem

@@ -27,7 +27,8 @@ import torch
 from _sweep import append_result
 
 from alphallm.evaluation import evaluate
-from alphallm.lm.hf import TransformersLM, load_causal_lm
+from alphallm.lm.hf import TransformersLM
+from alphallm.lm.loading import load_causal_lm
 from alphallm.tasks import get_task
 from alphallm.tasks.arith import ArithTask
 from alphallm.tasks.base import Problem, Task

@@ -40,7 +40,7 @@ from _sweep import finished_round, sweep_parser
 from alphallm.evaluation import evaluate
 from alphallm.io import write_json
 from alphallm.lm import load_lm
-from alphallm.lm.hf import load_causal_lm, save_causal_lm
+from alphallm.lm.loading import load_causal_lm, save_causal_lm
 from alphallm.loop import Loop
 from alphallm.loop_solve import evaluation_searches, solve_with, solved_by_problem
 from alphallm.report.stats import paired_change

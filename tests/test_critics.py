@@ -22,7 +22,7 @@ from alphallm.critics.learned import (
 from alphallm.critics.metrics import auc, expected_calibration_error, spearman, spearman_ceiling
 from alphallm.critics.tool import ToolCritic
 from alphallm.errors import UserError
-from alphallm.lm.hf import load_causal_lm
+from alphallm.lm.loading import load_causal_lm
 from alphallm.search.types import EvalRequest, Option
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
@@ -322,7 +322,7 @@ def _slip_rows(n: int, seed: int) -> tuple[list[LabelRow], list[Any]]:
 
 
 def test_a_confidence_critic_sees_the_policys_slips_with_its_backbone_frozen(tmp_path: Path) -> None:
-    from alphallm.lm.hf import resolve_model_path
+    from alphallm.lm.loading import resolve_model_path
 
     base, tokenizer = load_causal_lm(resolve_model_path("arith-base"))
     before = {k: v.clone() for k, v in base.state_dict().items()}
@@ -341,7 +341,7 @@ def test_a_confidence_critic_sees_the_policys_slips_with_its_backbone_frozen(tmp
 
 
 def test_a_token_evidence_critic_scores_every_solution_token_and_round_trips(tmp_path: Path) -> None:
-    from alphallm.lm.hf import resolve_model_path
+    from alphallm.lm.loading import resolve_model_path
 
     base, tokenizer = load_causal_lm(resolve_model_path("arith-base"))
     rows, _ = _slip_rows(240, 0)

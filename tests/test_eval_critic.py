@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alphallm.critics.learned import CriticModel
-from alphallm.lm.hf import load_causal_lm
+from alphallm.lm.loading import load_causal_lm
 from alphallm.train.labels import LabelRow
 
 

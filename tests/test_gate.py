@@ -132,7 +132,7 @@ def test_the_search_guard_keeps_only_a_candidate_whose_dev_search_holds_up(
     import shutil
 
     import alphallm.loop_gate
-    from alphallm.lm.hf import SHIPPED_MODELS_DIR
+    from alphallm.lm.loading import SHIPPED_MODELS_DIR
     from alphallm.loop import Loop
     from alphallm.loop_config import LoopConfig, build
 

@@ -60,7 +60,7 @@ def test_few_shot_imagination_shows_examples_and_never_returns_one(arith_lm: Any
 
 
 def test_under_a_chat_template_imagination_asks_in_the_users_turn(tiny_chat_model_dir: Any) -> None:
-    from alphallm.lm.hf import with_model_chat_template
+    from alphallm.lm.loading import with_model_chat_template
 
     task = with_model_chat_template(get_task("gsm8k"), tiny_chat_model_dir)
     prompt = task.imagine_prompt([Problem("a", "How many eggs are left if 3 of 12 break?")])

@@ -145,7 +145,7 @@ def test_the_readmes_gsm8k_config_loads(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_the_loop_puts_every_prompt_in_the_chat_template(tiny_chat_model_dir: Path, tmp_path: Path) -> None:
-    from alphallm.lm.hf import load_causal_lm
+    from alphallm.lm.loading import load_causal_lm
 
     model_dir = tiny_chat_model_dir
     template = load_causal_lm(model_dir)[1].chat_template

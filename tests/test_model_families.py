@@ -13,7 +13,8 @@ import torch
 from tests.tiny_models import tiny_sizes
 
 from alphallm.errors import UserError
-from alphallm.lm.hf import TransformersLM, encode_pair, load_causal_lm, token_logprobs
+from alphallm.lm.hf import TransformersLM, encode_pair, token_logprobs
+from alphallm.lm.loading import load_causal_lm
 from alphallm.lm.tokenizer import build_char_tokenizer
 from alphallm.train.common import encode_pairs
 

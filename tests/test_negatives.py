@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alphallm.lm.hf import load_causal_lm
+from alphallm.lm.loading import load_causal_lm
 from alphallm.tasks import get_task
 from alphallm.train.critic import CriticTrainConfig, task_corrupter, train_critic, training_steps
 from alphallm.train.labels import LabelRow, corrupted_rows

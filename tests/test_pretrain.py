@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alphallm.cli import main
-from alphallm.lm.hf import load_causal_lm
+from alphallm.lm.loading import load_causal_lm
 
 
 def test_pretrain_builds_the_architecture_it_is_asked_for_and_the_model_loads(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import torch
 
 from alphallm.cli import main
 from alphallm.errors import UserError
-from alphallm.lm.hf import TransformersLM, chat_prompt, load_causal_lm, pick_device, pick_dtype
+from alphallm.lm.hf import TransformersLM
+from alphallm.lm.loading import chat_prompt, load_causal_lm, pick_device, pick_dtype
 from alphallm.train.critic import CriticTrainConfig, predict, train_critic
 from alphallm.train.dpo import DPOConfig, Pair, dpo
 from alphallm.train.dpo import training_steps as dpo_training_steps
@@ -211,7 +212,7 @@ def test_dtype_and_device_selection(tiny_model_dir: Path) -> None:
 
 
 def test_chat_template_wraps_the_prompt_once(tiny_model_dir: Path, tiny_chat_model_dir: Path) -> None:
-    from alphallm.lm.hf import with_chat_template
+    from alphallm.lm.loading import with_chat_template
     from alphallm.tasks import get_task
 
     _, tokenizer = load_causal_lm(tiny_model_dir)

@@ -9,7 +9,7 @@ import pytest
 
 from alphallm.evaluation import evaluate
 from alphallm.lm import load_lm
-from alphallm.lm.hf import SHIPPED_MODELS_DIR
+from alphallm.lm.loading import SHIPPED_MODELS_DIR
 from alphallm.tasks import get_task
 
 

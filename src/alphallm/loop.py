@@ -68,7 +68,7 @@ class Loop:
         self.config = config
         self.task = get_task(config.task)
         if config.chat_template:
-            from alphallm.lm.hf import with_model_chat_template
+            from alphallm.lm.loading import with_model_chat_template
 
             # Every round's policy is saved with the starting policy's tokenizer, so its template holds.
             self.task = with_model_chat_template(self.task, config.policy)

@@ -20,7 +20,7 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
     """Round k's critics (``round-k/critics.json``): each kind retrained on the labels of all trees so
     far, starting from the policy that made them; the held-out gate per kind (``critics.gate``), then,
     with ``critics.gate_search``, the search gate over whole sets."""
-    from alphallm.lm.hf import load_causal_lm
+    from alphallm.lm.loading import load_causal_lm
     from alphallm.train.critic import gate_retrained, task_corrupter, train_critic, training_steps
     from alphallm.train.labels import label_rows
 

@@ -21,7 +21,7 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
     """Round k's SFT model (``round-k/sft``) and its training record, with the retry traces' record
     when ``learn.retry_mix`` mixes them in."""
     from alphallm.lm import load_lm
-    from alphallm.lm.hf import load_causal_lm, save_causal_lm
+    from alphallm.lm.loading import load_causal_lm, save_causal_lm
     from alphallm.train.retry import retry_traces
     from alphallm.train.sft import sft
     from alphallm.train.sft import training_steps as sft_steps
@@ -56,7 +56,7 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
 def dpo_stage(loop: Loop, k: int) -> dict[str, Any]:
     """Round k's candidate policy (``round-k/policy``): the SFT model after DPO on the data stage's
     pairs, or the SFT model itself when DPO is off or there are no pairs."""
-    from alphallm.lm.hf import load_causal_lm, save_causal_lm
+    from alphallm.lm.loading import load_causal_lm, save_causal_lm
 
     pairs = [Pair(**p) for p in loop.read(k, "data")["pairs"]]
     if not (loop.config.learn.use_dpo and pairs):
@@ -87,7 +87,7 @@ def dpo_candidate(
     """Round k's SFT model trained by DPO on ``pairs``: the model, its tokenizer and the training
     metrics. The reference is the previous round's policy (a frozen copy of the SFT model with
     ``self_reference``). The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
-    from alphallm.lm.hf import load_causal_lm
+    from alphallm.lm.loading import load_causal_lm
     from alphallm.train.dpo import dpo
 
     model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype="float32")

@@ -118,7 +118,7 @@ def add_parsers(sub: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
     from alphallm.io import atomic_dir, check_out_dir, read_trees
-    from alphallm.lm.hf import load_causal_lm
+    from alphallm.lm.loading import load_causal_lm
     from alphallm.train.critic import CriticTrainConfig, task_corrupter, train_critic, training_steps
 
     _check_counts(args)

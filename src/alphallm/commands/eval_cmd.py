@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_file(args.out or default_out("eval", task.name, model, args.method, f"-n{n}" * (n > 1)))
     lm = load_lm(model, device=args.device, dtype=args.dtype)
     if args.chat_template:
-        from alphallm.lm.hf import with_chat_template
+        from alphallm.lm.loading import with_chat_template
 
         task = with_chat_template(task, lm.tokenizer)  # type: ignore[attr-defined]  # the HF backend
     with progress_bar(f"eval {task.name} {args.method}", len(problems)) as advance:

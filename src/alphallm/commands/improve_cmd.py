@@ -90,7 +90,7 @@ def _run(config: Any, resume: bool) -> int:
 def _check_inputs(loop: Any) -> None:
     """The models and problem files a new run names, checked before its directory exists: a run that
     failed on them later would leave a directory that a rerun is told to --resume."""
-    from alphallm.lm.hf import resolve_model_path
+    from alphallm.lm.loading import resolve_model_path
 
     config = loop.config
     models = {"policy": config.policy, "search.anchor": config.search.anchor}

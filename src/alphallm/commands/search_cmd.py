@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     problems = select_problems(task, args)
     model = args.model or f"{task.name}-base"
     if args.chat_template:
-        from alphallm.lm.hf import with_model_chat_template
+        from alphallm.lm.loading import with_model_chat_template
 
         task = with_model_chat_template(task, model)
     # Both outputs are checked before the search: a bad path found after it would lose all of it.

@@ -250,7 +250,7 @@ class CriticModel(nn.Module):
         ``backbone``: one already in memory with exactly the saved weights (``load_critics``)."""
         from transformers import AutoTokenizer
 
-        from alphallm.lm.hf import load_causal_lm, pick_device
+        from alphallm.lm.loading import load_causal_lm, pick_device
 
         directory = Path(directory)
         meta = _read_meta(directory)

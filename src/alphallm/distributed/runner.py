@@ -94,7 +94,7 @@ def solve_on_ray(
     ``ray_config.workers`` actors. Finished chunks stream into ``out_dir``; chunks already there
     from an interrupted run of the same work are taken as they are. ``crash_once``: see SolveWorker.
     """
-    from alphallm.lm.hf import resolve_model_path
+    from alphallm.lm.loading import resolve_model_path
 
     for name in (model, rollout_model):  # a bad name is one line here, not a dead actor later
         if name is not None:

@@ -6,50 +6,37 @@ rows are dropped from the KV cache instead of being padded along). States are le
 state's prompt is encoded once and its KV cache is repeated for its ``n`` samples.
 
 Chat templates are applied to the task's prompt, not here in ``encode``: a state is prompt + the
-solution so far, and only the prompt is the user's message (``with_chat_template``).
+solution so far, and only the prompt is the user's message (``loading.with_chat_template``).
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from alphallm.errors import UserError
-from alphallm.io import atomic_dir
 from alphallm.lm.base import Completion, Usage
+from alphallm.lm.loading import load_causal_lm
 from alphallm.lm.prefix_cache import PrefixStore
 
 __all__ = [
     "TransformersLM",
-    "chat_prompt",
     "encode_pair",
     "end_ids",
     "has_sliding_window",
-    "load_causal_lm",
     "pad_id",
-    "pick_device",
-    "pick_dtype",
     "position_limit",
-    "resolve_model_path",
-    "save_causal_lm",
     "token_logprobs",
-    "with_chat_template",
-    "with_model_chat_template",
 ]
 
 
 log = logging.getLogger(__name__)
-
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DTYPES = ("float32", "bfloat16", "float16")
-T = TypeVar("T")
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -117,129 +104,6 @@ def has_sliding_window(config: Any) -> bool:
         bool(getattr(config, "sliding_window", None))
         and getattr(config, "use_sliding_window", True) is not False
     )
-
-
-def resolve_model_path(name: str | Path) -> str:
-    """A shipped model name (``arith-base``), a local directory, or a hub id, in that order."""
-    name = str(name)
-    shipped = SHIPPED_MODELS_DIR / name
-    if (shipped / "config.json").is_file():
-        return str(shipped)
-    local = Path(name).expanduser()
-    if local.is_file():
-        raise UserError(f"{name}: a file, not a model directory")
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise UserError(f"{name}: not a model directory (no config.json)")
-        return str(local)
-    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    if not looks_like_hub_id:
-        shipped_names = sorted(p.parent.name for p in SHIPPED_MODELS_DIR.glob("*/config.json"))
-        raise UserError(
-            f"{name}: no such model directory (shipped models: {', '.join(shipped_names) or 'none'})"
-        )
-    return name
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA when present, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r} (cpu, cuda, cuda:1, mps or auto)") from None
-
-
-def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """fp32 on CPU (bf16 matmuls are slow and lossy there); bf16 on GPUs that support it, else fp16."""
-    if dtype not in (None, "auto"):
-        if dtype not in DTYPES:
-            raise UserError(f"unknown dtype {dtype!r} ({', '.join(DTYPES)} or auto)")
-        return getattr(torch, str(dtype))
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def load_causal_lm(
-    name: str | Path, *, device: str | None = None, dtype: str | None = None
-) -> tuple[Any, Any]:
-    """Model and tokenizer from a shipped name, a directory or a hub id; errors are one line."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model_path(name)
-    target = pick_device(device)
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r}: this torch has no CUDA device (use cpu or auto)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, target))
-    except Exception as exc:  # missing or corrupt files, an unknown model_type, an invalid config
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise UserError(f"{name}: could not load model ({type(exc).__name__}: {first})") from None
-    if len(tokenizer) < 2 or not tokenizer("a b")["input_ids"]:
-        # AutoTokenizer builds an empty tokenizer from a directory without tokenizer files.
-        raise UserError(f"{name}: no usable tokenizer (save the tokenizer files beside the model)")
-    model.to(target)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
-    return model, tokenizer
-
-
-def save_causal_lm(model: Any, tokenizer: Any, path: str | Path) -> None:
-    """``model`` and its tokenizer as a directory ``load_causal_lm`` reads, replacing ``path`` in one
-    rename: a run killed while saving leaves the old directory or none, never half a model."""
-    with atomic_dir(path) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-
-
-def chat_prompt(tokenizer: Any, prompt: str) -> str:
-    """``prompt`` as the user's turn of the tokenizer's chat template, ready for the assistant's
-    reply, as text. A BOS the template writes is dropped when the tokenizer adds its own, so that
-    tokenising the result (as every backend and trainer does) gives the template's tokens once."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError("this tokenizer has no chat template (leave the chat-template option off)")
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-    )
-    bos = tokenizer.bos_token
-    adds_bos = bos is not None and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]
-    return text[len(bos) :] if adds_bos and text.startswith(bos) else text
-
-
-def with_chat_template(task: T, tokenizer: Any) -> T:
-    """A copy of ``task`` whose prompts go through the chat template (for instruction-tuned models).
-
-    Everything that builds a state calls ``task.format_prompt``, so search, trees, training rows and
-    critics all see the same templated prompt. Off by default: base models (ours included) model
-    plain documents and have no template.
-    """
-    chat_prompt(tokenizer, "")  # fail early, with one line, when there is no template
-    wrapped = copy.copy(task)
-    plain = task.format_prompt  # type: ignore[attr-defined]
-    # An instance attribute shadows the method, for outside callers and format_document alike.
-    wrapped.format_prompt = lambda problem: chat_prompt(tokenizer, plain(problem))  # type: ignore[attr-defined]
-    plain_imagine = task.imagine_prompt  # type: ignore[attr-defined]
-    prefix = task.problem_prefix  # type: ignore[attr-defined]
-
-    def imagine_prompt(examples: Sequence[Any] = ()) -> str:
-        # Asked in the user's turn; the reply starts with the problem prefix, so it is one problem.
-        if not examples:
-            return str(plain_imagine(examples))
-        shown = str(plain_imagine(examples)).removesuffix(prefix)
-        ask = f"{shown}\nWrite one new problem of the same kind, different from these, on one line."
-        return chat_prompt(tokenizer, ask) + prefix
-
-    wrapped.imagine_prompt = imagine_prompt  # type: ignore[attr-defined]
-    return wrapped
-
-
-def with_model_chat_template(task: T, model: str | Path) -> T:
-    """``with_chat_template`` with the tokenizer of ``model`` (a shipped name, directory or hub id;
-    the tokenizer alone is loaded)."""
-    from transformers import AutoTokenizer
-
-    return with_chat_template(task, AutoTokenizer.from_pretrained(resolve_model_path(model)))
 
 
 class TransformersLM:
