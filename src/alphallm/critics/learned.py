@@ -46,7 +46,7 @@ from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.lm.base import Usage
-from alphallm.lm.hf import pad_id
+from alphallm.lm.hf import output_logits, pad_id
 from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "encode_batch",
     "files_digest",
     "load_critics",
-    "output_logits",
 ]
 
 KINDS = ("value", "prm", "orm")
@@ -322,27 +321,6 @@ def _load_weights(module: nn.Module, path: Path) -> None:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def output_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    """(B, T, V): what ``model(...).logits`` returns, from its last hidden states (B, T, H).
-
-    Some causal LMs change the output embedding's logits in their ``forward`` (transformers'
-    modeling files): read without that, Granite's token log-probs were off by up to 0.23 and
-    Cohere's by 0.28."""
-    logits = model.get_output_embeddings()(hidden)
-    config = model.config.get_text_config()
-    family = str(getattr(config, "model_type", ""))
-    if (scaling := getattr(config, "logits_scaling", None)) is not None:
-        # muP: Granite (and MiniCPM3) divide by it; HyperCLOVA X multiplies.
-        logits = logits * scaling if family.startswith("hyperclovax") else logits / scaling
-    if (scale := getattr(config, "logit_scale", None)) is not None and family.startswith("cohere"):
-        logits = logits * scale  # MPT's config has a logit_scale too, which its model ignores
-    if (multiplier := getattr(config, "lm_head_multiplier", None)) is not None:  # Falcon-H1
-        logits = logits * multiplier
-    if (cap := getattr(config, "final_logit_softcapping", None)) is not None:  # Gemma 2 and 3
-        logits = torch.tanh(logits / cap) * cap
-    return logits
 
 
 def _base_path(name: str) -> str:

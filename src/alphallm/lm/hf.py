@@ -30,6 +30,7 @@ __all__ = [
     "encode_pair",
     "end_ids",
     "has_sliding_window",
+    "output_logits",
     "pad_id",
     "position_limit",
     "token_logprobs",
@@ -43,6 +44,27 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     """(B, T-1): log p(token t+1 | tokens up to t) from logits (B, T, V) over ``input_ids`` (B, T)."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     return logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def output_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, T, V): what ``model(...).logits`` returns, from its last hidden states (B, T, H).
+
+    Some causal LMs change the output embedding's logits in their ``forward`` (transformers'
+    modeling files): read without that, Granite's token log-probs were off by up to 0.23 and
+    Cohere's by 0.28."""
+    logits = model.get_output_embeddings()(hidden)
+    config = model.config.get_text_config()
+    family = str(getattr(config, "model_type", ""))
+    if (scaling := getattr(config, "logits_scaling", None)) is not None:
+        # muP: Granite (and MiniCPM3) divide by it; HyperCLOVA X multiplies.
+        logits = logits * scaling if family.startswith("hyperclovax") else logits / scaling
+    if (scale := getattr(config, "logit_scale", None)) is not None and family.startswith("cohere"):
+        logits = logits * scale  # MPT's config has a logit_scale too, which its model ignores
+    if (multiplier := getattr(config, "lm_head_multiplier", None)) is not None:  # Falcon-H1
+        logits = logits * multiplier
+    if (cap := getattr(config, "final_logit_softcapping", None)) is not None:  # Gemma 2 and 3
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def encode_pair(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
