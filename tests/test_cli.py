@@ -79,6 +79,14 @@ def test_malformed_problems_file_is_one_line_error(tmp_path: Path, tiny_model_di
         (("eval", "--task", "arith", "--model", "arith-base", "--n", "0"), "--n must be at least 1"),
         (("eval", "--task", "game24", "--max-tokens", "0"), "--max-tokens must be at least 1"),
         (("eval", "--task", "arith", "--n", "4"), "--n is the samples of --method sample"),
+        (
+            ("eval", "--task", "arith", "--problems", "p.jsonl", "--split", "dev"),
+            "--problems and --split: give one",
+        ),
+        (
+            ("eval-critic", "--critic", "c", "--trees", "t", "--no-reachability"),
+            "--no-reachability sets the tool verifier's check",
+        ),
         (("eval", "--task", "arith", "--temperature", "-2"), "--temperature must be at least 0"),
         (
             ("search", "--task", "arith", "--method", "greedy", "--readout", "vote"),

@@ -87,7 +87,8 @@ def add_parsers(sub: Any) -> None:
     e.add_argument(
         "--no-reachability",
         action="store_true",
-        help="with --critic tool: legality only, not whether the state can still be solved",
+        help="the tool verifier (--critic tool, or --dead-ends) checks legality only, not whether the state "
+        "can still be solved",
     )
     e.add_argument(
         "--steps",
@@ -198,6 +199,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from alphallm.train.critic import critic_metrics
 
     _check_counts(args)
+    if args.no_reachability and args.critic != "tool" and not args.dead_ends:
+        raise UserError(
+            "--no-reachability sets the tool verifier's check: give it with --critic tool or --dead-ends"
+        )
     trees = read_trees(args.trees)
     score: Callable[[list[Any]], list[float]]
     if args.critic == "tool":
@@ -232,7 +237,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"no {kind} labels in {len(trees)} trees")
     dead = 0
     if args.dead_ends:
-        tool = row_scores(_trees_task(trees, "--dead-ends", args.task), rows, reachability=True)
+        task = _trees_task(trees, "--dead-ends", args.task)
+        tool = row_scores(task, rows, reachability=not args.no_reachability)
         scores = on_dead_ends(scores, tool)
         dead, name = tool.count(0.0), name + ", 0 on the verifier's dead ends"
     metrics = critic_metrics(kind, scores, rows) | ({"dead_ends": dead} if args.dead_ends else {})

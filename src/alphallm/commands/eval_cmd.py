@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", help="model directory, shipped model name or hub id (default: <task>-base)")
     p.add_argument("--problems", help="JSONL file of your own problems (default: the task's split)")
     p.add_argument(
-        "--split", default="test", choices=("train", "dev", "test"), help="built-in split (default test)"
+        "--split", choices=("train", "dev", "test"), help="built-in split (default test; not with --problems)"
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N problems")
     p.add_argument("--method", default="greedy", choices=("greedy", "sample"))
@@ -57,7 +57,9 @@ def select_problems(task: Any, args: argparse.Namespace) -> list[Any]:
     """The problems a command works on: ``--problems FILE`` or ``--split``, cut to ``--limit``."""
     from alphallm.tasks import load_problems
 
-    problems = load_problems(task, args.problems) if args.problems else task.problems(args.split)
+    if args.problems and args.split:
+        raise UserError("--problems and --split: give one (your file, or a built-in split)")
+    problems = load_problems(task, args.problems) if args.problems else task.problems(args.split or "test")
     if args.limit is not None:
         if args.limit < 1:
             raise UserError("--limit must be at least 1")

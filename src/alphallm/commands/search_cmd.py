@@ -27,7 +27,9 @@ def add_parser(sub: Any) -> None:
         "--config", help="YAML file of search settings (keys of SolveConfig; 'mcts:' for MCTSConfig)"
     )
     p.add_argument("--problems", help="JSONL file of your own problems (default: the task's split)")
-    p.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    p.add_argument(
+        "--split", choices=("train", "dev", "test"), help="built-in split (default test; not with --problems)"
+    )
     p.add_argument("--limit", type=int, help="only the first N problems")
     budget = p.add_argument_group("budget")
     budget.add_argument("--simulations", type=int, help="mcts: simulations per problem")
