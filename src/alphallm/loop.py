@@ -106,6 +106,14 @@ class Loop:
         files = self.split_files()
         return {p.question for split in ("dev", "test") if files[split] for p in self.split_problems(split)}
 
+    def read_problem_files(self) -> None:
+        """Reads (and so checks) every problem file the config names: a missing file or a bad row stops a
+        run at its start, not hours later at its first gate. (Not when the config loads: a finished
+        run's config must still open after its files move.)"""
+        self.held_out()
+        if self.config.imagine.problems_file:
+            self.split_problems("train")
+
     # -- paths and state ------------------------------------------------------------------------
     def round_dir(self, k: int) -> Path:
         return self.dir / f"round-{k}"
@@ -175,11 +183,7 @@ class Loop:
 
     def _run(self) -> list[dict[str, Any]]:
         self._write_meta()
-        # A missing file or a bad row in one stops the run now, not hours later at its first gate. (Not
-        # when the config loads: a finished run's config must still open after its files move.)
-        self.held_out()
-        if self.config.imagine.problems_file:
-            self.split_problems("train")
+        self.read_problem_files()
         if not (self.round_dir(0) / "eval.json").exists():
             self.ui.message("round 0: evaluating the starting policy")
             write_json(self.round_dir(0) / "eval.json", self._evaluate(self.policy(0), {}, round_=0))

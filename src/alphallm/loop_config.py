@@ -350,7 +350,7 @@ class LoopConfig:
         if self.rounds < 1:
             raise ValueError("rounds must be at least 1")
         # The run's directory is out_dir/name: a name with a path in it would write elsewhere.
-        if not self.name.strip() or Path(self.name).name != self.name or self.name in (".", ".."):
+        if not is_plain_name(self.name):
             raise ValueError(
                 f"name must be a plain directory name (no '/', not '.' or '..'), not {self.name!r}"
             )
@@ -405,6 +405,11 @@ def _check_difficulty(task: str, difficulty: dict[str, Any] | None) -> None:
         high = difficulty.get(f"max_{str(key).removeprefix('min_')}") if str(key).startswith("min_") else None
         if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
             raise ValueError(f"imagine.difficulty: {key} {low} is above max_{key[4:]} {high}")
+
+
+def is_plain_name(name: str) -> bool:
+    """A run name is one directory below out_dir: no path in it, not '.' or '..', not blank."""
+    return bool(name.strip()) and Path(name).name == name and name not in (".", "..")
 
 
 def build(cls: type[T], data: Any, where: str = "") -> T:

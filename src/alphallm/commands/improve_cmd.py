@@ -101,9 +101,7 @@ def _check_inputs(loop: Any) -> None:
                 resolve_model_path(name)
             except UserError as exc:
                 raise UserError(f"{key}: {exc}") from None
-    loop.held_out()  # reads the dev and test files
-    if config.imagine.problems_file:
-        loop.split_problems("train")
+    loop.read_problem_files()
 
 
 # What a run writes before its first stage (io.exclusive's lock, loop_meta's record).
@@ -122,12 +120,14 @@ def _forget_unstarted(run_dir: Path) -> None:
 
 def _check_flags(args: argparse.Namespace) -> None:
     """A flag that is given overrides the config, even when it is 0 or empty, so it is checked here."""
+    from alphallm.loop_config import is_plain_name
+
     if args.rounds is not None and args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, not {args.rounds}")
     for flag, value in (("--name", args.name), ("--out-dir", args.out_dir)):
         if value is not None and not value.strip():
             raise UserError(f"{flag} must not be empty")
-    if args.name is not None and (Path(args.name).name != args.name or args.name in (".", "..")):
+    if args.name is not None and not is_plain_name(args.name):
         raise UserError(f"--name must be a plain directory name (no '/', not '.' or '..'), not {args.name!r}")
 
 

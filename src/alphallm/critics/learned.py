@@ -46,7 +46,7 @@ from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.lm.base import Usage
-from alphallm.lm.hf import output_logits, pad_id
+from alphallm.lm.hf import encode_pair, output_logits, pad_id
 from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = [
@@ -339,8 +339,8 @@ def encode_batch(
     column is every text's last token; a text longer than ``max_length`` loses its start)."""
     encoded, starts = [], []
     for prompt, solution in zip(prompts, solutions):
-        full = tokenizer(prompt + solution)["input_ids"]
-        start = len(tokenizer(prompt)["input_ids"]) if solution else len(full)
+        head, tail = encode_pair(tokenizer, prompt, solution)  # the split the backend and trainers use
+        full, start = head + tail, len(head) if solution else len(head) + len(tail)
         cut = max(0, len(full) - max_length)
         encoded.append(full[cut:])
         starts.append(max(0, start - cut))

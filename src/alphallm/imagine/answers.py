@@ -73,27 +73,31 @@ def answer_by_agreement(
     from alphallm.evaluation import evaluate
 
     stats = AnswerStats()
-    open_ = [p for p in problems if unanswerable(task, p)]
-    stats.unanswered = len(open_)
-    if not open_:
-        return list(problems), stats
+    # Position in ``problems`` of each one the verifier cannot judge (ids need not be unique in a file).
+    open_at = [i for i, p in enumerate(problems) if unanswerable(task, p)]
+    stats.unanswered = len(open_at)
+    kept = list(problems)
+    if not open_at:
+        return kept, stats
     result = evaluate(
-        task, lm, open_, method="sample", n=samples, temperature=temperature, seed=seed, max_tokens=max_tokens
+        task,
+        lm,
+        [problems[i] for i in open_at],
+        method="sample",
+        n=samples,
+        temperature=temperature,
+        seed=seed,
+        max_tokens=max_tokens,
     )
-    answers: dict[int, str] = {}  # by position in open_ (ids need not be unique in a user's file)
-    for i, problem in enumerate(open_):
-        texts = [r.solution for r in result.records[i * samples : (i + 1) * samples]]
-        answer = agreed_answer(task, problem, texts, agreement=agreement)
-        if answer is not None:
-            answers[i] = answer
-    stats.agreed = len(answers)
-    stats.dropped = stats.unanswered - stats.agreed
-    kept, i = [], 0
-    for problem in problems:
-        if not unanswerable(task, problem):
-            kept.append(problem)
-            continue
-        if i in answers:
-            kept.append(replace(problem, answer=answers[i]))
-        i += 1
+    dropped = set()
+    for k, i in enumerate(open_at):
+        texts = [r.solution for r in result.records[k * samples : (k + 1) * samples]]
+        answer = agreed_answer(task, problems[i], texts, agreement=agreement)
+        if answer is None:
+            dropped.add(i)
+        else:
+            kept[i] = replace(problems[i], answer=answer)
+    stats.dropped = len(dropped)
+    stats.agreed = stats.unanswered - stats.dropped
+    kept = [p for i, p in enumerate(kept) if i not in dropped]
     return kept, stats
