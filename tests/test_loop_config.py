@@ -1,0 +1,135 @@
+"""The loop's settings and the improve command's flags: every bad value is one line naming its key
+or flag, and a run that bad input stops before any stage leaves no directory behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_loop import TINY
+
+
+def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from alphallm.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "learn": {"sft": {"epocs": 2}}}))
+    assert main(["improve", "--config", str(config)]) == 2
+    assert "learn.sft: unknown setting(s): epocs" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump({**TINY, "rounds": 0}))
+    assert main(["improve", "--config", str(config)]) == 2
+    assert "rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_learn_settings_refuse_bad_values() -> None:
+    from alphallm.errors import UserError
+    from alphallm.loop_config import LoopConfig, build
+
+    config = build(LoopConfig, {**TINY, "learn": {"sft_from": "start"}, "imagine": {"fresh": False}})
+    assert config.learn.sft_from == "start" and not config.imagine.fresh
+    with pytest.raises(UserError, match=r"learn: learn\.sft_from must be one of"):
+        build(LoopConfig, {**TINY, "learn": {"sft_from": "scratch"}})
+    with pytest.raises(UserError, match=r"needs learn\.replay: true"):
+        build(LoopConfig, {**TINY, "learn": {"sft_from": "start", "replay": False}})
+    with pytest.raises(UserError, match=r"learn\.solutions_per_problem must be at least 1"):
+        build(LoopConfig, {**TINY, "learn": {"solutions_per_problem": 0}})
+    negatives = {"kinds": ["orm"], "train": {"negatives": 2}}
+    assert build(LoopConfig, {**TINY, "critics": negatives}).critics.train.negatives == 2
+    with pytest.raises(UserError, match=r"task 'game24' writes no wrong solutions"):
+        build(LoopConfig, {**TINY, "task": "game24", "policy": "game24-base", "critics": negatives})
+    with pytest.raises(UserError, match=r"negatives must be non-negative"):
+        build(LoopConfig, {**TINY, "critics": {"train": {"negatives": -1}}})
+    with pytest.raises(UserError, match=r"imagine\.answer_samples must be at least 0, answer_agreement"):
+        build(LoopConfig, {**TINY, "imagine": {"answer_agreement": 0.0}})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rounds": 2.5}, "rounds: expected an integer, not 2.5"),
+        ({"seed": "abc"}, "seed: expected an integer, not 'abc'"),
+        ({"chat_template": "no"}, "chat_template: expected true or false, not 'no'"),
+        ({"imagine": 5}, "imagine: expected a mapping, not 5"),
+        ({"learn": {"retry_mix": "0.5"}}, "learn.retry_mix: expected a list, not '0.5'"),
+        ({"evaluate": {"test_problems": -5}}, "evaluate.test_problems must be at least 1, not -5"),
+        ({"evaluate": {"test_problems": 0}}, "evaluate.test_problems must be at least 1, not 0"),
+        ({"evaluate": {"sc_temperature": "hot"}}, "evaluate.sc_temperature: expected a finite number"),
+        ({"critics": {"min_samples": 0}}, "critics.min_samples must be at least 1, not 0"),
+        ({"search": {"mcts": 48}}, "search.mcts: expected a mapping, not 48"),
+        ({"search": {"prune": "no"}}, "search.prune: expected true or false, not 'no'"),
+        ({"search": {"mcts": {"num_simulations": 2.5}}}, "search.mcts.num_simulations: expected an integer"),
+        ({"search": {"weights": {"rolout": 1.0}}}, "weights: unknown critic 'rolout'"),
+        (
+            {"imagine": {"difficulty": {"min_opps": 4}}},
+            "imagine.difficulty: unknown key(s) min_opps for task",
+        ),
+        ({"imagine": {"difficulty": {"min_ops": 9, "max_ops": 6}}}, "min_ops 9 is above max_ops 6"),
+        ({"imagine": {"difficulty": {"min_ops": 2.5}}}, "imagine.difficulty.min_ops: expected an integer"),
+        ({"name": "../elsewhere"}, "name must be a plain directory name"),
+        ({"name": ""}, "name must be a plain directory name"),
+    ],
+)
+def test_loop_settings_are_type_checked_by_their_dotted_key(change: dict, message: str) -> None:
+    import re
+
+    from alphallm.errors import UserError
+    from alphallm.loop_config import LoopConfig, build
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        build(LoopConfig, {**TINY, **change})
+    # ints stand for floats; a difficulty the generator reads passes
+    ok = build(
+        LoopConfig, {**TINY, "evaluate": {"sc_temperature": 1}, "imagine": {"difficulty": {"min_ops": 3}}}
+    )
+    assert ok.imagine.difficulty == {"min_ops": 3}
+
+
+def test_improve_flags_that_are_given_are_never_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alphallm.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "runs")}))
+    improve = ["improve", "--config", str(config)]
+    for flags, message in [
+        (["--rounds", "0"], "--rounds must be at least 1, not 0"),
+        (["--name", ""], "--name must not be empty"),
+        (["--name", "../x"], "--name must be a plain directory name"),
+        (["--resume", "--name", "typo"], f"{tmp_path / 'runs' / 'typo'}: no run to resume"),
+    ]:
+        assert main([*improve, *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_new_run_with_bad_input_leaves_no_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun with the input fixed must not be told to --resume a run that never ran."""
+    from alphallm.cli import main
+    from alphallm.errors import UserError
+    from alphallm.loop import Loop
+
+    config = tmp_path / "c.yaml"
+    runs = tmp_path / "runs"
+    for change, message in [
+        ({"policy": "no-such-model"}, "policy: no-such-model: no such model directory"),
+        ({"imagine": {"problems_file": str(tmp_path / "missing.jsonl")}}, "missing.jsonl"),
+        ({"evaluate": {"test_file": str(tmp_path / "missing.jsonl")}}, "missing.jsonl"),
+    ]:
+        config.write_text(yaml.safe_dump({**TINY, "out_dir": str(runs), **change}))
+        assert main(["improve", "--config", str(config)]) == 2
+        assert message in capsys.readouterr().err
+        assert not (runs / "tiny").exists()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise UserError("bad input found in the first stage")
+
+    monkeypatch.setattr(Loop, "_evaluate", fail)  # after the run's record is written
+    config.write_text(yaml.safe_dump({**TINY, "out_dir": str(runs)}))
+    assert main(["improve", "--config", str(config)]) == 2
+    assert "bad input found in the first stage" in capsys.readouterr().err
+    assert not (runs / "tiny").exists()
