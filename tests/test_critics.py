@@ -18,7 +18,7 @@ from alphallm.critics.learned import (
     encode_batch,
     load_critics,
 )
-from alphallm.critics.metrics import auc, expected_calibration_error, spearman, spearman_ceiling
+from alphallm.critics.metrics import auc, auc_within, expected_calibration_error, spearman, spearman_ceiling
 from alphallm.critics.tool import ToolCritic
 from alphallm.lm.loading import load_causal_lm
 from alphallm.search.types import EvalRequest, Option
@@ -55,6 +55,19 @@ def test_metrics() -> None:
         assert spearman([rng.random() for _ in targets], targets) <= spearman_ceiling(targets) + 1e-12
     assert best == pytest.approx([spearman_ceiling(targets)] * 50)
     assert spearman_ceiling(targets) == pytest.approx(0.7006, abs=1e-4)  # far from 1: ties cost 0.3
+
+
+def test_auc_within_problems_counts_only_pairs_of_one_problems_solutions() -> None:
+    # A critic that only knows which problem is easy: the right solutions of the easy problem "a"
+    # outrank the wrong ones of the hard "b" (pooled AUC 2/3), but within each problem it is at chance.
+    scores = [0.9, 0.9, 0.9, 0.2, 0.2, 0.2]
+    labels, groups = [1, 1, 0, 1, 0, 0], ["a"] * 3 + ["b"] * 3
+    assert auc(scores, labels) == pytest.approx(2 / 3) and auc_within(scores, labels, groups) == 0.5
+    # Pairs weight the problems: "a" has 2 x 1 pairs, both right; "b" 1 x 1, wrong.
+    assert auc_within([0.8, 0.7, 0.1, 0.2, 0.9], [1, 1, 0, 1, 0], ["a", "a", "a", "b", "b"]) == pytest.approx(
+        2 / 3
+    )
+    assert math.isnan(auc_within([0.3, 0.4], [1, 0], ["a", "b"]))  # no problem holds both
 
 
 def test_combine_is_a_weighted_mean_of_available_scores() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["auc", "brier", "expected_calibration_error", "spearman", "spearman_ceiling"]
+__all__ = ["auc", "auc_within", "brier", "expected_calibration_error", "spearman", "spearman_ceiling"]
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -32,6 +32,24 @@ def auc(scores: Sequence[float], labels: Sequence[float]) -> float:
         return float("nan")
     ranks = _ranks(s)
     return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def auc_within(scores: Sequence[float], labels: Sequence[float], groups: Sequence[str]) -> float:
+    """AUC over the (positive, negative) pairs of the same group only (one problem's solutions): how
+    often the critic ranks a right solution above a wrong one *of the same problem*, which is what a
+    search's read-out asks of it. The pooled ``auc`` also rewards a critic for telling easy problems
+    from hard ones. NaN when no group holds both classes."""
+    by_group: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        by_group.setdefault(group, []).append(i)
+    s, y = np.asarray(scores, np.float64), np.asarray(labels, np.float64) >= 0.5
+    ordered = pairs = 0.0
+    for members in by_group.values():
+        positives, negatives = int(y[members].sum()), len(members) - int(y[members].sum())
+        if positives and negatives:
+            ordered += auc(s[members].tolist(), y[members].tolist()) * positives * negatives
+            pairs += positives * negatives
+    return float(ordered / pairs) if pairs else float("nan")
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 
 from alphallm.critics.learned import CriticModel, encode_batch
-from alphallm.critics.metrics import auc, brier, expected_calibration_error, spearman, spearman_ceiling
+from alphallm.critics.metrics import (
+    auc,
+    auc_within,
+    brier,
+    expected_calibration_error,
+    spearman,
+    spearman_ceiling,
+)
 from alphallm.errors import UserError
 from alphallm.tasks.base import Task
 from alphallm.train.labels import LabelRow, corrupted_rows
@@ -295,6 +302,7 @@ def critic_metrics(
         )
     targets = [r.target for r in rows]
     metrics = {"rows": float(len(rows)), "auc": auc(scores, targets), "brier": brier(scores, targets)}
+    metrics["auc_within"] = auc_within(scores, targets, [r.group for r in rows])
     if kind == "value":
         metrics["spearman"] = spearman(scores, targets)
         metrics["spearman_ceiling"] = spearman_ceiling(targets)  # what ties in the targets allow
