@@ -122,9 +122,12 @@ def test_later_settings_leave_the_fingerprint_of_older_searches_alone() -> None:
     # What searches saved so far recorded. A new setting changes this, and with it the fingerprint of
     # every saved chunk, unless it joins LATER_SETTINGS.
     assert sorted(plain) == sorted(RECORDED) and sorted(plain["mcts"]) == sorted(RECORDED_MCTS)
-    newer = replace(SolveConfig(), mcts=MCTSConfig(drop_twins=True), compare_readouts=["vote"])
+    newer = replace(
+        SolveConfig(), mcts=MCTSConfig(drop_twins=True), compare_readouts=["vote"], consistency_samples=4
+    )
     data = newer.to_dict()
     assert data["mcts"]["drop_twins"] is True and data["compare_readouts"] == ["vote"]
+    assert data["consistency_samples"] == 4 and "consistency_temperature" not in data
     assert SolveConfig.from_dict(data) == newer
 
 

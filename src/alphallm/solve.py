@@ -12,6 +12,7 @@ import numpy as np
 
 from alphallm.critics import OracleCritic, RolloutCritic, ToolCritic, make_evaluate_fn
 from alphallm.critics.base import Critic
+from alphallm.critics.consistency import ConsistencyCritic
 from alphallm.critics.implicit_q import ImplicitQCritic
 from alphallm.critics.learned import KINDS, LearnedCritic, load_critics
 from alphallm.lm import load_lm
@@ -29,11 +30,16 @@ __all__ = ["METHODS", "ProblemResult", "SolveConfig", "SolveReport", "solve"]
 METHODS = ("mcts", "greedy", "sc", "bon", "beam", "bfs")
 PRUNING_CRITICS = ("tool", *KINDS, "implicit_q")
 # Every name a weight may have: the critics ``_build_critics`` makes, and the rollouts.
-CRITIC_NAMES = ("tool", "rollout", "oracle", "implicit_q", *KINDS)
-# Settings added after searches were saved. ``SolveConfig.to_dict`` leaves them out while unset, so
-# that the chunks a search saved before they existed still match its fingerprint
+CRITIC_NAMES = ("tool", "rollout", "oracle", "implicit_q", "consistency", *KINDS)
+# Settings added after searches were saved. ``SolveConfig.to_dict`` leaves them out while at their
+# defaults, so that the chunks a search saved before they existed still match its fingerprint
 # (distributed/store.py) and a resumed run keeps them.
-LATER_SETTINGS = (("compare_readouts",), ("mcts", "drop_twins"))
+LATER_SETTINGS = (
+    ("compare_readouts",),
+    ("mcts", "drop_twins"),
+    ("consistency_samples",),
+    ("consistency_temperature",),
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class SolveConfig:
         default_factory=lambda: {"tool": 1.0, "rollout": 1.0},
         metadata={
             "help": "critic weights, each at least 0: tool, rollout, oracle (gold; training only), "
-            "implicit_q, value, prm, orm"
+            "implicit_q, consistency, value, prm, orm"
         },
     )
     readout: str = field(
@@ -94,6 +100,16 @@ class SolveConfig:
     anchor: str | None = field(
         default=None, metadata={"help": "anchor model of the implicit-Q critic (weight 'implicit_q')"}
     )
+    consistency_samples: int = field(
+        default=8,
+        metadata={
+            "help": "solutions the policy samples per problem for the consistency critic (weight "
+            "'consistency': a complete solution scores the share of them reaching its answer)"
+        },
+    )
+    consistency_temperature: float = field(
+        default=0.7, metadata={"help": "the consistency critic's sampling temperature (above 0)"}
+    )
     max_tokens: int | None = field(
         default=None,
         metadata={
@@ -114,11 +130,14 @@ class SolveConfig:
         for readout in (self.readout, *self.compare_readouts):
             if readout not in READOUTS:
                 raise ValueError(f"readout must be one of {', '.join(READOUTS)}, not {readout!r}")
-        for name in ("samples", "beam_width", "expansions", "bfs_budget", "batch_size"):
+        counts = ("samples", "beam_width", "expansions", "bfs_budget", "batch_size", "consistency_samples")
+        for name in counts:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.rollouts < 0 or self.temperature < 0 or self.rollout_temperature < 0:
             raise ValueError("rollouts, temperature and rollout_temperature must be non-negative")
+        if self.consistency_temperature <= 0:
+            raise ValueError("consistency_temperature must be above 0 (the consistency critic samples)")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1 (null: the task's limit)")
         if self.prune_with not in PRUNING_CRITICS:
@@ -154,7 +173,7 @@ class SolveConfig:
             holder = data
             for key in parents:
                 holder = holder[key]
-            if not holder[name]:
+            if holder[name] == _default(*parents, name):
                 del holder[name]
         return data
 
@@ -176,6 +195,14 @@ class SolveConfig:
         if unknown:
             raise ValueError(f"unknown search setting(s): {', '.join(unknown)}")
         return cls(**data, mcts=mcts_config)
+
+
+def _default(*path: str) -> Any:
+    """The default of the setting at ``path`` (``("mcts", "drop_twins")``)."""
+    holder: Any = SolveConfig()
+    for key in path:
+        holder = getattr(holder, key)
+    return holder
 
 
 @dataclass
@@ -235,17 +262,19 @@ class SolveReport:
 
 @dataclass
 class _Critics:
-    """The critics a run uses: ``scorers`` value every new node; ``outcome`` scores rollouts."""
+    """The critics a run uses: ``scorers`` value every new node; ``outcome`` scores rollouts;
+    ``metered`` are those that run a model, by the name their compute is reported under."""
 
     scorers: list[Critic]
     outcome: Critic | None
-    learned: dict[str, LearnedCritic]
+    metered: dict[str, LearnedCritic | ConsistencyCritic]
 
 
 def _build_critics(task: Task, config: SolveConfig, policy: LanguageModel, device: str | None) -> _Critics:
     """Tool and oracle critics by weight, learned critics from ``config.critic_dirs``. Rollouts are
-    scored by the tool verifier when it is in use, else by a learned ORM (never by the gold-answer
-    oracle, which only ever enters a value through its own weight)."""
+    scored by the tool verifier when it is in use, else by the consistency critic when it has a
+    weight (arith's held-out ORM AUC: 0.90 against the learned ORM's 0.73), else by a learned ORM
+    (never by the gold-answer oracle, which only ever enters a value through its own weight)."""
     learned = load_critics(config.critic_dirs, task=task, device=device)
     tool = ToolCritic(task, reachability=config.reachability)
     available: dict[str, Critic] = {"tool": tool, "oracle": OracleCritic(task), **learned}
@@ -253,13 +282,25 @@ def _build_critics(task: Task, config: SolveConfig, policy: LanguageModel, devic
         if config.anchor is None:
             raise ValueError("the implicit_q critic needs an anchor model (SolveConfig.anchor)")
         available["implicit_q"] = ImplicitQCritic(task, policy, load_lm(config.anchor, device=device))
+    metered: dict[str, LearnedCritic | ConsistencyCritic] = dict(learned)
+    if config.weights.get("consistency", 0.0) > 0:
+        available["consistency"] = metered["consistency"] = ConsistencyCritic(
+            task,
+            policy,
+            samples=config.consistency_samples,
+            temperature=config.consistency_temperature,
+            seed=config.seed,
+            max_tokens=config.max_tokens,
+        )
     scorers = [critic for name, critic in available.items() if config.weights.get(name, 0.0) > 0]
     outcome: Critic | None = None
     if config.weights.get("tool", 0.0) > 0 and task.has_step_verifier:
         outcome = available["tool"]
+    elif "consistency" in available:
+        outcome = available["consistency"]
     elif "orm" in learned:
         outcome = learned["orm"]
-    return _Critics(scorers, outcome, learned)
+    return _Critics(scorers, outcome, metered)
 
 
 def _run_batch(
@@ -504,7 +545,7 @@ def solve(
         usage={
             "policy": policy_view.usage.to_dict(),
             "rollout": rollout_view.usage.to_dict(),
-            **{f"critic:{kind}": critic.usage.to_dict() for kind, critic in critics.learned.items()},
+            **{f"critic:{name}": critic.usage.to_dict() for name, critic in critics.metered.items()},
         },
         wall_seconds=time.perf_counter() - started,
         config=config.to_dict(),

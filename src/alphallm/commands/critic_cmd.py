@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,8 @@ def add_parsers(sub: Any) -> None:
     e.add_argument(
         "--critic",
         required=True,
-        help="critic directory (train-critic --out), or 'tool' for the task's tool verifier",
+        help="critic directory (train-critic --out), 'tool' for the task's tool verifier, or "
+        "'consistency' for the share of --model's sampled solutions reaching each solution's answer",
     )
     e.add_argument("--trees", required=True, nargs="+", help="held-out tree JSON files or directories")
     e.add_argument(
@@ -110,6 +112,14 @@ def add_parsers(sub: Any) -> None:
         "they recorded it, such as older loop rounds' trees.json); used by --critic tool and --dead-ends",
     )
     e.add_argument("--min-samples", type=int, default=2, help="verified outcomes a node needs to get a label")
+    e.add_argument("--model", help="--critic consistency: the policy whose samples vote (usually the trees')")
+    e.add_argument(
+        "--samples", type=int, default=8, help="--critic consistency: solutions sampled per problem (8)"
+    )
+    e.add_argument(
+        "--temperature", type=float, default=0.7, help="--critic consistency: their temperature (0.7)"
+    )
+    e.add_argument("--seed", type=int, default=0, help="--critic consistency: seed of the samples")
     e.add_argument("--out", help="JSON file for the metrics")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     e.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto (fp32 on CPU)")
@@ -203,9 +213,18 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(
             "--no-reachability sets the tool verifier's check: give it with --critic tool or --dead-ends"
         )
+    if (args.model is not None) != (args.critic == "consistency"):
+        raise UserError("--critic consistency needs --model (the policy whose samples vote), and only it")
     trees = read_trees(args.trees)
     score: Callable[[list[Any]], list[float]]
-    if args.critic == "tool":
+    if args.critic == "consistency":
+        if args.dead_ends:
+            raise UserError("--dead-ends adds the tool verifier to a learned critic, not to consistency")
+        kind, name = args.kind or "orm", f"consistency of {args.samples} samples at {args.temperature}"
+        if kind != "orm":
+            raise UserError(f"--critic consistency judges complete solutions: --kind orm, not {kind}")
+        score = _consistency_scorer(args, _trees_task(trees, "--critic consistency", args.task))
+    elif args.critic == "tool":
         if args.kind is None:
             raise UserError("--critic tool needs --kind (the labels to score it against: value, prm or orm)")
         if args.dead_ends:
@@ -249,10 +268,32 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _consistency_scorer(args: argparse.Namespace, task: Task) -> Callable[[list[Any]], list[float]]:
+    """Scores ORM rows (complete solutions) by the consistency critic of ``--model``."""
+    from alphallm.critics.base import row_inputs
+    from alphallm.critics.consistency import ConsistencyCritic
+    from alphallm.lm import load_lm
+
+    try:
+        critic = ConsistencyCritic(
+            task,
+            load_lm(args.model, device=args.device, dtype=args.dtype),
+            samples=args.samples,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise UserError(f"--critic consistency: {exc}") from None
+
+    def score(rows: list[Any]) -> list[float]:
+        items = [replace(item, terminal=True) for item in row_inputs(task, rows)]  # ORM rows are complete
+        return [0.0 if s is None else s for s in critic.score(items)]
+
+    return score
+
+
 def step_prefixes(row: Any) -> list[Any]:
     """The row at every step: its solution cut after each line (the search's options are lines)."""
-    from dataclasses import replace
-
     lines = row.solution.splitlines(keepends=True) or [row.solution]
     return [replace(row, solution="".join(lines[: i + 1])) for i in range(len(lines))]
 

@@ -56,8 +56,9 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=W",
-        help="critic weight (tool, rollout, value, prm, orm, implicit_q, oracle); repeatable "
-        "(implicit_q needs 'anchor: MODEL' in --config)",
+        help="critic weight (tool, rollout, value, prm, orm, implicit_q, consistency, oracle); repeatable "
+        "(implicit_q needs 'anchor: MODEL' in --config; consistency samples the policy, "
+        "consistency_samples and consistency_temperature in --config)",
     )
     p.add_argument("--temperature", type=float, help="policy sampling temperature")
     p.add_argument(

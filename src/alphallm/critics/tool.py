@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from alphallm.critics.base import CriticInput
-from alphallm.errors import UserError
+from alphallm.critics.base import CriticInput, row_inputs
 from alphallm.tasks.base import Task, solution_lines
 
 __all__ = ["OracleCritic", "ToolCritic", "on_dead_ends", "row_scores", "step_verdicts"]
@@ -63,14 +62,7 @@ def row_scores(task: Task, rows: Sequence[Any], *, reachability: bool = True) ->
     """The tool verifier's score of every label row (``train.labels.LabelRow``: prompt, solution,
     problem id as group), 0.5 where it cannot judge the text."""
     critic = ToolCritic(task, reachability=reachability)
-    items = []
-    for row in rows:
-        problem = task.problem_from_prompt(row.prompt, row.group)
-        if problem is None:
-            raise UserError(f"tree of problem {row.group}: its root is not a {task.name} prompt")
-        finished = task.extract_answer(row.solution) is not None
-        items.append(CriticInput(problem, row.solution, terminal=finished))
-    return [0.5 if score is None else score for score in critic.score(items)]
+    return [0.5 if score is None else score for score in critic.score(row_inputs(task, rows))]
 
 
 def on_dead_ends(scores: Sequence[float], verdicts: Sequence[float]) -> list[float]:

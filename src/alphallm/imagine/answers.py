@@ -49,9 +49,9 @@ def agreed_answer(task: Task, problem: Problem, solutions: Sequence[str], *, agr
     solutions stating no answer count against it), or None."""
     stated = [(text, answer) for text in solutions if (answer := task.extract_answer(text)) is not None]
     best, votes = None, 0
+    texts = [text for text, _ in stated]
     for candidate, _ in Counter(answer for _, answer in stated).most_common(CANDIDATES):
-        gold = replace(problem, answer=candidate)
-        count = sum(bool(task.check(gold, text)) for text, _ in stated)
+        count = task.votes_for(problem, candidate, texts)
         if count > votes:
             best, votes = candidate, count
     return best if solutions and votes >= agreement * len(solutions) else None

@@ -12,7 +12,7 @@ import json
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -198,6 +198,18 @@ class Task(ABC):
     @abstractmethod
     def check(self, problem: Problem, solution: str) -> bool | None:
         """Exact outcome verifier: True/False, or None when it cannot tell (no gold answer)."""
+
+    def votes_for(self, problem: Problem, answer: str, solutions: Sequence[str]) -> int:
+        """How many of ``solutions`` reach ``answer``, by this task's own check (so that answers it
+        deems equal, ``7`` and ``7.0``, vote together); the problem's gold answer is not consulted."""
+        judged = replace(problem, answer=answer)
+        return sum(bool(self.check(judged, solution)) for solution in solutions)
+
+    def checks_answers(self, problem: Problem) -> bool:
+        """The verifier judges ``problem``'s solutions by their answer alone: without an answer to
+        compare with, it cannot tell (arith, gsm8k, math). False where it checks a solution by rule
+        and any answer will do (game24: every right solution reaches 24 its own way)."""
+        return self.check(replace(problem, answer=None), "") is None
 
     def check_step(self, problem: Problem, prefix: str, step: str) -> bool | None:
         """Step-level tool verifier: is ``step`` (one line) a correct move after ``prefix``?
