@@ -34,7 +34,7 @@ from alphallm.io import dumps, exclusive, write_json, write_text
 from alphallm.loop_config import LoopConfig, load_config
 from alphallm.loop_meta import write_run_record
 from alphallm.loop_solve import evaluate_policy, solve_with
-from alphallm.solve import SolveConfig
+from alphallm.solve_config import SolveConfig
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem, load_problems
 

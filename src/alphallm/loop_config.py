@@ -18,7 +18,7 @@ from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
 from alphallm.search.config import type_problem
 from alphallm.search.readout import READOUTS
-from alphallm.solve import SolveConfig
+from alphallm.solve_config import SolveConfig
 from alphallm.train.critic import CriticTrainConfig
 from alphallm.train.data import SPANS
 from alphallm.train.dpo import DPOConfig

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.distributed.config import RayConfig
-from alphallm.solve import SolveConfig, SolveReport
+from alphallm.solve import SolveReport
+from alphallm.solve_config import SolveConfig
 from alphallm.tasks.base import Problem
 
 __all__ = [

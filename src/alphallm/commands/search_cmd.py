@@ -145,7 +145,7 @@ _FLAG_TO_FIELD = {
 
 def build_config(args: argparse.Namespace) -> Any:
     """SolveConfig from an optional YAML file, then the flags on top."""
-    from alphallm.solve import SolveConfig
+    from alphallm.solve_config import SolveConfig
 
     if args.readout is not None and args.method not in (None, "mcts"):
         raise UserError(f"--readout reads out an eta-MCTS tree; --method {args.method} has its own")

@@ -25,7 +25,8 @@ from alphallm.distributed.store import Chunk, ChunkStore, chunk_payload, plan_ch
 from alphallm.distributed.worker import SolveWorker
 from alphallm.errors import UserError
 from alphallm.lm.base import LanguageModel
-from alphallm.solve import ProblemResult, SolveConfig, SolveReport, solve
+from alphallm.solve import ProblemResult, SolveReport, solve
+from alphallm.solve_config import SolveConfig
 from alphallm.tasks.base import Problem, Task
 
 __all__ = ["ray_session", "solve_in_chunks", "solve_on_ray"]

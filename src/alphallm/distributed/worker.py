@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.distributed.store import chunk_payload
-from alphallm.solve import SolveConfig, solve
+from alphallm.solve import solve
+from alphallm.solve_config import SolveConfig
 from alphallm.tasks.base import Problem, Task
 
 __all__ = ["SolveWorker"]
