@@ -28,10 +28,10 @@ from alphallm.train.critic import (
     CriticTrainConfig,
     _loss,
     cap_by_group,
-    critic_gate,
     predict,
     train_critic,
 )
+from alphallm.train.critic_gate import critic_gate
 from alphallm.train.labels import LabelRow
 
 

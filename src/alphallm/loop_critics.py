@@ -21,7 +21,8 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
     far, starting from the policy that made them; the held-out gate per kind (``critics.gate``), then,
     with ``critics.gate_search``, the search gate over whole sets."""
     from alphallm.lm.loading import load_causal_lm
-    from alphallm.train.critic import gate_retrained, task_corrupter, train_critic, training_steps
+    from alphallm.train.critic import task_corrupter, train_critic, training_steps
+    from alphallm.train.critic_gate import gate_retrained
     from alphallm.train.labels import label_rows
 
     settings = loop.config.critics
