@@ -95,6 +95,41 @@ def test_generation_stops_at_a_learned_position_table_and_a_longer_text_is_refus
         lm.logprobs([STATE], ["x" * 20])
 
 
+def test_training_cuts_texts_to_a_learned_position_table() -> None:
+    """SFT, DPO and critics cut their texts at their own max_length (512, 1024), which a model built
+    for fewer positions cannot read: they crashed in torch.embedding. Now each stays within the model's."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from alphallm.critics.learned import CriticModel
+    from alphallm.train.critic import CriticTrainConfig, predict, train_critic
+    from alphallm.train.dpo import DPOConfig, Pair, dpo
+    from alphallm.train.labels import LabelRow
+    from alphallm.train.sft import SFTConfig, sft
+
+    torch.manual_seed(0)
+    tokenizer = build_char_tokenizer()
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=40, n_embd=32, n_layer=2, n_head=4)
+    long = STATE * 3  # 93 characters: more than 40 positions
+    rows = [(STATE, long), ("Q: 1+2\n", "1+2=3\nAnswer: 3\n")] * 4
+    assert (
+        sft(GPT2LMHeadModel(config), tokenizer, rows, config=SFTConfig(epochs=1, batch_size=4))["steps"] > 0
+    )
+    pairs = [Pair(STATE, long, "Answer: 1\n"), Pair("Q: 1+2\n", "Answer: 3\n", long)] * 2
+    assert dpo(GPT2LMHeadModel(config), None, tokenizer, pairs, config=DPOConfig(epochs=1, batch_size=2))
+    labels = [
+        LabelRow(STATE, long if i % 2 else "Answer: 1\n", float(i % 2), group=str(i)) for i in range(16)
+    ]
+    critic, _ = train_critic(
+        labels,
+        base=GPT2LMHeadModel(config),
+        tokenizer=tokenizer,
+        kind="orm",
+        config=CriticTrainConfig(epochs=1, batch_size=8, holdout=0.25),
+    )
+    assert isinstance(critic, CriticModel) and critic.max_length == 40
+    assert len(predict(critic, tokenizer, labels)) == 16
+
+
 def _metaspace_tokenizer() -> Any:
     """A Llama-2 / Mistral style tokenizer: BPE over SentencePiece's word-boundary piece."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers

@@ -46,7 +46,7 @@ from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.lm.base import Usage
-from alphallm.lm.hf import encode_pair, output_logits, pad_id
+from alphallm.lm.hf import encode_pair, fitting_length, output_logits, pad_id
 from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
 KINDS = ("value", "prm", "orm")
 N_CONFIDENCE = 4
 N_TOKEN_STATS = 4  # a token's log-prob, the top token's, the entropy, and the gap to the top
+MAX_TEXT_TOKENS = 1024  # the most tokens of a text a critic reads (fewer where its backbone has fewer)
 
 
 def confidence_features(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -114,6 +115,11 @@ class CriticModel(nn.Module):
     def feature_kind(self) -> str:
         """What ``features`` returns; critics on one backbone share cached features of one kind."""
         return "tokens" if self.token_evidence else "confidence" if self.confidence else "last"
+
+    @property
+    def max_length(self) -> int:
+        """Tokens of a text the critic reads (its end: ``encode_batch``), within the backbone's positions."""
+        return fitting_length(self.backbone, MAX_TEXT_TOKENS)
 
     @property
     def frozen(self) -> bool:
@@ -333,7 +339,7 @@ def encode_batch(
     prompts: Sequence[str],
     solutions: Sequence[str],
     device: torch.device,
-    max_length: int = 1024,
+    max_length: int = MAX_TEXT_TOKENS,
 ) -> dict:
     """Left-padded ids, attention mask and solution mask of prompt + solution texts (the last
     column is every text's last token; a text longer than ``max_length`` loses its start)."""
@@ -418,7 +424,11 @@ class LearnedCritic:
         for start in range(0, len(missing), self.batch_size):
             rows = missing[start : start + self.batch_size]
             batch = encode_batch(
-                self.tokenizer, [prompts[i] for i in rows], [solutions[i] for i in rows], device
+                self.tokenizer,
+                [prompts[i] for i in rows],
+                [solutions[i] for i in rows],
+                device,
+                self.model.max_length,
             )
             self.usage.calls += 1
             self.usage.forward_passes += 1

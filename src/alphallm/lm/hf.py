@@ -95,6 +95,13 @@ def position_limit(config: Any) -> int | None:
     return None
 
 
+def fitting_length(model: Any, max_length: int) -> int:
+    """``max_length``, or the model's position limit where that is smaller: a training text cut to it
+    still fits the model (a GPT-2 style position table crashes past its last row)."""
+    limit = position_limit(getattr(model, "config", None))
+    return min(max_length, limit) if limit is not None else max_length
+
+
 def end_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     """Every token id that ends a generation: the tokenizer's EOS and the generation config's (a
     chat model's end-of-turn token, e.g. Llama-3's ``<|eot_id|>`` or Gemma's ``<end_of_turn>``)."""

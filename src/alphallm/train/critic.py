@@ -179,7 +179,8 @@ def _batches(rows: list[LabelRow], size: int, rng: random.Random) -> list[list[L
 def _loss(
     model: CriticModel, tokenizer: Any, batch: Sequence[LabelRow], device: torch.device
 ) -> torch.Tensor:
-    logits = model(**encode_batch(tokenizer, [r.prompt for r in batch], [r.solution for r in batch], device))
+    texts = [r.prompt for r in batch], [r.solution for r in batch]
+    logits = model(**encode_batch(tokenizer, *texts, device, model.max_length))
     targets = torch.tensor([r.target for r in batch], device=device)
     weights = torch.tensor([r.weight for r in batch], device=device)
     return _weighted_bce(logits, targets, weights)
@@ -200,7 +201,8 @@ def predict(
     out: list[float] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        batch = encode_batch(tokenizer, [r.prompt for r in chunk], [r.solution for r in chunk], device)
+        texts = [r.prompt for r in chunk], [r.solution for r in chunk]
+        batch = encode_batch(tokenizer, *texts, device, model.max_length)
         out.extend(torch.sigmoid(model(**batch)).tolist())
     return out
 
@@ -379,9 +381,8 @@ class _Features:
         parts: dict[int, torch.Tensor] = {}
         for start in range(0, len(order), 128):
             chunk = order[start : start + 128]
-            batch = encode_batch(
-                tokenizer, [rows[i].prompt for i in chunk], [rows[i].solution for i in chunk], device
-            )
+            texts = [rows[i].prompt for i in chunk], [rows[i].solution for i in chunk]
+            batch = encode_batch(tokenizer, *texts, device, model.max_length)
             for i, feature in zip(chunk, model.features(**batch)):
                 parts[i] = feature
         ordered = [parts[i] for i in range(len(rows))]

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from alphallm.lm.hf import fitting_length
 from alphallm.train.common import encode_pairs, sequence_logprobs
 from alphallm.train.lora import add_lora, merge_lora, trainable_parameters
 
@@ -77,7 +78,12 @@ def _logps(model: Any, tokenizer: Any, pairs: Sequence[Pair], config: DPOConfig)
 
     def side(completions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         batch = encode_pairs(
-            tokenizer, prompts, completions, add_eos=eos, max_length=config.max_length, device=device
+            tokenizer,
+            prompts,
+            completions,
+            add_eos=eos,
+            max_length=fitting_length(model, config.max_length),
+            device=device,
         )
         return sequence_logprobs(model, batch)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from alphallm.lm.hf import fitting_length
 from alphallm.train.common import encode_pairs, sequence_logprobs
 from alphallm.train.lora import (
     add_lora,
@@ -67,7 +68,11 @@ def training_steps(n_rows: int, config: SFTConfig) -> int:
 def _mean_nll(model: Any, tokenizer: Any, rows: Sequence[tuple[str, str]], config: SFTConfig) -> torch.Tensor:
     device = next(model.parameters()).device
     batch = encode_pairs(
-        tokenizer, [p for p, _ in rows], [c for _, c in rows], max_length=config.max_length, device=device
+        tokenizer,
+        [p for p, _ in rows],
+        [c for _, c in rows],
+        max_length=fitting_length(model, config.max_length),
+        device=device,
     )
     logp, count = sequence_logprobs(model, batch)
     return -logp.sum() / count.sum().clamp(min=1)
