@@ -85,6 +85,13 @@ def test_tasks_whose_verifier_needs_no_answer_are_refused() -> None:
     critic = ConsistencyCritic(task, load_lm("game24-base"), samples=2)
     with pytest.raises(UserError, match="consistency critic compares answers"):
         critic.score([CriticInput(problem, "4*6=24 (left: 24)\nAnswer: 4*6 = 24\n", True)])
+    # A search refuses it before it searches (not at its first complete solution).
+    config = SolveConfig(weights={"consistency": 1.0}, mcts=MCTSConfig(num_simulations=2))
+    policy = critic.lm.lm
+    before = policy.usage.generated_tokens
+    with pytest.raises(UserError, match="consistency critic compares answers"):
+        solve(task, [problem], policy=policy, config=config)
+    assert policy.usage.generated_tokens == before  # nothing was generated
     with pytest.raises(ValueError, match="temperature"):
         SolveConfig(weights={"consistency": 1.0}, consistency_temperature=0.0)
 

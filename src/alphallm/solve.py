@@ -93,7 +93,9 @@ class _Critics:
     metered: dict[str, LearnedCritic | ConsistencyCritic]
 
 
-def _build_critics(task: Task, config: SolveConfig, policy: LanguageModel, device: str | None) -> _Critics:
+def _build_critics(
+    task: Task, problems: Sequence[Problem], config: SolveConfig, policy: LanguageModel, device: str | None
+) -> _Critics:
     """Tool and oracle critics by weight, learned critics from ``config.critic_dirs``. Rollouts are
     scored by the tool verifier when it is in use, else by the consistency critic when it has a
     weight (arith's held-out ORM AUC: 0.90 against the learned ORM's 0.73), else by a learned ORM
@@ -107,7 +109,7 @@ def _build_critics(task: Task, config: SolveConfig, policy: LanguageModel, devic
         available["implicit_q"] = ImplicitQCritic(task, policy, load_lm(config.anchor, device=device))
     metered: dict[str, LearnedCritic | ConsistencyCritic] = dict(learned)
     if config.weights.get("consistency", 0.0) > 0:
-        available["consistency"] = metered["consistency"] = ConsistencyCritic(
+        consistency = ConsistencyCritic(
             task,
             policy,
             samples=config.consistency_samples,
@@ -115,6 +117,9 @@ def _build_critics(task: Task, config: SolveConfig, policy: LanguageModel, devic
             seed=config.seed,
             max_tokens=config.max_tokens,
         )
+        if problems:  # refused before any search, not at its first complete solution
+            consistency.check_task(problems[0])
+        available["consistency"] = metered["consistency"] = consistency
     scorers = [critic for name, critic in available.items() if config.weights.get(name, 0.0) > 0]
     outcome: Critic | None = None
     if config.weights.get("tool", 0.0) > 0 and task.has_step_verifier:
@@ -309,7 +314,7 @@ def solve(
     """
     if offset % config.batch_size:
         raise ValueError("offset must be a multiple of batch_size (shards are whole batches)")
-    critics = _build_critics(task, config, policy, device)
+    critics = _build_critics(task, problems, config, policy, device)
     policy_view = Metered(policy)
     rollout_view = Metered(rollout_lm if rollout_lm is not None else policy)
     started = time.perf_counter()

@@ -83,6 +83,14 @@ class ConsistencyCritic:
             out.append(votes / self.samples)
         return out
 
+    def check_task(self, problem: Problem) -> None:
+        """Refuses a task whose verifier does not judge solutions by their answer (game24)."""
+        if not self.task.checks_answers(problem):
+            raise UserError(
+                f"the consistency critic compares answers, and {self.task.name}'s verifier does not: "
+                "any right solution will do (use the tool, value, prm or orm critics)"
+            )
+
     def _call_seed(self, keys: list[str]) -> int:
         digest = hashlib.sha256("\0".join([str(self.seed), *keys]).encode()).digest()
         return int.from_bytes(digest[:4], "little")
@@ -96,11 +104,7 @@ class ConsistencyCritic:
         for problem in problems:
             key = self._key(problem)
             if key not in self._solutions and key not in todo:
-                if not self.task.checks_answers(problem):
-                    raise UserError(
-                        f"the consistency critic compares answers, and {self.task.name}'s verifier does not: "
-                        "any right solution will do (use the tool, value, prm or orm critics)"
-                    )
+                self.check_task(problem)
                 todo[key] = problem
         if not todo:
             return
