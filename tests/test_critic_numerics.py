@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alphallm.critics.learned import (
-    CriticModel,
-    encode_batch,
-)
+from alphallm.critics.learned import CriticModel
 from alphallm.errors import UserError
+from alphallm.lm.hf import encode_batch
 from alphallm.lm.loading import load_causal_lm
 from alphallm.train.critic import (
     CriticTrainConfig,
@@ -54,7 +52,7 @@ def test_a_frozen_confidence_critic_reads_the_models_own_log_probs(family: str) 
     model.backbone.requires_grad_(False)
     assert model.frozen  # the path that reuses the features' hidden states
     prompts, solutions = ["Q: 1+2\n", "Q: 12*3\n"], ["3\n", "36\nAnswer: 36\n"]
-    batch = encode_batch(tokenizer, prompts, solutions, torch.device("cpu"))
+    batch = encode_batch(tokenizer, prompts, solutions, torch.device("cpu"), model.max_length)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():

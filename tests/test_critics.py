@@ -15,11 +15,11 @@ from alphallm.critics.learned import (
     CriticModel,
     LearnedCritic,
     confidence_features,
-    encode_batch,
     load_critics,
 )
 from alphallm.critics.metrics import auc, auc_within, expected_calibration_error, spearman, spearman_ceiling
 from alphallm.critics.tool import ToolCritic
+from alphallm.lm.hf import encode_batch
 from alphallm.lm.loading import load_causal_lm
 from alphallm.search.types import EvalRequest, Option
 from alphallm.solve import SolveConfig
@@ -365,7 +365,7 @@ def test_a_token_evidence_critic_scores_every_solution_token_and_round_trips(tmp
     assert metrics["trainable_parameters"] == sum(p.numel() for p in heads)
     # One row for the whole text, then one per solution token (the prompt's tokens are not read).
     prompt, solution = rows[0].prompt, rows[0].solution
-    batch = encode_batch(tokenizer, [prompt, prompt], [solution, ""], torch.device("cpu"))
+    batch = encode_batch(tokenizer, [prompt, prompt], [solution, ""], torch.device("cpu"), model.max_length)
     with torch.no_grad():
         features = model.features(**batch)
         logits = model.logits(features)
@@ -393,7 +393,7 @@ def test_a_lora_confidence_critic_reads_the_base_without_its_adapters(tiny_model
     rows = _synthetic_rows(64, 0)
     config = CriticTrainConfig(epochs=2, lr=1e-2, batch_size=16, holdout=0.0, lora_r=4, confidence=True)
     model, _ = train_critic(rows, base=base, tokenizer=tokenizer, kind="value", config=config)
-    batch = encode_batch(tokenizer, ["Q: x\n"], ["123\n"], torch.device("cpu"))
+    batch = encode_batch(tokenizer, ["Q: x\n"], ["123\n"], torch.device("cpu"), model.max_length)
     positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         adapted = model.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

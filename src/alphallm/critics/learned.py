@@ -46,7 +46,7 @@ from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.lm.base import Usage
-from alphallm.lm.hf import encode_pair, fitting_length, output_logits, pad_id
+from alphallm.lm.hf import encode_batch, fitting_length, output_logits
 from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
     "FeatureCache",
     "LearnedCritic",
     "confidence_features",
-    "encode_batch",
     "files_digest",
     "load_critics",
 ]
@@ -332,38 +331,6 @@ def _first_line(exc: Exception) -> str:
 def _base_path(name: str) -> str:
     """An absolute path for a local base (the critic may be loaded from another directory)."""
     return str(Path(name).resolve()) if Path(name).is_dir() else name
-
-
-def encode_batch(
-    tokenizer: Any,
-    prompts: Sequence[str],
-    solutions: Sequence[str],
-    device: torch.device,
-    max_length: int = MAX_TEXT_TOKENS,
-) -> dict:
-    """Left-padded ids, attention mask and solution mask of prompt + solution texts (the last
-    column is every text's last token; a text longer than ``max_length`` loses its start)."""
-    encoded, starts = [], []
-    for prompt, solution in zip(prompts, solutions):
-        head, tail = encode_pair(tokenizer, prompt, solution)  # the split the backend and trainers use
-        full, start = head + tail, len(head) if solution else len(head) + len(tail)
-        cut = max(0, len(full) - max_length)
-        encoded.append(full[cut:])
-        starts.append(max(0, start - cut))
-    width = max(len(e) for e in encoded)
-    pad = pad_id(tokenizer)
-    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    solution_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, (seq, start) in enumerate(zip(encoded, starts)):
-        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-        solution_mask[row, width - len(seq) + start :] = 1
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": mask.to(device),
-        "solution_mask": solution_mask.to(device),
-    }
 
 
 class FeatureCache:

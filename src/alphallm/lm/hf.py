@@ -27,8 +27,10 @@ from alphallm.lm.prefix_cache import PrefixStore
 
 __all__ = [
     "TransformersLM",
+    "encode_batch",
     "encode_pair",
     "end_ids",
+    "fitting_length",
     "has_sliding_window",
     "output_logits",
     "pad_id",
@@ -100,6 +102,39 @@ def fitting_length(model: Any, max_length: int) -> int:
     still fits the model (a GPT-2 style position table crashes past its last row)."""
     limit = position_limit(getattr(model, "config", None))
     return min(max_length, limit) if limit is not None else max_length
+
+
+def encode_batch(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    solutions: Sequence[str],
+    device: torch.device,
+    max_length: int,
+) -> dict:
+    """Left-padded ids, attention mask and solution mask of prompt + solution texts, as critics read
+    them (the last column is every text's last token; a text longer than ``max_length`` loses its
+    start)."""
+    encoded, starts = [], []
+    for prompt, solution in zip(prompts, solutions):
+        head, tail = encode_pair(tokenizer, prompt, solution)  # the split the backend and trainers use
+        full, start = head + tail, len(head) if solution else len(head) + len(tail)
+        cut = max(0, len(full) - max_length)
+        encoded.append(full[cut:])
+        starts.append(max(0, start - cut))
+    width = max(len(e) for e in encoded)
+    pad = pad_id(tokenizer)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    solution_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, (seq, start) in enumerate(zip(encoded, starts)):
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+        solution_mask[row, width - len(seq) + start :] = 1
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "solution_mask": solution_mask.to(device),
+    }
 
 
 def end_ids(model: Any, tokenizer: Any) -> frozenset[int]:

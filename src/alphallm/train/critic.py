@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from alphallm.critics.learned import CriticModel, encode_batch
+from alphallm.critics.learned import CriticModel
 from alphallm.critics.metrics import (
     auc,
     auc_within,
@@ -27,6 +27,7 @@ from alphallm.critics.metrics import (
     spearman_ceiling,
 )
 from alphallm.errors import UserError
+from alphallm.lm.hf import encode_batch
 from alphallm.tasks.base import Task
 from alphallm.train.labels import LabelRow, corrupted_rows
 from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
