@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", default="runs/bench-critics", help="benchmarks/critics.py's --work")
     parser.add_argument("--test-problems", type=int, default=100)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     args.sweep_problems = 100  # _search reads it; no dev search runs here
     work = Path(args.work)
