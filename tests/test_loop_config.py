@@ -102,6 +102,9 @@ def test_improve_flags_that_are_given_are_never_dropped(
     ]:
         assert main([*improve, *flags]) == 2
         assert message in capsys.readouterr().err
+    # demo --resume without a demo run to resume started a new one
+    assert main(["demo", "--resume", "--out-dir", str(tmp_path / "runs")]) == 2
+    assert f"{tmp_path / 'runs' / 'demo-game24'}: no run to resume" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

@@ -55,8 +55,14 @@ def _run(config: Any, resume: bool) -> int:
     from alphallm.commands._ui import console, print_table
     from alphallm.loop import Loop
 
-    if config.run_dir.exists() and any(config.run_dir.iterdir()) and not resume:
+    started = config.run_dir.is_dir() and any(config.run_dir.iterdir())
+    if started and not resume:
         raise UserError(f"{config.run_dir} exists: pass --resume to continue it, or --name for a new run")
+    if resume and not started:  # a mistyped name or --out-dir would otherwise start a new run
+        raise UserError(
+            f"{config.run_dir}: no run to resume; check the run's name (--name; demo: --task) and "
+            "--out-dir, or leave out --resume to start it"
+        )
     # Made by this command: then a failure before its first stage may remove it again.
     created = not config.run_dir.exists()
     loop = Loop(config, ui=RichUI())
@@ -162,11 +168,6 @@ def run_improve(args: argparse.Namespace) -> int:
     _check_flags(args)
     given = {"name": args.name, "rounds": args.rounds, "out_dir": args.out_dir}
     config = load_config(args.config, {k: v for k, v in given.items() if v is not None})
-    if args.resume and not (config.run_dir.is_dir() and any(config.run_dir.iterdir())):
-        raise UserError(
-            f"{config.run_dir}: no run to resume; check --name and --out-dir, or leave out --resume "
-            "to start it"
-        )
     return _run(replace(config, ray=ray_config(args, config.ray)), args.resume)
 
 
