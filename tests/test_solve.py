@@ -367,3 +367,9 @@ def test_search_cli_refuses_wrong_weights_and_settings(
         assert message in err and len(err.strip().splitlines()) == 1
     assert main([*search, "--critic", "vlaue=d"]) == 2
     assert "critic_dirs: unknown critic kind 'vlaue'" in capsys.readouterr().err
+    # A learned critic's weight with no such critic did nothing, silently.
+    assert main([*search, "--weight", "prm=1"]) == 2
+    assert "weight prm=1: no prm critic to weigh; give --critic prm=DIR" in capsys.readouterr().err
+    config.write_text("weights: {tool: 1, orm: 0.5}\n")
+    assert main([*search, "--config", str(config)]) == 2
+    assert "weight orm=0.5: no orm critic" in capsys.readouterr().err

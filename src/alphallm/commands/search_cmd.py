@@ -197,6 +197,20 @@ def _pairs(items: list[str], flag: str, convert: Any) -> dict[str, Any]:
     return out
 
 
+def _check_learned_weights(config: Any) -> None:
+    """A learned critic's weight with no critic of that kind to weigh would do nothing: refused. (The
+    loop's configs name such weights before each round trains the critics; a search runs as given.)"""
+    from alphallm.critics.learned import KINDS
+
+    for kind in KINDS:
+        weight = config.weights.get(kind, 0.0)
+        if weight > 0 and kind not in config.critic_dirs:
+            raise UserError(
+                f"weight {kind}={weight:g}: no {kind} critic to weigh; give --critic {kind}=DIR "
+                "(train-critic --out) or drop the weight"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
     from alphallm.commands.eval_cmd import default_out, select_problems
@@ -206,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from alphallm.tasks import get_task
 
     config = build_config(args)
+    _check_learned_weights(config)
     distributed = ray_config(args)
     task = get_task(args.task)
     problems = select_problems(task, args)
