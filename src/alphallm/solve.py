@@ -15,6 +15,7 @@ from alphallm.critics.base import Critic
 from alphallm.critics.consistency import ConsistencyCritic
 from alphallm.critics.implicit_q import ImplicitQCritic
 from alphallm.critics.learned import LearnedCritic, load_critics
+from alphallm.evaluation import finish_solution
 from alphallm.lm import load_lm
 from alphallm.lm.base import LanguageModel, Metered
 from alphallm.lm.expand import make_expand_fn
@@ -246,9 +247,7 @@ def _complete_unfinished(
         seed=seed,
     )
     for b, node, (completion,) in zip(todo, nodes, completions):
-        text = completion.text + (
-            "\n" if completion.finish_reason == "eos" and not completion.text.endswith("\n") else ""
-        )
+        text = finish_solution(task, completion)  # the whole solution is cut again where it is read
         out[b] = Choice(tree.solution(b, node) + text, node, "completed", tree.q(b, node))
     return out
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from alphallm.critics.base import CriticInput
 from alphallm.errors import UserError
+from alphallm.evaluation import finish_solution
 from alphallm.lm.base import LanguageModel, Metered, Usage
 from alphallm.tasks.base import Problem, Task
 
@@ -116,4 +117,4 @@ class ConsistencyCritic:
             seed=self._call_seed(list(todo)),
         )
         for key, row in zip(todo, completions):
-            self._solutions[key] = [self.task.truncate(c.text) for c in row]
+            self._solutions[key] = [finish_solution(self.task, c) for c in row]

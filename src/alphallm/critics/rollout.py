@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from alphallm.critics.base import Critic, CriticInput
+from alphallm.evaluation import finish_solution
 from alphallm.lm.base import LanguageModel
 from alphallm.search.types import Rollout
 from alphallm.tasks.base import Task
@@ -58,11 +59,7 @@ class RolloutCritic:
         )
         finished: list[tuple[int, str]] = []
         for i, completions in zip(todo, results):
-            for completion in completions:
-                text = completion.text
-                if completion.finish_reason == "eos" and not text.endswith("\n"):
-                    text += "\n"
-                finished.append((i, self.task.truncate(text)))
+            finished += [(i, finish_solution(self.task, completion)) for completion in completions]
         full = [CriticInput(items[i].problem, items[i].solution + text, True) for i, text in finished]
         scores = self.outcome.score(full)
         rollouts: dict[int, list[Rollout]] = {i: [] for i in todo}
