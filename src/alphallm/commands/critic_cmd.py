@@ -286,8 +286,8 @@ def _consistency_scorer(args: argparse.Namespace, task: Task) -> Callable[[list[
         raise UserError(f"--critic consistency: {exc}") from None
 
     def score(rows: list[Any]) -> list[float]:
-        items = [replace(item, terminal=True) for item in row_inputs(task, rows)]  # ORM rows are complete
-        return [0.0 if s is None else s for s in critic.score(items)]
+        # A row with no answer is no complete solution to the critic (None): it agrees with nothing.
+        return [0.0 if s is None else s for s in critic.score(row_inputs(task, rows))]
 
     return score
 
