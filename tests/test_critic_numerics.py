@@ -68,8 +68,19 @@ def test_full_fine_tuning_refuses_float16_weights(tiny_model_dir: Path) -> None:
     base, tokenizer = load_causal_lm(str(tiny_model_dir), dtype="float16")
     rows = _synthetic_rows(16, 0)
     config = CriticTrainConfig(epochs=1, batch_size=8, holdout=0.25)
-    with pytest.raises(UserError, match=r"float16 .*--dtype bfloat16 or float32, or LoRA"):
+    with pytest.raises(UserError, match=r"float16 weights .*bfloat16 or float32 .*LoRA"):
         train_critic(rows, base=base, tokenizer=tokenizer, kind="orm", config=config)
+    # SFT and DPO refuse it too, before any step (DPO before its reference pass); with LoRA they train.
+    from alphallm.train.dpo import DPOConfig, Pair, dpo
+    from alphallm.train.sft import SFTConfig, sft
+
+    text = [("Q: 1+2\n", "1+2=3\nAnswer: 3\n")] * 4
+    pairs = [Pair(prompt=p, chosen=c, rejected=c.replace("3", "4")) for p, c in text]
+    with pytest.raises(UserError, match=r"float16 weights"):
+        sft(base, tokenizer, text, config=SFTConfig(epochs=1, holdout=0.0))
+    with pytest.raises(UserError, match=r"float16 weights"):
+        dpo(base, None, tokenizer, pairs, config=DPOConfig(epochs=1))
+    assert sft(base, tokenizer, text, config=SFTConfig(epochs=1, holdout=0.0, lora_r=2))["steps"] == 1
 
 
 def test_critic_training_stops_when_its_loss_is_not_finite(tiny_model_dir: Path) -> None:

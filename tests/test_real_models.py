@@ -195,6 +195,79 @@ def test_loop_config_takes_lora_r_in_learn_and_critics() -> None:
         build(LoopConfig, {"learn": {"sft": {"lora_r": -1}}})
 
 
+def test_the_loops_training_dtype_is_train_dtype_or_by_stage_fp32_full_and_auto_with_lora(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every training stage loads its models in ``train_dtype``; unset, full fine-tuning loads fp32 and a
+    stage with LoRA auto (bf16 on a GPU, fp32 here). A bf16 round trains LoRA SFT, DPO and an ORM and
+    saves bf16 models."""
+    from dataclasses import asdict
+
+    from safetensors import safe_open
+
+    import alphallm.lm.loading as loading
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    rollouts = [{"text": c, "verified": i % 2 == 0, "score": 0.0} for i, (_, c) in enumerate(ROWS)]
+    trees = [
+        {
+            "problem_id": f"p{i}",
+            "root": ROWS[i][0],
+            "nodes": [
+                {
+                    "id": 0,
+                    "parent": -1,
+                    "text": "",
+                    "terminal": False,
+                    "verified": None,
+                    "children": [],
+                    "rollouts": rollouts[i : i + 6],
+                }
+            ],
+        }
+        for i in range(12)
+    ]
+    loaded: list[str | None] = []
+    load = loading.load_causal_lm
+
+    def spy(name: Any, **kwargs: Any) -> Any:
+        loaded.append(kwargs.get("dtype"))
+        return load(name, **kwargs)
+
+    monkeypatch.setattr(loading, "load_causal_lm", spy)
+
+    def train_round(out: Path, train_dtype: str | None, dpo_lora: int) -> Loop:
+        learn = {"sft": {"lora_r": 4, "epochs": 1, "holdout": 0.0}, "dpo": {"lora_r": dpo_lora, "epochs": 1}}
+        critics = {"kinds": ["orm"], "train": {"lora_r": 4, "epochs": 1, "batch_size": 16}}
+        data = {"policy": str(tiny_model_dir), "out_dir": str(out), "train_dtype": train_dtype}
+        loop = Loop(build(LoopConfig, {**data, "learn": learn, "critics": critics}))
+        loop.round_dir(1).mkdir(parents=True)
+        (loop.round_dir(1) / "trees.json").write_text(json.dumps({"trees": trees}))
+        record = {"sft": ROWS, "pairs": [asdict(p) for p in PAIRS]}
+        (loop.round_dir(1) / "data.json").write_text(json.dumps(record))
+        loaded.clear()
+        loop._stage_sft(1)  # type: ignore[attr-defined]
+        assert loop._stage_dpo(1)["pairs"] == len(PAIRS)  # type: ignore[attr-defined]
+        assert loop._stage_critics(1)["trained"] == ["orm"]  # type: ignore[attr-defined]
+        return loop
+
+    loop = train_round(tmp_path / "bf16", "bfloat16", 4)
+    assert loaded == ["bfloat16"] * 4  # SFT; DPO's model and reference; the ORM's backbone
+    for stage in ("sft", "policy"):
+        with safe_open(str(loop.round_dir(1) / stage / "model.safetensors"), "pt") as f:
+            keys = f.keys()  # safe_open has keys(), no __iter__
+            assert {f.get_tensor(key).dtype for key in keys} == {torch.bfloat16}
+    train_round(tmp_path / "default", None, 0)
+    assert loaded == ["auto", "float32", "float32", "auto"]  # LoRA SFT; full DPO (both); LoRA critic
+    with pytest.raises(UserError, match=r"train_dtype: float16 .*\(learn\.dpo without lora_r\)"):
+        build(
+            LoopConfig, {"train_dtype": "float16", "learn": {"sft": {"lora_r": 4}}, "critics": {"kinds": []}}
+        )
+    with pytest.raises(UserError, match=r"train_dtype: unknown dtype 'half'"):
+        build(LoopConfig, {"train_dtype": "half"})
+
+
 # -- devices, dtypes and chat templates ------------------------------------------------------------
 
 

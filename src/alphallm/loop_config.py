@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
+from alphallm.lm.loading import DTYPES
 from alphallm.search.config import type_problem
 from alphallm.search.readout import READOUTS
 from alphallm.solve_config import SolveConfig
@@ -336,6 +337,14 @@ class LoopConfig:
             "search, trees, SFT rows, DPO pairs, critics, gate and evaluation all see it"
         },
     )
+    train_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "dtype SFT, DPO and critic training load their models in: float32, bfloat16, float16 "
+            "or auto (bf16/fp16 on GPU, fp32 on CPU). Unset: float32 for full fine-tuning, auto for a "
+            "stage with LoRA (lora_r), whose adapters stay fp32"
+        },
+    )
     out_dir: str = field(default="runs", metadata={"help": "where runs are written"})
     imagine: ImagineSettings = field(default_factory=ImagineSettings)
     search: SolveConfig = field(default_factory=SolveConfig, metadata={"help": "training-time search"})
@@ -356,6 +365,7 @@ class LoopConfig:
             )
         if not self.out_dir.strip():
             raise ValueError("out_dir must not be empty (.: the current directory)")
+        _check_train_dtype(self)
         if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
             raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
         from alphallm.tasks import get_task
@@ -381,6 +391,27 @@ class LoopConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+def _check_train_dtype(config: LoopConfig) -> None:
+    """An unknown dtype fails when the first round trains, and float16 full fine-tuning makes NaN weights
+    there (``refuse_float16_training``): both are refused when the config loads."""
+    dtype = config.train_dtype
+    if dtype is None:
+        return
+    if dtype not in (*DTYPES, "auto"):
+        raise ValueError(f"train_dtype: unknown dtype {dtype!r} ({', '.join(DTYPES)} or auto)")
+    stages = {
+        "learn.sft": config.learn.sft.lora_r,
+        "learn.dpo": config.learn.dpo.lora_r if config.learn.use_dpo else 1,
+        "critics.train": config.critics.train.lora_r if config.critics.kinds else 1,
+    }
+    full = [name for name, lora_r in stages.items() if not lora_r]
+    if dtype == "float16" and full:
+        raise ValueError(
+            f"train_dtype: float16 full fine-tuning makes NaN weights ({', '.join(full)} without lora_r); "
+            "use bfloat16 or float32, or LoRA"
+        )
 
 
 def _check_difficulty(task: str, difficulty: dict[str, Any] | None) -> None:

@@ -20,7 +20,7 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
     """Round k's critics (``round-k/critics.json``): each kind retrained on the labels of all trees so
     far, starting from the policy that made them; the held-out gate per kind (``critics.gate``), then,
     with ``critics.gate_search``, the search gate over whole sets."""
-    from alphallm.lm.loading import load_causal_lm
+    from alphallm.lm.loading import load_causal_lm, training_dtype
     from alphallm.train.critic import task_corrupter, train_critic, training_steps
     from alphallm.train.critic_gate import gate_retrained
     from alphallm.train.labels import label_rows
@@ -40,8 +40,9 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
                 out["kept"][kind] = in_use[kind]
             continue
         # Critics start from the policy that made the trees (the paper initialises them from the policy).
-        base, tokenizer = load_causal_lm(loop.policy(k - 1), dtype="float32")
         config = replace(settings.train, seed=loop.seed(k, "critics"))
+        dtype = training_dtype(loop.config.train_dtype, lora=config.lora_r > 0)
+        base, tokenizer = load_causal_lm(loop.policy(k - 1), dtype=dtype)
         with loop.ui.progress(f"round {k} {kind} critic", training_steps(rows, config, kind)) as adv:
             model, metrics = train_critic(
                 rows,
@@ -68,6 +69,7 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
                 label_rows(kind, [t for i in range(1, j + 1) for t in by_round[i]], settings.min_samples),
                 replace(config, seed=loop.seed(j, "critics")),
                 tolerance=settings.gate_tolerance,
+                dtype=dtype,
             )
             out[kind]["gate"] = {"previous_round": j, **gate}
             out["kept"][kind] = k if gate["accepted"] else j

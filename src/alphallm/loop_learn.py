@@ -21,7 +21,7 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
     """Round k's SFT model (``round-k/sft``) and its training record, with the retry traces' record
     when ``learn.retry_mix`` mixes them in."""
     from alphallm.lm import load_lm
-    from alphallm.lm.loading import load_causal_lm, save_causal_lm
+    from alphallm.lm.loading import load_causal_lm, save_causal_lm, training_dtype
     from alphallm.train.retry import retry_traces
     from alphallm.train.sft import sft
     from alphallm.train.sft import training_steps as sft_steps
@@ -43,7 +43,9 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
                 progress=advance,
             )
     start = loop.config.policy if learn.sft_from == "start" else loop.policy(k - 1)
-    model, tokenizer = load_causal_lm(start, dtype="float32")
+    model, tokenizer = load_causal_lm(
+        start, dtype=training_dtype(loop.config.train_dtype, lora=learn.sft.lora_r > 0)
+    )
     metrics: dict[str, Any] = {"rows": 0}
     if rows:
         config = replace(learn.sft, seed=loop.seed(k, "sft"))
@@ -56,11 +58,12 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
 def dpo_stage(loop: Loop, k: int) -> dict[str, Any]:
     """Round k's candidate policy (``round-k/policy``): the SFT model after DPO on the data stage's
     pairs, or the SFT model itself when DPO is off or there are no pairs."""
-    from alphallm.lm.loading import load_causal_lm, save_causal_lm
+    from alphallm.lm.loading import load_causal_lm, save_causal_lm, training_dtype
 
     pairs = [Pair(**p) for p in loop.read(k, "data")["pairs"]]
-    if not (loop.config.learn.use_dpo and pairs):
-        model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype="float32")
+    if not (loop.config.learn.use_dpo and pairs):  # the SFT model, in the dtype SFT trained it in
+        sft_dtype = training_dtype(loop.config.train_dtype, lora=loop.config.learn.sft.lora_r > 0)
+        model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype=sft_dtype)
         save_causal_lm(model, tokenizer, loop.round_dir(k) / "policy")
         return {"pairs": len(pairs), "skipped": True}
     config = dpo_config(loop, k)
@@ -87,10 +90,11 @@ def dpo_candidate(
     """Round k's SFT model trained by DPO on ``pairs``: the model, its tokenizer and the training
     metrics. The reference is the previous round's policy (a frozen copy of the SFT model with
     ``self_reference``). The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
-    from alphallm.lm.loading import load_causal_lm
+    from alphallm.lm.loading import load_causal_lm, training_dtype
     from alphallm.train.dpo import dpo
 
-    model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype="float32")
-    reference = None if self_reference else load_causal_lm(loop.policy(k - 1), dtype="float32")[0]
+    dtype = training_dtype(loop.config.train_dtype, lora=config.lora_r > 0)  # the reference's too
+    model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype=dtype)
+    reference = None if self_reference else load_causal_lm(loop.policy(k - 1), dtype=dtype)[0]
     metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step)
     return model, tokenizer, metrics

@@ -129,7 +129,7 @@ def add_parsers(sub: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
     from alphallm.io import atomic_dir, check_out_dir, read_trees
-    from alphallm.lm.loading import load_causal_lm
+    from alphallm.lm.loading import load_causal_lm, training_dtype
     from alphallm.train.critic import CriticTrainConfig, task_corrupter, train_critic, training_steps
 
     _check_counts(args)
@@ -164,9 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
             corrupt = task_corrupter(_trees_task(trees, "--negatives"))
         except ValueError as exc:
             raise UserError(f"--negatives: {exc}") from None
-    # Full fine-tuning keeps fp32 weights (plain AdamW on bf16 weights loses small updates); with
-    # LoRA the frozen base may be half precision, as the adapters stay fp32.
-    dtype = args.dtype or ("auto" if args.lora_r else "float32")
+    dtype = training_dtype(args.dtype, lora=args.lora_r > 0)
     base, tokenizer = load_causal_lm(args.base, device=args.device, dtype=dtype)
     with progress_bar(f"train {args.kind} critic", training_steps(rows, config, args.kind)) as advance:
         model, metrics = train_critic(

@@ -22,6 +22,7 @@ __all__ = [
     "pick_dtype",
     "resolve_model_path",
     "save_causal_lm",
+    "training_dtype",
     "with_chat_template",
     "with_model_chat_template",
 ]
@@ -72,6 +73,15 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def training_dtype(dtype: str | None, *, lora: bool) -> str:
+    """The dtype a model to fine-tune loads in: ``dtype`` when set; else float32 for full fine-tuning
+    (plain AdamW on bf16 weights loses small updates) and auto with LoRA (the frozen base in bf16/fp16
+    on a GPU, fp32 on CPU; PEFT keeps the adapters fp32). ``train-critic`` and the loop share it."""
+    if dtype is not None:
+        return dtype
+    return "auto" if lora else "float32"
 
 
 def load_causal_lm(

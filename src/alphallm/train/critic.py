@@ -30,7 +30,13 @@ from alphallm.errors import UserError
 from alphallm.lm.hf import encode_batch
 from alphallm.tasks.base import Task
 from alphallm.train.labels import LabelRow, corrupted_rows
-from alphallm.train.lora import add_lora, restore_trainable, snapshot_trainable, trainable_parameters
+from alphallm.train.lora import (
+    add_lora,
+    refuse_float16_training,
+    restore_trainable,
+    snapshot_trainable,
+    trainable_parameters,
+)
 
 __all__ = [
     "CriticTrainConfig",
@@ -266,7 +272,7 @@ def train_critic(
     model = CriticModel(base, kind, confidence=config.confidence, token_evidence=config.token_evidence)
     model.to(device)
     params = trainable_parameters(model)
-    _refuse_float16_training(params)
+    refuse_float16_training(params)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     started, step = time.perf_counter(), 0
     # A frozen backbone gives every text the same features in every epoch: read them once.
@@ -315,15 +321,6 @@ def train_critic(
     if held_rows:
         metrics["held_out"] = critic_metrics(kind, data.held_out_scores(model), held_rows)
     return model, metrics
-
-
-def _refuse_float16_training(params: Sequence[torch.Tensor]) -> None:
-    """UserError if ``params`` (what the optimizer updates) hold float16 weights."""
-    if any(p.dtype == torch.float16 for p in params):
-        raise UserError(
-            "full fine-tuning a float16 backbone makes NaN weights (with no fp32 master copy its "
-            "updates underflow and overflow): use --dtype bfloat16 or float32, or LoRA (--lora-r)"
-        )
 
 
 def _check_finite(value: float, what: str) -> None:

@@ -71,14 +71,16 @@ def gate_retrained(
     previous_config: CriticTrainConfig,
     *,
     tolerance: float = 0.0,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """``critic_gate`` of a critic just trained on ``rows`` with ``config`` against the saved one at
-    ``previous_dir`` (trained on ``previous_rows`` with ``previous_config``), on the new one's held-out
-    problems that the previous one did not train on either (a problem can recur across rounds)."""
+    ``previous_dir`` (trained on ``previous_rows`` with ``previous_config``; read in ``dtype``, the new
+    one's), on the new one's held-out problems that the previous one did not train on either (a problem
+    can recur across rounds)."""
     seen = trained_groups(previous_rows, previous_config)
     unseen = [r for r in split_by_group(rows, config.holdout, config.seed)[1] if r.group not in seen]
     held = cap_by_group(unseen, config.max_held_out_rows, config.seed)
-    old, old_tokenizer, _ = CriticModel.load(previous_dir, dtype="float32")
+    old, old_tokenizer, _ = CriticModel.load(previous_dir, dtype=dtype)
     return critic_gate(
         kind,
         held,

@@ -28,7 +28,7 @@ import torch
 
 from alphallm.lm.hf import fitting_length
 from alphallm.train.common import encode_pairs, sequence_logprobs
-from alphallm.train.lora import add_lora, merge_lora, trainable_parameters
+from alphallm.train.lora import add_lora, merge_lora, refuse_float16_training, trainable_parameters
 
 __all__ = ["DPOConfig", "Pair", "dpo"]
 
@@ -124,6 +124,8 @@ def dpo(
         raise ValueError("the reference must be a separate model (the previous round's policy) or None")
     if not pairs:
         raise ValueError("no preference pairs")
+    if not config.lora_r:  # before the reference pass, which can take a while on a real model
+        refuse_float16_training(trainable_parameters(model))
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     # Before any adapter exists and before any update: None means the starting weights.

@@ -13,16 +13,20 @@ How LoRA-trained models are stored (one rule per consumer):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from alphallm.errors import UserError
 
 __all__ = [
     "add_lora",
     "is_peft_model",
     "load_adapter",
     "merge_lora",
+    "refuse_float16_training",
     "restore_trainable",
     "snapshot_trainable",
     "trainable_parameters",
@@ -78,6 +82,17 @@ def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
     """What the optimizer updates: all weights in full fine-tuning, the adapters (and a critic's
     head) with LoRA."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def refuse_float16_training(params: Iterable[torch.Tensor]) -> None:
+    """UserError if ``params`` (what the optimizer updates) hold float16 weights: with no fp32 master
+    copy, AdamW's updates underflow and overflow, and the weights turn NaN. SFT, DPO and critics ask."""
+    if any(p.dtype == torch.float16 for p in params):
+        raise UserError(
+            "full fine-tuning float16 weights makes NaN weights (with no fp32 master copy its updates "
+            "underflow and overflow): load the model in bfloat16 or float32 (--dtype; the loop's "
+            "train_dtype), or train LoRA adapters (--lora-r; lora_r)"
+        )
 
 
 def snapshot_trainable(model: Any) -> dict[str, torch.Tensor]:

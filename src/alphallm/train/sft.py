@@ -22,6 +22,7 @@ from alphallm.train.common import encode_pairs, sequence_logprobs
 from alphallm.train.lora import (
     add_lora,
     merge_lora,
+    refuse_float16_training,
     restore_trainable,
     snapshot_trainable,
     trainable_parameters,
@@ -113,6 +114,7 @@ def sft(
     total = training_steps(len(shuffled), config)
     warmup = max(1, int(total * config.warmup_ratio))
     params = trainable_parameters(model)
+    refuse_float16_training(params)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
