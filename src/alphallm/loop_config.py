@@ -37,6 +37,7 @@ __all__ = [
 
 T = TypeVar("T")
 SFT_STARTS = ("previous", "start")
+TRAINERS = ("lean", "trl")
 GATE_METRICS = ("greedy", "sampled")
 
 
@@ -130,6 +131,14 @@ class LearnSettings:
             "'step' (the two sibling options only, Step-DPO)"
         },
     )
+    trainer: str = field(
+        default="lean",
+        metadata={
+            "help": "what trains SFT and DPO: 'lean' (this package's loops) or 'trl' (Hugging Face TRL's "
+            "SFTTrainer and DPOTrainer, with the same settings; bf16 mixed precision on GPUs that have it; "
+            "DPO pairs of complete solutions only, as TRL ends every side with EOS)"
+        },
+    )
     retry_mix: list[float] = field(
         default_factory=list,
         metadata={
@@ -154,6 +163,7 @@ class LearnSettings:
             raise ValueError(f"learn.dpo_span must be one of {SPANS}, not {self.dpo_span!r}")
         if self.sft_from not in SFT_STARTS:
             raise ValueError(f"learn.sft_from must be one of {SFT_STARTS}, not {self.sft_from!r}")
+        _check_trainer(self)
         if any(w < 0 for w in self.retry_mix) or (self.retry_mix and sum(self.retry_mix) <= 0):
             raise ValueError("learn.retry_mix must be non-negative shares with a positive sum ([]: off)")
         if self.retry_samples < 1 or self.retry_steps < 1:
@@ -391,6 +401,25 @@ class LoopConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+def _check_trainer(learn: LearnSettings) -> None:
+    """TRL is an extra, and its DPOTrainer appends EOS to both sides of every pair: a step pair would
+    teach the policy to stop after one step (papers/qstar.md §3.5)."""
+    if learn.trainer not in TRAINERS:
+        raise ValueError(f"learn.trainer must be one of {TRAINERS}, not {learn.trainer!r}")
+    if learn.trainer != "trl":
+        return
+    import importlib.util
+
+    missing = [name for name in ("trl", "datasets", "peft") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"learn.trainer: trl needs {', '.join(missing)} (pip install 'alphallm[train]')")
+    if learn.use_dpo and learn.dpo_span == "step":
+        raise ValueError(
+            "learn.trainer: trl appends EOS to both sides of every DPO pair, which would teach a single step "
+            "to end the solution; use learn.dpo_span: completion, or the lean trainer for step pairs"
+        )
 
 
 def _check_train_dtype(config: LoopConfig) -> None:

@@ -14,7 +14,7 @@ from alphallm.train.dpo import training_steps as dpo_steps
 if TYPE_CHECKING:
     from alphallm.loop import Loop
 
-__all__ = ["dpo_candidate", "dpo_stage", "sft_stage"]
+__all__ = ["dpo_candidate", "dpo_stage", "sft_stage", "trainers"]
 
 
 def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
@@ -23,7 +23,6 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
     from alphallm.lm import load_lm
     from alphallm.lm.loading import load_causal_lm, save_causal_lm, training_dtype
     from alphallm.train.retry import retry_traces
-    from alphallm.train.sft import sft
     from alphallm.train.sft import training_steps as sft_steps
 
     learn = loop.config.learn
@@ -50,6 +49,7 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
     if rows:
         config = replace(learn.sft, seed=loop.seed(k, "sft"))
         with loop.ui.progress(f"round {k} SFT", sft_steps(len(rows), config)) as advance:
+            sft = trainers(learn.trainer)[0]
             metrics = sft(model, tokenizer, rows, config=config, on_step=lambda s, loss: advance(1))
     save_causal_lm(model, tokenizer, loop.round_dir(k) / "sft")
     return {**metrics, **({"retry": retry} if retry else {})}
@@ -91,10 +91,23 @@ def dpo_candidate(
     metrics. The reference is the previous round's policy (a frozen copy of the SFT model with
     ``self_reference``). The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
     from alphallm.lm.loading import load_causal_lm, training_dtype
-    from alphallm.train.dpo import dpo
 
     dtype = training_dtype(loop.config.train_dtype, lora=config.lora_r > 0)  # the reference's too
     model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype=dtype)
     reference = None if self_reference else load_causal_lm(loop.policy(k - 1), dtype=dtype)[0]
+    dpo = trainers(loop.config.learn.trainer)[1]
     metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step)
     return model, tokenizer, metrics
+
+
+def trainers(name: str) -> tuple[Callable[..., dict[str, Any]], Callable[..., dict[str, Any]]]:
+    """The SFT and DPO functions of ``learn.trainer``: this package's lean loops, or TRL's trainers
+    behind the same signatures (``train/trl_train.py``)."""
+    if name == "trl":
+        from alphallm.train.trl_train import trl_dpo, trl_sft
+
+        return trl_sft, trl_dpo
+    from alphallm.train.dpo import dpo
+    from alphallm.train.sft import sft
+
+    return sft, dpo

@@ -1,0 +1,310 @@
+"""SFT and DPO through Hugging Face TRL (``learn.trainer: trl``), with the lean trainers' settings and
+contract: the same rows and pairs, the same config dataclasses, the model trained in place (LoRA merged).
+
+What TRL adds: its ecosystem (accelerate, DeepSpeed/FSDP launchers, gradient checkpointing, which it
+turns on by default) and bf16 mixed precision on GPUs that support it (fp32 weights and AdamW states,
+bf16 matmuls; the lean loop runs in the weights' dtype). What is kept the lean trainers' way:
+
+- SFT: loss on completion tokens only (TRL's prompt-completion format), EOS appended, linear warm-up
+  then decay, the epoch with the lowest held-out loss kept (in memory, as ``sft`` does; no checkpoints);
+- DPO: the summed-log-prob sigmoid loss against an explicit reference whose log-probs are precomputed
+  (TRL would otherwise load a "reference" from ``config._name_or_path``, which after a round of SFT is
+  not the model passed: papers/qstar.md §3.3), constant learning rate, ``sft_weight`` as TRL's "sft"
+  loss term. TRL appends EOS to every chosen and rejected text, so only pairs of complete solutions
+  (``Pair.terminal``; the loop's ``dpo_span: completion``) are accepted.
+
+TRL tokenises prompt and completion separately, as ``encode_pair`` does; they agree whenever no token
+merges across the boundary (always, for the shipped character tokenizer).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from alphallm.errors import UserError
+from alphallm.lm.hf import fitting_length
+from alphallm.train.dpo import DPOConfig, Pair
+from alphallm.train.lora import (
+    TARGET_MODULES,
+    refuse_float16_training,
+    restore_trainable,
+    snapshot_trainable,
+    trainable_parameters,
+)
+from alphallm.train.sft import SFTConfig, held_out_count
+from alphallm.train.sft import training_steps as sft_steps
+
+__all__ = ["trl_dpo", "trl_sft"]
+
+
+def trl_sft(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[tuple[str, str]],
+    *,
+    config: SFTConfig,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """``sft`` through TRL's SFTTrainer: trains ``model`` in place on (prompt, completion) rows and
+    returns the same metrics (``trainer: "trl"`` added)."""
+    import random
+
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    if not rows:
+        raise ValueError("no SFT rows")
+    shuffled = list(rows)
+    random.Random(config.seed).shuffle(shuffled)
+    held = shuffled[: held_out_count(len(shuffled), config)]
+    use_cache = model.config.use_cache
+    train = shuffled[len(held) :]
+    with tempfile.TemporaryDirectory(prefix="alphallm-trl-") as out:
+        args = TRLSFTConfig(
+            output_dir=out,
+            num_train_epochs=config.epochs,
+            learning_rate=config.lr,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size,
+            # as ``sft`` counts it (an integer: transformers 5 dropped warmup_ratio, 4.x has no ratio steps)
+            warmup_steps=max(1, int(sft_steps(len(rows), config) * config.warmup_ratio)),
+            weight_decay=config.weight_decay,
+            lr_scheduler_type="linear",
+            max_length=fitting_length(model, config.max_length),
+            completion_only_loss=True,
+            eval_strategy="epoch" if held else "no",
+            seed=config.seed,
+            **_common_args(model),
+        )
+        with _no_dataset_bars():  # TRL maps its datasets with a bar per pass
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=_rows_dataset(Dataset, train),
+                eval_dataset=_rows_dataset(Dataset, held) if held else None,
+                processing_class=tokenizer,
+                peft_config=_lora_config(config.lora_r, config.lora_alpha),
+            )
+        steps = _quiet(trainer, on_step)
+        refuse_float16_training(trainable_parameters(trainer.model))
+        # The lean trainer's early stopping: the starting weights count, and the best epoch is kept.
+        best = _Best(trainer.model, trainer.evaluate()["eval_loss"] if held else math.inf)
+        trainer.add_callback(best)
+        started = time.perf_counter()
+        trainer.train()
+        best.restore()
+    _merge_into(trainer.model, model, use_cache)
+    history = [{"epoch": -1 + i, "held_out_loss": loss} for i, loss in enumerate(best.losses)]
+    return {
+        "rows": len(rows),
+        "train_rows": len(train),
+        "steps": steps.count,
+        "trainable_parameters": best.trainable,
+        "held_out_loss": best.loss if math.isfinite(best.loss) else None,
+        "history": history if held else [],
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": asdict(config),
+        "trainer": "trl",
+    }
+
+
+def trl_dpo(
+    model: Any,
+    ref_model: Any | None,
+    tokenizer: Any,
+    pairs: Sequence[Pair],
+    *,
+    config: DPOConfig,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """``dpo`` through TRL's DPOTrainer: trains ``model`` in place against ``ref_model`` (None: ``model``
+    as it starts) and returns the same metrics (``trainer: "trl"`` added)."""
+    from datasets import Dataset
+    from trl import DPOConfig as TRLDPOConfig
+    from trl import DPOTrainer
+
+    if not pairs:
+        raise ValueError("no preference pairs")
+    if not all(p.terminal for p in pairs):
+        raise UserError(
+            "TRL's DPOTrainer appends EOS to every chosen and rejected text, which teaches a single step to "
+            "end the solution: train step pairs with the lean trainer (or use dpo_span: completion)"
+        )
+    if config.lora_r == 0:
+        refuse_float16_training(trainable_parameters(model))
+    use_cache = model.config.use_cache
+    with tempfile.TemporaryDirectory(prefix="alphallm-trl-") as out:
+        args = TRLDPOConfig(
+            output_dir=out,
+            num_train_epochs=config.epochs,
+            learning_rate=config.lr,
+            per_device_train_batch_size=config.batch_size,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            beta=config.beta,
+            loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],
+            loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
+            max_length=fitting_length(model, config.max_length),
+            precompute_ref_log_probs=True,
+            seed=config.seed,
+            **_common_args(model),
+        )
+        rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
+        with _no_dataset_bars():
+            trainer = DPOTrainer(
+                model=model,
+                # None: TRL's precompute reads the starting model itself (never a model from its path).
+                ref_model=ref_model,
+                args=args,
+                train_dataset=Dataset.from_list(rows),
+                processing_class=tokenizer,
+                peft_config=_lora_config(config.lora_r, config.lora_alpha),
+            )
+        steps = _quiet(trainer, on_step)
+        trainable = sum(p.numel() for p in trainable_parameters(trainer.model))
+        started = time.perf_counter()
+        trainer.train()
+    _merge_into(trainer.model, model, use_cache)
+    tail = steps.logs[-max(1, math.ceil(len(steps.logs) / 4)) :]
+    names = {"margin": "rewards/margins", "accuracy": "rewards/accuracies", "chosen_reward": "rewards/chosen"}
+    return {
+        "pairs": len(pairs),
+        "steps": steps.count,
+        "trainable_parameters": trainable,
+        "first_loss": steps.logs[0]["loss"] if steps.logs else None,
+        "final": {
+            "loss": sum(log["loss"] for log in tail) / len(tail),
+            **{ours: sum(log[theirs] for log in tail) / len(tail) for ours, theirs in names.items()},
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": asdict(config),
+        "trainer": "trl",
+    }
+
+
+def _common_args(model: Any) -> dict[str, Any]:
+    """TRL arguments both trainers share: one log a step (the progress bar and the metrics read it),
+    no checkpoints, no reporting, and bf16 mixed precision only where the device has it (TRL's
+    default, bf16 everywhere, stops on CPUs and older GPUs: TRL #3616)."""
+    device = next(model.parameters()).device
+    return {
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "max_grad_norm": 1.0,
+        "use_cpu": device.type == "cpu",
+        "bf16": device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        "dataset_num_proc": None,
+    }
+
+
+def _quiet(trainer: Any, on_step: Callable[[int, float], None] | None) -> _Steps:
+    """The trainer's per-step logs go to ``on_step`` (our progress bar), not printed as dicts."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    steps = _Steps(on_step)
+    trainer.add_callback(steps)
+    return steps
+
+
+@contextmanager
+def _no_dataset_bars() -> Iterator[None]:
+    """No bars while TRL prepares: its dataset passes and its reference log-probs print their own."""
+    import os
+
+    import datasets
+
+    shown, tqdm_disable = not datasets.are_progress_bars_disabled(), os.environ.get("TQDM_DISABLE")
+    datasets.disable_progress_bars()
+    os.environ["TQDM_DISABLE"] = "1"  # what TRL's reference pass reads
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+        if tqdm_disable is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_disable
+
+
+def _rows_dataset(dataset: Any, rows: Sequence[tuple[str, str]]) -> Any:
+    return dataset.from_list([{"prompt": prompt, "completion": completion} for prompt, completion in rows])
+
+
+def _lora_config(r: int, alpha: int) -> Any:
+    if not r:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, target_modules=TARGET_MODULES, task_type="CAUSAL_LM")
+
+
+def _merge_into(trained: Any, model: Any, use_cache: bool) -> None:
+    """Hands ``model`` back as the lean trainers do: adapters folded in (PEFT injects them into ``model``
+    itself, so the merge leaves it holding the trained weights), and without what TRL switched on for
+    training: gradient checkpointing, and ``use_cache: false`` in the config the policy is saved with."""
+    from alphallm.train.lora import merge_lora
+
+    if merge_lora(trained) is not model:  # never hand back weights that did not train
+        raise RuntimeError("TRL trained a model other than the one passed")
+    # transformers 5 renamed gradient to activation checkpointing; 4.x has only the old names.
+    new_names = hasattr(model, "activation_checkpointing_disable")
+    if getattr(model, "is_activation_checkpointing" if new_names else "is_gradient_checkpointing", False):
+        (model.activation_checkpointing_disable if new_names else model.gradient_checkpointing_disable)()
+    model.config.use_cache = use_cache
+    model.eval()
+
+
+class _Steps(TrainerCallback):
+    """Counts optimizer steps and keeps TRL's per-step logs, calling ``on_step(step, loss)``."""
+
+    def __init__(self, on_step: Callable[[int, float], None] | None) -> None:
+        self.on_step, self.count = on_step, 0
+        self.logs: list[dict[str, float]] = []
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any
+    ) -> None:
+        if logs and "loss" in logs:
+            self.logs.append(logs)
+            if self.on_step is not None:
+                self.on_step(self.count, float(logs["loss"]))
+            self.count += 1
+
+
+class _Best(TrainerCallback):
+    """Keeps the trainable weights of the epoch with the lowest held-out loss (the starting weights
+    first), in memory: for LoRA a few MB, where checkpoints would write the whole model each epoch."""
+
+    def __init__(self, model: Any, start_loss: float) -> None:
+        self.model, self.loss, self.losses = model, start_loss, [start_loss]
+        self.state = snapshot_trainable(model) if math.isfinite(start_loss) else None
+        self.trainable = sum(p.numel() for p in trainable_parameters(model))
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any
+    ) -> None:
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None:
+            return
+        self.losses.append(loss)
+        if loss < self.loss:
+            self.loss, self.state = loss, snapshot_trainable(self.model)
+
+    def restore(self) -> None:
+        if self.state is not None:
+            restore_trainable(self.model, self.state)
