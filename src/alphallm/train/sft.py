@@ -28,7 +28,7 @@ from alphallm.train.lora import (
     trainable_parameters,
 )
 
-__all__ = ["SFTConfig", "sft"]
+__all__ = ["SFTConfig", "sft", "split_held_out"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,16 @@ class SFTConfig:
 def held_out_count(n_rows: int, config: SFTConfig) -> int:
     """Rows ``sft`` holds out for early stopping: ``holdout`` of them, none below 20 rows."""
     return math.floor(n_rows * config.holdout) if n_rows >= 20 else 0
+
+
+def split_held_out(
+    rows: Sequence[tuple[str, str]], config: SFTConfig, rng: random.Random
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(held-out rows, training rows): ``held_out_count`` of the rows, shuffled by ``rng``, held out."""
+    shuffled = list(rows)
+    rng.shuffle(shuffled)
+    held = shuffled[: held_out_count(len(shuffled), config)]
+    return held, shuffled[len(held) :]
 
 
 def training_steps(n_rows: int, config: SFTConfig) -> int:
@@ -107,11 +117,8 @@ def sft(
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha)
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    shuffled = list(rows)
-    rng.shuffle(shuffled)
-    held = shuffled[: held_out_count(len(shuffled), config)]
-    train = shuffled[len(held) :]
-    total = training_steps(len(shuffled), config)
+    held, train = split_held_out(rows, config, rng)
+    total = training_steps(len(rows), config)
     warmup = max(1, int(total * config.warmup_ratio))
     params = trainable_parameters(model)
     refuse_float16_training(params)

@@ -6,7 +6,9 @@ turns on by default) and bf16 mixed precision on GPUs that support it (fp32 weig
 bf16 matmuls; the lean loop runs in the weights' dtype). What is kept the lean trainers' way:
 
 - SFT: loss on completion tokens only (TRL's prompt-completion format), EOS appended, linear warm-up
-  then decay, the epoch with the lowest held-out loss kept (in memory, as ``sft`` does; no checkpoints);
+  then decay, the epoch with the lowest held-out loss kept (in memory, as ``sft`` does; no checkpoints).
+  transformers' warm-up starts at learning rate 0, so its first step changes nothing where ``sft``'s
+  takes lr/warm-up steps: the same schedule one step later;
 - DPO: the summed-log-prob sigmoid loss against an explicit reference whose log-probs are precomputed
   (TRL would otherwise load a "reference" from ``config._name_or_path``, which after a round of SFT is
   not the model passed: papers/qstar.md §3.3), constant learning rate, ``sft_weight`` as TRL's "sft"
@@ -40,7 +42,7 @@ from alphallm.train.lora import (
     snapshot_trainable,
     trainable_parameters,
 )
-from alphallm.train.sft import SFTConfig, held_out_count
+from alphallm.train.sft import SFTConfig, split_held_out
 from alphallm.train.sft import training_steps as sft_steps
 
 __all__ = ["trl_dpo", "trl_sft"]
@@ -64,11 +66,8 @@ def trl_sft(
 
     if not rows:
         raise ValueError("no SFT rows")
-    shuffled = list(rows)
-    random.Random(config.seed).shuffle(shuffled)
-    held = shuffled[: held_out_count(len(shuffled), config)]
+    held, train = split_held_out(rows, config, random.Random(config.seed))  # the rows ``sft`` holds out
     use_cache = model.config.use_cache
-    train = shuffled[len(held) :]
     with tempfile.TemporaryDirectory(prefix="alphallm-trl-") as out:
         args = TRLSFTConfig(
             output_dir=out,
