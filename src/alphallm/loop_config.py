@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
-from alphallm.lm.loading import DTYPES
+from alphallm.loop_checks import check_difficulty, check_train_dtype, check_trainer
 from alphallm.search.config import type_problem
 from alphallm.search.readout import READOUTS
 from alphallm.solve_config import SolveConfig
@@ -37,7 +37,6 @@ __all__ = [
 
 T = TypeVar("T")
 SFT_STARTS = ("previous", "start")
-TRAINERS = ("lean", "trl")
 GATE_METRICS = ("greedy", "sampled")
 
 
@@ -163,7 +162,7 @@ class LearnSettings:
             raise ValueError(f"learn.dpo_span must be one of {SPANS}, not {self.dpo_span!r}")
         if self.sft_from not in SFT_STARTS:
             raise ValueError(f"learn.sft_from must be one of {SFT_STARTS}, not {self.sft_from!r}")
-        _check_trainer(self)
+        check_trainer(self)
         if any(w < 0 for w in self.retry_mix) or (self.retry_mix and sum(self.retry_mix) <= 0):
             raise ValueError("learn.retry_mix must be non-negative shares with a positive sum ([]: off)")
         if self.retry_samples < 1 or self.retry_steps < 1:
@@ -375,13 +374,13 @@ class LoopConfig:
             )
         if not self.out_dir.strip():
             raise ValueError("out_dir must not be empty (.: the current directory)")
-        _check_train_dtype(self)
+        check_train_dtype(self)
         if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
             raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
         from alphallm.tasks import get_task
 
         task = get_task(self.task)
-        _check_difficulty(self.task, self.imagine.difficulty)
+        check_difficulty(self.task, self.imagine.difficulty)
         if self.critics.train.negatives and "orm" in self.critics.kinds and not task.has_corruptions:
             raise ValueError(f"critics.train.negatives: task {self.task!r} writes no wrong solutions")
         if self.learn.retry_mix and task.retry_line is None:
@@ -401,70 +400,6 @@ class LoopConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
-
-
-def _check_trainer(learn: LearnSettings) -> None:
-    """TRL is an extra, and its DPOTrainer appends EOS to both sides of every pair: a step pair would
-    teach the policy to stop after one step (papers/qstar.md §3.5)."""
-    if learn.trainer not in TRAINERS:
-        raise ValueError(f"learn.trainer must be one of {TRAINERS}, not {learn.trainer!r}")
-    if learn.trainer != "trl":
-        return
-    import importlib.util
-
-    missing = [name for name in ("trl", "datasets", "peft") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ValueError(f"learn.trainer: trl needs {', '.join(missing)} (pip install 'alphallm[train]')")
-    if learn.use_dpo and learn.dpo_span == "step":
-        raise ValueError(
-            "learn.trainer: trl appends EOS to both sides of every DPO pair, which would teach a single step "
-            "to end the solution; use learn.dpo_span: completion, or the lean trainer for step pairs"
-        )
-
-
-def _check_train_dtype(config: LoopConfig) -> None:
-    """An unknown dtype fails when the first round trains, and float16 full fine-tuning makes NaN weights
-    there (``refuse_float16_training``): both are refused when the config loads."""
-    dtype = config.train_dtype
-    if dtype is None:
-        return
-    if dtype not in (*DTYPES, "auto"):
-        raise ValueError(f"train_dtype: unknown dtype {dtype!r} ({', '.join(DTYPES)} or auto)")
-    stages = {
-        "learn.sft": config.learn.sft.lora_r,
-        "learn.dpo": config.learn.dpo.lora_r if config.learn.use_dpo else 1,
-        "critics.train": config.critics.train.lora_r if config.critics.kinds else 1,
-    }
-    full = [name for name, lora_r in stages.items() if not lora_r]
-    if dtype == "float16" and full:
-        raise ValueError(
-            f"train_dtype: float16 full fine-tuning makes NaN weights ({', '.join(full)} without lora_r); "
-            "use bfloat16 or float32, or LoRA"
-        )
-
-
-def _check_difficulty(task: str, difficulty: dict[str, Any] | None) -> None:
-    """A misspelt difficulty key is otherwise ignored, and min above max fails only mid-run."""
-    if not difficulty:
-        return
-    from alphallm.tasks import get_task
-
-    hints = get_task(task).difficulty_keys
-    if hints:
-        unknown = sorted(str(key) for key in difficulty if key not in hints)
-        if unknown:
-            raise ValueError(
-                f"imagine.difficulty: unknown key(s) {', '.join(unknown)} for task {task!r} "
-                f"({', '.join(hints)})"
-            )
-        for key, value in difficulty.items():
-            problem = type_problem(value, hints[key], f"imagine.difficulty.{key}")
-            if problem:
-                raise ValueError(problem)
-    for key, low in difficulty.items():
-        high = difficulty.get(f"max_{str(key).removeprefix('min_')}") if str(key).startswith("min_") else None
-        if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
-            raise ValueError(f"imagine.difficulty: {key} {low} is above max_{key[4:]} {high}")
 
 
 def is_plain_name(name: str) -> bool:

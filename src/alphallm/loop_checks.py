@@ -1,0 +1,80 @@
+"""Checks of the loop config that span several settings or ask the installed packages and the task: run
+when the config loads, so that a mistake stops ``alphallm improve`` before its first stage, not hours in."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from alphallm.lm.loading import DTYPES
+from alphallm.search.config import type_problem
+
+if TYPE_CHECKING:
+    from alphallm.loop_config import LearnSettings, LoopConfig
+
+__all__ = ["TRAINERS", "check_difficulty", "check_train_dtype", "check_trainer"]
+
+TRAINERS = ("lean", "trl")
+
+
+def check_trainer(learn: LearnSettings) -> None:
+    """TRL is an extra, and its DPOTrainer appends EOS to both sides of every pair: a step pair would
+    teach the policy to stop after one step (papers/qstar.md §3.5)."""
+    if learn.trainer not in TRAINERS:
+        raise ValueError(f"learn.trainer must be one of {TRAINERS}, not {learn.trainer!r}")
+    if learn.trainer != "trl":
+        return
+    import importlib.util
+
+    missing = [name for name in ("trl", "datasets", "peft") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"learn.trainer: trl needs {', '.join(missing)} (pip install 'alphallm[train]')")
+    if learn.use_dpo and learn.dpo_span == "step":
+        raise ValueError(
+            "learn.trainer: trl appends EOS to both sides of every DPO pair, which would teach a single step "
+            "to end the solution; use learn.dpo_span: completion, or the lean trainer for step pairs"
+        )
+
+
+def check_train_dtype(config: LoopConfig) -> None:
+    """An unknown dtype fails when the first round trains, and float16 full fine-tuning makes NaN weights
+    there (``refuse_float16_training``): both are refused when the config loads."""
+    dtype = config.train_dtype
+    if dtype is None:
+        return
+    if dtype not in (*DTYPES, "auto"):
+        raise ValueError(f"train_dtype: unknown dtype {dtype!r} ({', '.join(DTYPES)} or auto)")
+    stages = {
+        "learn.sft": config.learn.sft.lora_r,
+        "learn.dpo": config.learn.dpo.lora_r if config.learn.use_dpo else 1,
+        "critics.train": config.critics.train.lora_r if config.critics.kinds else 1,
+    }
+    full = [name for name, lora_r in stages.items() if not lora_r]
+    if dtype == "float16" and full:
+        raise ValueError(
+            f"train_dtype: float16 full fine-tuning makes NaN weights ({', '.join(full)} without lora_r); "
+            "use bfloat16 or float32, or LoRA"
+        )
+
+
+def check_difficulty(task: str, difficulty: dict[str, Any] | None) -> None:
+    """A misspelt difficulty key is otherwise ignored, and min above max fails only mid-run."""
+    if not difficulty:
+        return
+    from alphallm.tasks import get_task
+
+    hints = get_task(task).difficulty_keys
+    if hints:
+        unknown = sorted(str(key) for key in difficulty if key not in hints)
+        if unknown:
+            raise ValueError(
+                f"imagine.difficulty: unknown key(s) {', '.join(unknown)} for task {task!r} "
+                f"({', '.join(hints)})"
+            )
+        for key, value in difficulty.items():
+            problem = type_problem(value, hints[key], f"imagine.difficulty.{key}")
+            if problem:
+                raise ValueError(problem)
+    for key, low in difficulty.items():
+        high = difficulty.get(f"max_{str(key).removeprefix('min_')}") if str(key).startswith("min_") else None
+        if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+            raise ValueError(f"imagine.difficulty: {key} {low} is above max_{key[4:]} {high}")
