@@ -70,20 +70,14 @@ def trl_sft(
     use_cache = model.config.use_cache
     with tempfile.TemporaryDirectory(prefix="alphallm-trl-") as out:
         args = TRLSFTConfig(
-            output_dir=out,
-            num_train_epochs=config.epochs,
-            learning_rate=config.lr,
-            per_device_train_batch_size=config.batch_size,
             per_device_eval_batch_size=config.batch_size,
             # as ``sft`` counts it (an integer: transformers 5 dropped warmup_ratio, 4.x has no ratio steps)
             warmup_steps=max(1, int(sft_steps(len(rows), config) * config.warmup_ratio)),
             weight_decay=config.weight_decay,
             lr_scheduler_type="linear",
-            max_length=fitting_length(model, config.max_length),
             completion_only_loss=True,
             eval_strategy="epoch" if held else "no",
-            seed=config.seed,
-            **_common_args(model),
+            **_common_args(model, config, out),
         )
         with _no_dataset_bars():  # TRL maps its datasets with a bar per pass
             trainer = SFTTrainer(
@@ -144,19 +138,13 @@ def trl_dpo(
     use_cache = model.config.use_cache
     with tempfile.TemporaryDirectory(prefix="alphallm-trl-") as out:
         args = TRLDPOConfig(
-            output_dir=out,
-            num_train_epochs=config.epochs,
-            learning_rate=config.lr,
-            per_device_train_batch_size=config.batch_size,
             lr_scheduler_type="constant",
             weight_decay=0.0,
             beta=config.beta,
             loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],
             loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
-            max_length=fitting_length(model, config.max_length),
             precompute_ref_log_probs=True,
-            seed=config.seed,
-            **_common_args(model),
+            **_common_args(model, config, out),
         )
         rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
         with _no_dataset_bars():
@@ -191,12 +179,20 @@ def trl_dpo(
     }
 
 
-def _common_args(model: Any) -> dict[str, Any]:
-    """TRL arguments both trainers share: one log a step (the progress bar and the metrics read it),
-    no checkpoints, no reporting, and bf16 mixed precision only where the device has it (TRL's
-    default, bf16 everywhere, stops on CPUs and older GPUs: TRL #3616)."""
+def _common_args(model: Any, config: SFTConfig | DPOConfig, out: str) -> dict[str, Any]:
+    """TRL arguments both trainers share: our epochs, learning rate, batch size, seed and length cap (within
+    the model's positions, as the lean trainers cut); one log a step
+    (the progress bar and the metrics read it), no checkpoints (``out`` stays empty), no reporting, and
+    bf16 mixed precision only where the device has it (TRL's default, bf16 everywhere, stops on CPUs and
+    older GPUs: TRL #3616)."""
     device = next(model.parameters()).device
     return {
+        "output_dir": out,
+        "num_train_epochs": config.epochs,
+        "learning_rate": config.lr,
+        "per_device_train_batch_size": config.batch_size,
+        "seed": config.seed,
+        "max_length": fitting_length(model, config.max_length),
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": "none",
