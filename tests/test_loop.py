@@ -138,6 +138,34 @@ def test_a_run_in_use_by_another_process_is_refused(
         pass
 
 
+def test_a_run_started_by_another_process_in_the_meantime_is_left_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new run's directory appears while this `improve` checks its inputs: another process started the
+    same run. The refusal must not remove that run's lock and record as a failed start of its own."""
+    import contextlib
+
+    import alphallm.commands.improve_cmd as improve_cmd
+    from alphallm.cli import main
+    from alphallm.io import exclusive
+
+    run = tmp_path / "runs" / "tiny"
+    other = contextlib.ExitStack()
+
+    def the_other_run_starts(loop: object) -> None:
+        other.enter_context(exclusive(run, "`alphallm improve`"))
+        for name in ("config.yaml", "meta.json"):
+            (run / name).write_text("{}")
+
+    monkeypatch.setattr(improve_cmd, "_check_inputs", the_other_run_starts)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "runs")}))
+    with other:
+        assert main(["improve", "--config", str(config)]) == 2
+        assert "is in use by another `alphallm improve`" in capsys.readouterr().err
+        assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "meta.json"]
+
+
 def test_metrics_are_written_as_rounds_finish(tmp_path: Path) -> None:
     """Every finished round is in ``metrics.jsonl`` at once; later rounds are simply absent."""
     from alphallm.loop import Loop

@@ -18,6 +18,7 @@ from typing import Any, TypeGuard
 from alphallm.errors import UserError
 
 __all__ = [
+    "InUseError",
     "atomic_dir",
     "check_out_dir",
     "check_out_file",
@@ -267,6 +268,10 @@ def _keep_beside(tmp: Path, path: Path) -> Path:
         n += 1
 
 
+class InUseError(UserError):
+    """``exclusive`` refused: another live process holds the directory, so nothing in it is ours."""
+
+
 @contextmanager
 def exclusive(directory: str | Path, what: str) -> Iterator[None]:
     """Holds ``directory``'s lock file while the block runs; a second process is refused with a
@@ -284,7 +289,7 @@ def exclusive(directory: str | Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise UserError(
+            raise InUseError(
                 f"{directory} is in use by another {what} (pid {holder}); wait for it or stop it"
             ) from None
         handle.seek(0)

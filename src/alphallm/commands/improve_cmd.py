@@ -53,11 +53,15 @@ class RichUI:
 
 def _run(config: Any, resume: bool) -> int:
     from alphallm.commands._ui import console, print_table
+    from alphallm.io import InUseError
     from alphallm.loop import Loop
 
     started = config.run_dir.is_dir() and any(config.run_dir.iterdir())
     if started and not resume:
-        raise UserError(f"{config.run_dir} exists: pass --resume to continue it, or --name for a new run")
+        raise UserError(
+            f"{config.run_dir} exists: pass --resume to continue it, or another --name (demo: --out-dir) "
+            "for a new run"
+        )
     if resume and not started:  # a mistyped name or --out-dir would otherwise start a new run
         raise UserError(
             f"{config.run_dir}: no run to resume; check the run's name (--name; demo: --task) and "
@@ -72,6 +76,8 @@ def _run(config: Any, resume: bool) -> int:
     try:
         with _ray_session(config):
             metrics = loop.run()
+    except InUseError:
+        raise  # another process made the directory in the meantime and runs in it: nothing here is ours
     except UserError:
         if created:
             _forget_unstarted(config.run_dir)
