@@ -188,3 +188,21 @@ def test_a_critic_is_loaded_only_as_its_own_kind(value_critic: Path) -> None:
     with pytest.raises(UserError, match=r"a value critic \(its critic\.json\), given as the prm critic"):
         load_critics({"prm": str(value_critic)}, task=task, device="cpu")
     assert load_critics({"value": str(value_critic)}, task=task, device="cpu")["value"].name == "value"
+
+
+def test_an_unwritable_out_is_refused_before_the_critic_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import alphallm.critics.tool as tool
+    from alphallm.cli import main
+
+    def scored(*args: object, **kwargs: object) -> None:
+        raise AssertionError("scored before --out was checked")
+
+    monkeypatch.setattr(tool, "row_scores", scored)
+    tree = {"task": "game24", "problem_id": "p", "root": "x", "nodes": []}
+    (tmp_path / "p.json").write_text(json.dumps(tree))
+    argv = ["eval-critic", "--critic", "tool", "--kind", "orm", "--trees", str(tmp_path)]
+    argv += ["--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "is a directory; name a file to write" in capsys.readouterr().err

@@ -203,10 +203,12 @@ def _check_counts(args: argparse.Namespace) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table
     from alphallm.critics.tool import on_dead_ends, row_scores
-    from alphallm.io import read_trees, write_json
+    from alphallm.io import check_out_file, read_trees, write_json
     from alphallm.train.critic import critic_metrics
 
     _check_counts(args)
+    if args.out:  # before the scoring (minutes of sampling for the consistency critic), as eval does
+        check_out_file(args.out)
     if args.no_reachability and args.critic != "tool" and not args.dead_ends:
         raise UserError(
             "--no-reachability sets the tool verifier's check: give it with --critic tool or --dead-ends"
