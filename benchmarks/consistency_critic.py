@@ -35,10 +35,10 @@ from alphallm.critics.base import row_inputs
 from alphallm.critics.consistency import ConsistencyCritic
 from alphallm.critics.learned import LearnedCritic
 from alphallm.critics.metrics import auc, auc_within
-from alphallm.io import read_trees
 from alphallm.lm import load_lm
 from alphallm.tasks.arith import ArithTask
 from alphallm.train.labels import orm_rows
+from alphallm.trees import read_trees
 
 GRID = ((4, 0.7), (8, 0.7), (16, 0.7), (8, 1.0), (16, 1.0))
 SEEDS = (1, 2)  # more seeds at the default (8 samples at 0.7)

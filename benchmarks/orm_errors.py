@@ -26,10 +26,11 @@ from typing import Any
 
 from alphallm.critics.learned import LearnedCritic
 from alphallm.critics.metrics import auc
-from alphallm.io import read_trees, write_json
+from alphallm.io import write_json
 from alphallm.tasks.arith import ArithTask
 from alphallm.train.critic import task_corrupter
 from alphallm.train.labels import LabelRow, corrupted_rows, orm_rows
+from alphallm.trees import read_trees
 
 MADE = "made (held out)"
 

@@ -21,9 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from alphallm.io import read_trees, write_json
+from alphallm.io import write_json
 from alphallm.tasks import get_task
 from alphallm.train.labels import complete_solutions
+from alphallm.trees import read_trees
 
 Candidate = tuple[str, float, str | None, bool]  # text, score, answer, right
 

@@ -21,12 +21,11 @@ from alphallm.io import (
     check_out_file,
     dumps,
     read_json,
-    read_trees,
     read_yaml_mapping,
-    safe_file_names,
     write_json,
     write_text,
 )
+from alphallm.trees import read_trees, safe_file_names
 
 
 class Interrupted(BaseException):

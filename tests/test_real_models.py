@@ -401,9 +401,9 @@ def _gold_rows(task: Any, problems: list[Any]) -> list[tuple[str, str]]:
 
 
 def test_gsm8k_pipeline_search_data_sft_eval(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from alphallm.io import read_trees
     from alphallm.tasks import get_task
     from alphallm.train.data import sft_rows
+    from alphallm.trees import read_trees
 
     task = get_task("gsm8k")
     problems = task.problems("test")[:20]

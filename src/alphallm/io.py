@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from alphallm.errors import UserError
 
@@ -24,13 +23,9 @@ __all__ = [
     "check_out_file",
     "dumps",
     "exclusive",
-    "load_trees",
     "read_input",
     "read_input_text",
     "read_json",
-    "read_trees",
-    "safe_file_names",
-    "tree_files",
     "write_json",
     "write_text",
 ]
@@ -300,130 +295,6 @@ def exclusive(directory: str | Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-_UNSAFE = re.compile(r"[^\w.-]+")
-
-
-def safe_file_names(ids: Sequence[str], suffix: str = ".json") -> list[str]:
-    """A distinct file name for each id, to save one file per problem in one directory: ids come from
-    the user's problems file, so a run of characters other than letters, digits, '.', '_' and '-' (a
-    '/' above all) becomes '_', a leading '.' ('..', a hidden name) is dropped, and a name two ids would
-    share (``a/b`` and ``a_b``; ``A`` and ``a`` on a case-insensitive disk) gets ``-2``, ``-3``. Ids that
-    are safe names already keep them."""
-    stems = [_safe_stem(str(i)) for i in ids]
-    names = [""] * len(stems)
-    taken: set[str] = set()
-    for k in sorted(range(len(stems)), key=lambda k: stems[k] != ids[k]):  # safe ids choose first
-        name, n = stems[k], 1
-        while name.lower() in taken:
-            n += 1
-            name = f"{stems[k]}-{n}"
-        taken.add(name.lower())
-        names[k] = name + suffix
-    return names
-
-
-def _safe_stem(text: str) -> str:
-    stem = _UNSAFE.sub("_", text).lstrip(".")
-    return stem.encode()[:150].decode(errors="ignore") or "problem"  # names are at most 255 bytes
-
-
-def tree_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """The JSON files named, or found in the directories named (sorted)."""
-    files: list[Path] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(path.glob("*.json"))
-            if not found:
-                raise UserError(f"{path}: no .json files in this directory")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise UserError(f"{path}: no such file or directory")
-    return files
-
-
-def load_trees(path: Path) -> list[dict[str, Any]]:
-    """The trees in one file: a single tree object or ``{"trees": [...]}``, each checked for the shape
-    ``Tree.to_dict`` writes, so that a damaged file is one line naming it, not a KeyError deep in a
-    label builder."""
-    data = read_json(path)
-    trees = data.get("trees") if isinstance(data, dict) and "trees" in data else [data]
-    if not isinstance(trees, list) or not trees:
-        raise UserError(f'{path}: "trees" must be a non-empty list of search trees')
-    for i, tree in enumerate(trees):
-        if not isinstance(tree, dict) or not isinstance(tree.get("nodes"), list):
-            raise UserError(f'{path}: tree {i + 1}: not a search tree (no "nodes" list), see Tree.to_dict')
-        wrong = _tree_fault(tree)
-        if wrong:
-            raise UserError(f"{path}: tree {i + 1}: {wrong}")
-        tree.setdefault("problem_id", path.stem if len(trees) == 1 else f"{path.stem}[{i}]")
-    return trees
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _tree_fault(tree: dict[str, Any]) -> str | None:
-    """What is wrong with one saved tree's shape, or None. Nodes come parents first (``Tree.to_dict``
-    numbers them so, and the label builders rely on it)."""
-    if not isinstance(tree.get("root"), str):
-        return "'root' must be the prompt text (a string)"
-    if not tree["nodes"]:
-        return "'nodes' is empty"
-    ids: set[int] = set()
-    for i, node in enumerate(tree["nodes"]):
-        wrong = _node_fault(node, ids)
-        if wrong:
-            return f"node {i}: {wrong}"
-        ids.add(node["id"])
-    for node in tree["nodes"]:
-        if any(child not in ids for child in node.get("children", [])):
-            return f"node {node['id']}: 'children' names a node the tree does not have"
-    completed = tree.get("completed")
-    if completed is not None and not (
-        isinstance(completed, dict)
-        and completed.get("node") in ids
-        and isinstance(completed.get("solution"), str)
-    ):
-        return "'completed' must hold the 'node' id it completes and its 'solution' text"
-    return None
-
-
-def _node_fault(node: Any, ids: set[int]) -> str | None:
-    if not isinstance(node, dict):
-        return "not a JSON object"
-    if not _is_int(node.get("id")) or node["id"] in ids:
-        return "'id' must be an integer that no other node has"
-    parent = node.get("parent")
-    if not _is_int(parent) or (parent >= 0 and parent not in ids):
-        return "'parent' must be -1 (the root) or the id of a node listed before it"
-    if not isinstance(node.get("text"), str):
-        return "'text' must be a string"
-    children = node.get("children", [])
-    if not isinstance(children, list) or not all(_is_int(c) for c in children):
-        return "'children' must be a list of node ids"
-    if node.get("verified") not in (None, True, False):
-        return "'verified' must be true, false or null"
-    for name in ("value", "q"):
-        if node.get(name) is not None and not isinstance(node[name], int | float):
-            return f"'{name}' must be a number or null"
-    rollouts = node.get("rollouts", [])
-    if not isinstance(rollouts, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("text"), str) and r.get("verified") in (None, True, False)
-        for r in rollouts
-    ):
-        return "'rollouts' must be a list of objects with a 'text' string and 'verified' true, false or null"
-    return None
-
-
-def read_trees(inputs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Every saved search tree in the files and directories given (``search --save-trees``)."""
-    return [tree for path in tree_files(inputs) for tree in load_trees(path)]
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:

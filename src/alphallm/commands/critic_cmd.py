@@ -128,9 +128,10 @@ def add_parsers(sub: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
-    from alphallm.io import atomic_dir, check_out_dir, read_trees
+    from alphallm.io import atomic_dir, check_out_dir
     from alphallm.lm.loading import load_causal_lm, training_dtype
     from alphallm.train.critic import CriticTrainConfig, task_corrupter, train_critic, training_steps
+    from alphallm.trees import read_trees
 
     _check_counts(args)
     check_out_dir(args.out, marker="critic.json", what="critic")  # before the training it would hold
@@ -203,8 +204,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table
     from alphallm.critics.tool import on_dead_ends, row_scores
-    from alphallm.io import check_out_file, read_trees, write_json
+    from alphallm.io import check_out_file, write_json
     from alphallm.train.critic import critic_metrics
+    from alphallm.trees import read_trees
 
     _check_counts(args)
     if args.out:  # before the scoring (minutes of sampling for the consistency critic), as eval does

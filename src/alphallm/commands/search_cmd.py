@@ -302,7 +302,8 @@ def run(args: argparse.Namespace) -> int:
 def _save_trees(report: Any, directory: Path) -> None:
     """One file per problem, named after its id made safe: ids come from the user's problems file, and
     one such as ``../x`` must not write outside ``directory`` (the tree keeps the id itself)."""
-    from alphallm.io import safe_file_names, write_json
+    from alphallm.io import write_json
+    from alphallm.trees import safe_file_names
 
     names = safe_file_names([str(result.problem_id) for result in report.results])
     for result, name in zip(report.results, names):

@@ -30,8 +30,9 @@ def default_out(first_input: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alphallm.io import check_out_file, read_trees, tree_files, write_text
+    from alphallm.io import check_out_file, write_text
     from alphallm.report.tree_html import render_tree_html
+    from alphallm.trees import read_trees, tree_files
 
     files = tree_files(args.trees)
     out = Path(args.out) if args.out else default_out(args.trees[0])
