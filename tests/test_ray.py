@@ -13,6 +13,7 @@ import pytest
 
 from alphallm.cli import main
 from alphallm.distributed import RayConfig, solve_on_ray
+from alphallm.distributed.runner import _work
 from alphallm.distributed.store import ChunkStore, plan_chunks
 from alphallm.errors import UserError
 from alphallm.search import MCTSConfig
@@ -68,6 +69,7 @@ def test_two_workers_one_crashing_equal_one_process_and_the_cli_resumes_from_dis
     problems: list[Any],
     single: SolveReport,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chunks = tmp_path / "ray.chunks"
     marker = tmp_path / "crashed"
@@ -89,25 +91,31 @@ def test_two_workers_one_crashing_equal_one_process_and_the_cli_resumes_from_dis
         "chunk-00001.json",
     ]
 
+    # Other work (here: no trees kept) does not take those chunks.
+    work = _work(task, problems, MODEL, None, CONFIG, True, None)
+    first = plan_chunks(len(problems), batch_size=2, chunk_batches=1)[0]
+    assert ChunkStore(chunks, work).load(first, problems[:2]) is not None
+    assert ChunkStore(chunks, {**work, "keep_trees": False}).load(first, problems[:2]) is None
+
     # The same search from the CLI takes every finished chunk from <out>.chunks/ and solves only
-    # the one whose file was lost.
-    kept = chunks / "chunk-00000.json"
-    stamp = kept.stat().st_mtime_ns
+    # the one whose file was lost; the chunks go once the results are written.
     (chunks / "chunk-00001.json").unlink()
+    saves: list[int] = []
+    real_save = ChunkStore.save
+
+    def save(store: ChunkStore, chunk: Any, *rest: Any) -> dict[str, Any]:
+        saves.append(chunk.index)
+        return real_save(store, chunk, *rest)
+
+    monkeypatch.setattr(ChunkStore, "save", save)
     args = ["search", "--task", "arith", "--limit", str(len(problems)), "--simulations", "3"]
     args += ["--rollouts", "1", "--batch-size", "2", "--seed", "7", "--device", "cpu"]
     args += ["--save-trees", str(tmp_path / "trees"), "--out", str(tmp_path / "ray.json")]
     assert main([*args, "--ray", "--ray-workers", "2"]) == 0
-    assert kept.stat().st_mtime_ns == stamp
+    assert saves == [1]
+    assert not chunks.exists()
     saved = json.loads((tmp_path / "ray.json").read_text())["results"]
     assert saved == [{k: v for k, v in row.items() if k != "tree"} for row in _rows(single)]
-
-    # Other work (here: no trees kept) does not take those chunks.
-    work = {"task": "arith", "model": MODEL, "rollout_model": None, "config": CONFIG.to_dict(), "dtype": None}
-    work["prompt"] = task.format_prompt(problems[0])
-    first = plan_chunks(len(problems), batch_size=2, chunk_batches=1)[0]
-    assert ChunkStore(chunks, {**work, "keep_trees": True}).load(first, problems[:2]) is not None
-    assert ChunkStore(chunks, {**work, "keep_trees": False}).load(first, problems[:2]) is None
 
 
 def test_chunks_are_whole_batches_and_bad_settings_are_one_line() -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "check_out_file",
     "dumps",
     "exclusive",
+    "files_identity",
     "read_input",
     "read_input_text",
     "read_json",
@@ -295,6 +296,21 @@ def exclusive(directory: str | Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def files_identity(directory: str | Path) -> list[list[Any]]:
+    """Name, size and modification time of every file under ``directory`` (hidden ones aside): enough to
+    tell that a model or critic was rewritten since a saved result was made with it (retrained in
+    place), and cheap for a model of many GB, where a hash would read it all. An atomic write makes new
+    files, so a rewrite changes at least the times."""
+    root = Path(directory)
+    found = []
+    for path in root.rglob("*"):
+        name = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in name.parts):
+            stat = path.stat()
+            found.append([name.as_posix(), stat.st_size, stat.st_mtime_ns])
+    return sorted(found)
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:

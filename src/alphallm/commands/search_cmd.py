@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
     from alphallm.commands.eval_cmd import default_out, select_problems
     from alphallm.io import check_out_dir, check_out_file, write_json
     from alphallm.lm import load_lm
-    from alphallm.solve import solve
     from alphallm.tasks import get_task
 
     config = build_config(args)
@@ -233,18 +233,20 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_file(args.out or default_out("search", task.name, model, config.method))
     if args.save_trees:
         check_out_dir(args.save_trees, what="trees", flag="--save-trees")
+    # Finished chunks stream into <out>.chunks/, so that rerunning a killed search resumes there; the
+    # fingerprint of each chunk (settings, problems, the models' files) keeps other work from matching.
+    chunks = out.with_suffix(".chunks")
     with progress_bar(f"{config.method} {task.name}", len(problems)) as advance:
         if distributed.enabled:
             from alphallm.distributed import solve_on_ray
 
-            # Finished chunks stream into <out>.chunks/; rerunning the same command resumes there.
             report = solve_on_ray(
                 task,
                 problems,
                 model=model,
                 config=config,
                 ray_config=distributed,
-                out_dir=out.with_suffix(".chunks"),
+                out_dir=chunks,
                 rollout_model=args.rollout_model,
                 keep_trees=bool(args.save_trees),
                 progress=advance,
@@ -252,11 +254,16 @@ def run(args: argparse.Namespace) -> int:
                 dtype=args.dtype,
             )
         else:
-            report = solve(
+            from alphallm.distributed import solve_in_chunks
+
+            report = solve_in_chunks(
                 task,
                 problems,
+                model=model,
                 policy=load_lm(model, device=args.device, dtype=args.dtype),
                 config=config,
+                out_dir=chunks,
+                rollout_model=args.rollout_model,
                 rollout_lm=(
                     load_lm(args.rollout_model, device=args.device, dtype=args.dtype)
                     if args.rollout_model
@@ -265,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
                 keep_trees=bool(args.save_trees),
                 progress=advance,
                 device=args.device,
+                dtype=args.dtype,
             )
     summary = report.summary()
     rows: dict[str, Any] = {"problems": summary["problems"], "accuracy": summary["accuracy"]}
@@ -295,6 +303,9 @@ def run(args: argparse.Namespace) -> int:
             "config": report.config,
         },
     )
+    shutil.rmtree(
+        chunks, ignore_errors=True
+    )  # in the results now; kept, they would outlive a retrained model
     console.print(f"results: {out}")
     return 0
 

@@ -24,6 +24,7 @@ from alphallm.distributed.config import RayConfig
 from alphallm.distributed.store import Chunk, ChunkStore, chunk_payload, plan_chunks
 from alphallm.distributed.worker import SolveWorker
 from alphallm.errors import UserError
+from alphallm.io import files_identity
 from alphallm.lm.base import LanguageModel
 from alphallm.solve import ProblemResult, SolveReport, solve
 from alphallm.solve_config import SolveConfig
@@ -138,14 +139,19 @@ def solve_in_chunks(
     chunk_batches: int = 1,
     keep_trees: bool = False,
     progress: Callable[[int], None] | None = None,
+    rollout_model: str | None = None,
+    rollout_lm: LanguageModel | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> SolveReport:
     """``solve`` in this process, one chunk of whole batches at a time, each saved as it finishes, so
     that a killed hour-long search keeps its finished chunks. Same results as one ``solve`` call (each
     batch is seeded by its position) and the same chunk files as ``solve_on_ray`` with as many batches
-    per chunk. ``model`` names ``policy`` for the chunks' fingerprint."""
+    per chunk. ``model``, ``rollout_model`` and ``dtype`` name what ``policy`` and ``rollout_lm`` were
+    loaded from, for the chunks' fingerprint."""
     started = time.perf_counter()
     chunks = plan_chunks(len(problems), batch_size=config.batch_size, chunk_batches=chunk_batches)
-    store = ChunkStore(out_dir, _work(task, problems, model, None, config, keep_trees, None))
+    store = ChunkStore(out_dir, _work(task, problems, model, rollout_model, config, keep_trees, dtype))
     done: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         shard = list(problems[chunk.start : chunk.stop])
@@ -156,8 +162,10 @@ def solve_in_chunks(
                 shard,
                 policy=policy,
                 config=config,
+                rollout_lm=rollout_lm,
                 keep_trees=keep_trees,
                 progress=progress,
+                device=device,
                 offset=chunk.start,
             )
             payload = store.save(chunk, shard, chunk_payload(report))
@@ -176,17 +184,37 @@ def _work(
     keep_trees: bool,
     dtype: str | None,
 ) -> dict[str, Any]:
-    """What every chunk of a run shares; a saved chunk is reused only for the same work."""
+    """What every chunk of a run shares; a saved chunk is reused only for the same work, done with the
+    same models and critics: their files are part of it, so one retrained in place redoes the chunks."""
     return {
         "task": task.name,
         "model": model,
         "rollout_model": rollout_model,
+        "files": {name: _files(path) for name, path in _inputs(model, rollout_model, config) if path},
         "config": config.to_dict(),
         "keep_trees": keep_trees,
         "dtype": None if dtype in (None, "auto") else dtype,  # auto is the default either way
         # The prompt as the task writes it: a chat template changes every state the search sees.
         "prompt": task.format_prompt(problems[0]) if problems else None,
     }
+
+
+def _inputs(model: str, rollout_model: str | None, config: SolveConfig) -> list[tuple[str, str | None]]:
+    """Every model and critic directory a search reads, by role."""
+    return [
+        ("model", model),
+        ("rollout_model", rollout_model),
+        ("anchor", config.anchor),
+        *config.critic_dirs.items(),
+    ]
+
+
+def _files(name: str) -> Any:
+    """The files of a model or critic directory (``files_identity``); a hub id names itself."""
+    from alphallm.lm.loading import resolve_model_path
+
+    path = Path(name) if Path(name).is_dir() else Path(resolve_model_path(name))
+    return files_identity(path) if path.is_dir() else name
 
 
 def _run_chunks(

@@ -1,0 +1,77 @@
+"""Killed commands keep their finished work and a rerun takes it back, but only for the same work:
+a model retrained in place since redoes it, and outputs of two runs never mix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alphallm.cli import main
+
+
+def _counting(patch: pytest.MonkeyPatch, module: Any, name: str, stop_after: int | None = None) -> list[int]:
+    """Wraps ``module.name``; the returned list grows by one per call. With ``stop_after``, the call after
+    that many raises KeyboardInterrupt, as a Ctrl-C (or a kill) mid-run would."""
+    real: Callable[..., Any] = getattr(module, name)
+    calls: list[int] = []
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if stop_after is not None and len(calls) >= stop_after:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    patch.setattr(module, name, wrapper)
+    return calls
+
+
+def _search_args(model: Path, tmp_path: Path) -> list[str]:
+    args = ["search", "--task", "arith", "--model", str(model), "--limit", "4", "--batch-size", "2"]
+    args += ["--method", "mcts", "--simulations", "2", "--rollouts", "0", "--max-tokens", "6", "--seed", "3"]
+    return [*args, "--out", str(tmp_path / "res.json")]
+
+
+def test_a_killed_search_resumes_its_finished_batches_unless_the_model_changed(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphallm.distributed import runner
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    args, chunks = _search_args(model, tmp_path), tmp_path / "res.chunks"
+    assert main(args) == 0
+    whole = json.loads((tmp_path / "res.json").read_text())
+    assert not chunks.exists()  # its results are in res.json now
+    (tmp_path / "res.json").unlink()
+
+    with monkeypatch.context() as patch:
+        _counting(patch, runner, "solve", stop_after=1)
+        assert main(args) == 130  # killed in the second of two batches
+    assert not (tmp_path / "res.json").exists()
+    assert [p.name for p in chunks.iterdir()] == ["chunk-00000.json"]
+
+    with monkeypatch.context() as patch:
+        calls = _counting(patch, runner, "solve")
+        assert main(args) == 0
+    assert len(calls) == 1  # only the batch the kill lost
+    resumed = json.loads((tmp_path / "res.json").read_text())
+    assert resumed["results"] == whole["results"]
+    assert not chunks.exists()
+
+    # Killed again; then the model is retrained in place (same files, rewritten): nothing is reused.
+    with monkeypatch.context() as patch:
+        _counting(patch, runner, "solve", stop_after=1)
+        assert main(args) == 130
+    weights = model / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))
+    with monkeypatch.context() as patch:
+        calls = _counting(patch, runner, "solve")
+        assert main(args) == 0
+    assert len(calls) == 2
