@@ -202,8 +202,9 @@ def test_search_saves_trees_under_safe_distinct_names(tiny_model_dir: Path, tmp_
     args = ["search", "--task", "arith", "--model", str(tiny_model_dir), "--problems", str(problems)]
     args += ["--method", "greedy", "--max-tokens", "4", "--save-trees", str(trees), "--out", str(out)]
     assert main(args) == 0
-    assert sorted(p.name for p in trees.iterdir()) == ["_.._escaped.json", "sub_x-2.json", "sub_x.json"]
-    assert sorted(json.loads(p.read_text())["problem_id"] for p in trees.iterdir()) == sorted(ids)
+    assert sorted(p.name for p in trees.glob("*.json")) == ["_.._escaped.json", "sub_x-2.json", "sub_x.json"]
+    assert sorted(json.loads(p.read_text())["problem_id"] for p in trees.glob("*.json")) == sorted(ids)
+    assert sorted(p.name for p in trees.iterdir() if p.suffix != ".json") == ["search.yaml"]
     assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["trees"]
     assert [r["problem_id"] for r in json.loads(out.read_text())["results"]] == ids
 
@@ -214,7 +215,7 @@ def test_search_writes_its_results_before_the_trees(
     from alphallm.commands import search_cmd
     from alphallm.errors import UserError
 
-    def disk_full(report: object, directory: Path) -> None:
+    def disk_full(report: object, directory: Path, **about: str) -> None:
         raise UserError(f"{directory}: cannot write (No space left on device)")
 
     monkeypatch.setattr(search_cmd, "_save_trees", disk_full)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from alphallm.cli import main
+from alphallm.errors import UserError
 
 
 def _counting(patch: pytest.MonkeyPatch, module: Any, name: str, stop_after: int | None = None) -> list[int]:
@@ -75,3 +76,42 @@ def test_a_killed_search_resumes_its_finished_batches_unless_the_model_changed(
         calls = _counting(patch, runner, "solve")
         assert main(args) == 0
     assert len(calls) == 2
+
+
+def test_saved_trees_are_one_runs_whole_set_with_its_settings(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphallm import trees as trees_module
+
+    trees = tmp_path / "trees"
+    args = [*_search_args(tiny_model_dir, tmp_path), "--save-trees", str(trees)]
+    assert main(args) == 0
+    first = {p.name: p.read_text() for p in trees.iterdir()}
+    assert len(first) == 5 and "seed: 3" in first["search.yaml"]
+
+    # A rerun with another seed fails after its second tree (a full disk, a kill): the first run's
+    # trees and settings stay, whole and alone.
+    real_write = trees_module.write_json
+    written: list[Path] = []
+
+    def disk_full(path: Path, data: Any) -> None:
+        if written:
+            raise UserError(f"{path}: cannot write (No space left on device)")
+        written.append(path)
+        real_write(path, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trees_module, "write_json", disk_full)
+        assert main([*args, "--seed", "4"]) == 2
+    assert {p.name: p.read_text() for p in trees.iterdir()} == first
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no half copy left
+
+    # The settings file reruns the same search, and a rerun on fewer problems replaces the set whole.
+    again = tmp_path / "again"
+    assert (
+        main([*args[:-2], "--limit", "2", "--config", str(trees / "search.yaml"), "--save-trees", str(again)])
+        == 0
+    )
+    assert {p.name: p.read_text() for p in again.iterdir() if p.suffix == ".json"}.items() <= first.items()
+    assert main([*args[:-2], "--limit", "2", "--save-trees", str(trees)]) == 0
+    assert len(list(trees.glob("*.json"))) == 2

@@ -31,9 +31,10 @@ __all__ = [
     "write_text",
 ]
 
-# The file that marks a directory as a model (``save_pretrained``) or a critic (``LearnedCritic.save``):
-# ``atomic_dir`` replaces a directory holding one with new content holding the same one.
-MARKERS = {"config.json": "model", "critic.json": "critic"}
+# The file that marks a directory as a model (``save_pretrained``), a critic (``LearnedCritic.save``) or
+# saved trees (``trees.write_trees``): ``atomic_dir`` replaces a directory holding one with new content
+# holding the same one.
+MARKERS = {"config.json": "model", "critic.json": "critic", "search.yaml": "trees"}
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -1,5 +1,5 @@
-"""Search trees on disk: read back (checked for the shape ``Tree.to_dict`` writes, so a damaged file
-is one line naming it) and written, one file per problem, by ``search --save-trees``."""
+"""Search trees on disk: written, one file per problem, by ``search --save-trees``, and read back
+(checked for the shape ``Tree.to_dict`` writes, so a damaged file is one line naming it)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,29 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from alphallm.errors import UserError
-from alphallm.io import read_json
+from alphallm.io import atomic_dir, read_json, write_json, write_text
 
-__all__ = ["load_trees", "read_trees", "safe_file_names", "tree_files"]
+__all__ = ["SETTINGS_FILE", "load_trees", "read_trees", "safe_file_names", "tree_files", "write_trees"]
+
+# Beside the trees: the search settings that made them, as a ``search --config`` file (seed included).
+SETTINGS_FILE = "search.yaml"
+
+
+def write_trees(
+    directory: str | Path, trees: Sequence[dict[str, Any]], *, settings: dict[str, Any], about: str
+) -> None:
+    """Writes one file per tree, named after its problem id made safe (``safe_file_names``), and the
+    settings, all at once (``atomic_dir``): a killed or failed rerun leaves the last whole set, never
+    two runs' trees mixed. ``about`` heads the settings file as a comment (task, model, problems)."""
+    import yaml
+
+    names = safe_file_names([str(tree["problem_id"]) for tree in trees])
+    with atomic_dir(directory, what="trees") as tmp:
+        for tree, name in zip(trees, names):
+            write_json(tmp / name, tree)
+        header = "".join(f"# {line}\n" for line in about.splitlines())
+        write_text(tmp / SETTINGS_FILE, header + yaml.safe_dump(settings, sort_keys=False))
+
 
 _UNSAFE = re.compile(r"[^\w.-]+")
 

@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
         out, {"task": task.name, "model": model, **summary, "config": report.config, "results": results}
     )  # before the trees: the results are the smaller file, and the one every other command reads
     if args.save_trees:
-        _save_trees(report, Path(args.save_trees))
+        _save_trees(report, Path(args.save_trees), task=task.name, model=model)
         console.print(f"trees: {args.save_trees}")
     append_jsonl(
         out.parent / "log.jsonl",
@@ -310,13 +310,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_trees(report: Any, directory: Path) -> None:
-    """One file per problem, named after its id made safe: ids come from the user's problems file, and
-    one such as ``../x`` must not write outside ``directory`` (the tree keeps the id itself)."""
-    from alphallm.io import write_json
-    from alphallm.trees import safe_file_names
+def _save_trees(report: Any, directory: Path, *, task: str, model: str) -> None:
+    """Every tree with its outcome, and the settings that made them (``trees.write_trees``)."""
+    from alphallm.trees import write_trees
 
-    names = safe_file_names([str(result.problem_id) for result in report.results])
-    for result, name in zip(report.results, names):
-        tree = result.tree | {"correct": result.correct, "readout": result.readout}
-        write_json(directory / name, tree)
+    trees = [r.tree | {"correct": r.correct, "readout": r.readout} for r in report.results]
+    about = (
+        f"alphallm search --task {task} --model {model}: {len(trees)} problems; rerun with --config this file"
+    )
+    write_trees(directory, trees, settings=report.config, about=about)
