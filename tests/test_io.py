@@ -7,7 +7,10 @@ import json
 import math
 import os
 import re
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,75 @@ def test_a_failed_directory_write_keeps_the_old_directory(tmp_path: Path) -> Non
         (tmp / "config.json").write_text("{}")
     assert sorted(p.name for p in target.iterdir()) == ["config.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["policy"]
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from alphallm.io import atomic_dir
+with atomic_dir(sys.argv[1]) as tmp:
+    (tmp / "config.json").write_text("{}")
+    (tmp / "model.safetensors").write_text("half of round 2")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_directory_writes_copy_is_cleaned_up_by_the_next_writer_a_live_ones_is_not(
+    tmp_path: Path,
+) -> None:
+    from alphallm.io import _hold
+
+    target = tmp_path / "policy"
+    with atomic_dir(target) as tmp:
+        (tmp / "config.json").write_text("{}")
+        (tmp / "model.safetensors").write_text("round 1")
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (stale,) = tmp_path.glob(".policy.*.tmp")  # a full copy of the weights, with a real model
+    assert (stale / "model.safetensors").read_text() == "half of round 2"
+    live = tmp_path / ".policy.live.tmp"  # another process's write in progress
+    live.mkdir()
+    fd = _hold(live)
+    try:
+        with atomic_dir(target) as tmp:
+            (tmp / "config.json").write_text("{}")
+            (tmp / "model.safetensors").write_text("round 2")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".policy.live.tmp", "policy"]
+    finally:
+        assert fd is not None
+        os.close(fd)
+    assert (target / "model.safetensors").read_text() == "round 2"
+
+
+def test_a_directory_is_replaced_in_one_step_and_a_two_step_replace_cut_short_is_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphallm import io
+
+    target = tmp_path / "orm"
+    for round_ in (1, 2):
+        with atomic_dir(target) as tmp:
+            (tmp / "critic.json").write_text(f"round {round_}")
+    assert [p.name for p in tmp_path.iterdir()] == ["orm"]
+    assert (target / "critic.json").read_text() == "round 2"
+    (tmp_path / "a").mkdir()
+    assert io._exchange(tmp_path / "a", target)  # Linux swaps in one rename here
+    assert (tmp_path / "a" / "critic.json").read_text() == "round 2" and not any(target.iterdir())
+    (tmp_path / "a").rename(target.with_name("orm-back"))
+    target.rmdir()
+    target.with_name("orm-back").rename(target)
+
+    # Where it cannot (another OS or file system), a kill between the two renames leaves the old
+    # content under a hidden name and no ``orm``: the next write of ``orm`` puts it back first.
+    monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    target.rename(tmp_path / ".orm.old")
+    with pytest.raises(Interrupted), atomic_dir(target) as tmp:
+        assert (target / "critic.json").read_text() == "round 2"
+        raise Interrupted
+    assert [p.name for p in tmp_path.iterdir()] == ["orm"]
+    with atomic_dir(target) as tmp:
+        (tmp / "critic.json").write_text("round 3")
+    assert [p.name for p in tmp_path.iterdir()] == ["orm"]
+    assert (target / "critic.json").read_text() == "round 3"
 
 
 def test_non_finite_floats_are_written_as_null() -> None:

@@ -4,10 +4,14 @@ processes out of one run directory."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,6 +202,7 @@ def atomic_dir(path: str | Path, *, marker: str | None = None, what: str | None 
     a marker of ``MARKERS`` with it. A file, or another directory, is refused with a one-line UserError
     (``what`` names the kind in it); refused after the work, the new content is kept beside ``path``."""
     path = Path(path)
+    _clean_up_after_kills(path)
     if _may_not_replace(path, marker=marker):
         raise _not_ours(path, what or MARKERS.get(marker or "", "output"))
     try:
@@ -206,6 +211,7 @@ def atomic_dir(path: str | Path, *, marker: str | None = None, what: str | None 
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({_why_not(path, exc)})") from None
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
+    held = _hold(tmp)  # tells a later writer of ``path`` that this copy is live, not a killed run's
     try:
         yield tmp
         written = {p.name for p in tmp.iterdir()}
@@ -217,6 +223,46 @@ def atomic_dir(path: str | Path, *, marker: str | None = None, what: str | None 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _hold(directory: Path) -> int | None:
+    """An open descriptor holding an exclusive lock on ``directory``; the OS drops it when the process
+    dies. None where there is no flock (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(directory, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _clean_up_after_kills(path: Path) -> None:
+    """What a killed ``atomic_dir`` writer of ``path`` left beside it: its temporary copies (with a real
+    model, each a full copy of the weights), recognised by a lock nobody holds, so that a live writer's
+    copy is left alone; and, where ``_replace`` had to take two renames, the old content a kill between
+    them left as ``.<name>.old`` with no ``path``, which is put back."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not path.exists() and not path.is_symlink():
+        old.rename(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if stale.is_symlink() or not stale.is_dir():
+            continue
+        fd = os.open(stale, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # another process is writing it now
+        finally:
+            os.close(fd)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _may_not_replace(path: Path, *, marker: str | None, written: set[str] | None = None) -> bool:
@@ -243,14 +289,38 @@ def _foreign(path: Path, *, marker: str | None, written: set[str] | None) -> boo
 
 
 def _replace(tmp: Path, path: Path) -> None:
+    """Puts ``tmp`` at ``path`` in one step, an existing ``path`` included (swapped, then removed)."""
     if not path.exists():
         tmp.rename(path)
         return
+    if _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # the old content, now under the temporary name
+        return
+    # Two renames: a kill between them leaves no ``path``, put back by ``_clean_up_after_kills``.
     old = path.with_name(f".{path.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where the C
+    library, the kernel or the file system cannot, and the caller falls back to two renames."""
+    if sys.platform != "linux":
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library older than glibc 2.28, or another one
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def _keep_beside(tmp: Path, path: Path) -> Path:
