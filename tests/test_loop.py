@@ -129,7 +129,7 @@ def test_a_run_in_use_by_another_process_is_refused(
         config.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "runs")}))
         assert main(["improve", "--config", str(config), "--resume"]) == 2
         err = capsys.readouterr().err
-        assert f"in use by another `alphallm improve` (pid {holder.pid})" in err
+        assert f"in use by another self-improvement run (pid {holder.pid})" in err
         assert not (run / "round-0").exists()
     finally:
         holder.kill()
@@ -153,7 +153,7 @@ def test_a_run_started_by_another_process_in_the_meantime_is_left_whole(
     other = contextlib.ExitStack()
 
     def the_other_run_starts(loop: object) -> None:
-        other.enter_context(exclusive(run, "`alphallm improve`"))
+        other.enter_context(exclusive(run, "self-improvement run"))
         for name in ("config.yaml", "meta.json"):
             (run / name).write_text("{}")
 
@@ -162,7 +162,7 @@ def test_a_run_started_by_another_process_in_the_meantime_is_left_whole(
     config.write_text(yaml.safe_dump({**TINY, "out_dir": str(tmp_path / "runs")}))
     with other:
         assert main(["improve", "--config", str(config)]) == 2
-        assert "is in use by another `alphallm improve`" in capsys.readouterr().err
+        assert "is in use by another self-improvement run" in capsys.readouterr().err
         assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "meta.json"]
 
 

@@ -178,7 +178,7 @@ class Loop:
     def run(self) -> list[dict[str, Any]]:
         """Runs (or resumes) every round; returns one metrics record per round, round 0 first."""
         # Two processes on one run would train over each other's stages (a resumed run beside a live one).
-        with exclusive(self.dir, "`alphallm improve`"):
+        with exclusive(self.dir, "self-improvement run"):
             return self._run()
 
     def _run(self) -> list[dict[str, Any]]:
