@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from alphallm.chunks import ChunkStore, plan_chunks
 from alphallm.cli import main
 from alphallm.distributed import RayConfig, solve_on_ray
 from alphallm.distributed.runner import _work
-from alphallm.distributed.store import ChunkStore, plan_chunks
 from alphallm.errors import UserError
 from alphallm.search import MCTSConfig
 from alphallm.solve import SolveConfig, SolveReport, solve

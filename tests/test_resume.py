@@ -32,6 +32,13 @@ def _counting(patch: pytest.MonkeyPatch, module: Any, name: str, stop_after: int
     return calls
 
 
+def _retrain_in_place(model: Path) -> None:
+    """The weights file rewritten (same size, a later time), as training into the same directory does."""
+    weights = model / "model.safetensors"
+    later = weights.stat().st_mtime_ns + 10**9
+    os.utime(weights, ns=(later, later))
+
+
 def _search_args(model: Path, tmp_path: Path) -> list[str]:
     args = ["search", "--task", "arith", "--model", str(model), "--limit", "4", "--batch-size", "2"]
     args += ["--method", "mcts", "--simulations", "2", "--rollouts", "0", "--max-tokens", "6", "--seed", "3"]
@@ -69,9 +76,7 @@ def test_a_killed_search_resumes_its_finished_batches_unless_the_model_changed(
     with monkeypatch.context() as patch:
         _counting(patch, runner, "solve", stop_after=1)
         assert main(args) == 130
-    weights = model / "model.safetensors"
-    stamp = weights.stat().st_mtime_ns
-    os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))
+    _retrain_in_place(model)
     with monkeypatch.context() as patch:
         calls = _counting(patch, runner, "solve")
         assert main(args) == 0
@@ -115,3 +120,41 @@ def test_saved_trees_are_one_runs_whole_set_with_its_settings(
     assert {p.name: p.read_text() for p in again.iterdir() if p.suffix == ".json"}.items() <= first.items()
     assert main([*args[:-2], "--limit", "2", "--save-trees", str(trees)]) == 0
     assert len(list(trees.glob("*.json"))) == 2
+
+
+def test_a_killed_eval_resumes_its_finished_batches_unless_the_model_changed(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphallm.chunks import ChunkStore
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    out, chunks = tmp_path / "eval.json", tmp_path / "eval.chunks"
+    args = ["eval", "--task", "arith", "--model", str(model), "--limit", "5", "--batch-size", "2"]
+    args += ["--method", "sample", "--n", "2", "--max-tokens", "6", "--seed", "5", "--out", str(out)]
+    assert main(args) == 0
+    whole = json.loads(out.read_text())
+    assert not chunks.exists()
+    out.unlink()
+
+    with monkeypatch.context() as patch:
+        _counting(patch, ChunkStore, "save", stop_after=2)
+        assert main(args) == 130  # killed in the third of three batches
+    assert sorted(p.name for p in chunks.iterdir()) == ["chunk-00000.json", "chunk-00001.json"]
+    with monkeypatch.context() as patch:
+        saves = _counting(patch, ChunkStore, "save")
+        assert main(args) == 0
+    assert len(saves) == 1
+    resumed = json.loads(out.read_text())
+    assert resumed["records"] == whole["records"] and resumed["usage"] == whole["usage"]
+    assert resumed["metrics"] == whole["metrics"]
+    assert not chunks.exists()
+
+    with monkeypatch.context() as patch:
+        _counting(patch, ChunkStore, "save", stop_after=2)
+        assert main(args) == 130
+    _retrain_in_place(model)
+    with monkeypatch.context() as patch:
+        saves = _counting(patch, ChunkStore, "save")
+        assert main(args) == 0
+    assert len(saves) == 3

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alphallm.lm.base import Completion, LanguageModel
+from alphallm.chunks import Chunk, ChunkStore
+from alphallm.lm.base import Completion, LanguageModel, Usage
 from alphallm.tasks.base import Problem, Task
 
 __all__ = ["EvalResult", "SampleRecord", "evaluate", "finish_solution"]
@@ -111,31 +112,47 @@ def evaluate(
     seed: int = 0,
     max_tokens: int | None = None,
     progress: Callable[[int], None] | None = None,
+    store: ChunkStore | None = None,
 ) -> EvalResult:
     """Decodes ``n`` whole solutions per problem (one if greedy), each up to ``max_tokens`` (default:
     the task's ``max_solution_tokens``), and scores them.
 
     Returns accuracy (mean over samples), and for sampling pass@n and majority@n; the legal-step
     rate when the task has a step verifier; tokens used and wall time.
+
+    With ``store`` (made for this work: model, settings), each finished batch is saved there and one
+    saved before is taken back, so that a killed evaluation resumes; each batch is seeded by its
+    position, so a resumed run decodes what an uninterrupted one would.
     """
     if method not in ("greedy", "sample"):
         raise ValueError(f"unknown method {method!r}; expected 'greedy' or 'sample'")
     n = 1 if method == "greedy" else n
-    start_usage, start_time = lm.usage.copy(), time.perf_counter()
+    start_time = time.perf_counter()
     per_problem: list[list[SampleRecord]] = []
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start : start + batch_size]
-        completions = lm.sample(
-            [task.format_prompt(p) for p in chunk],
-            n=n,
-            temperature=0.0 if method == "greedy" else temperature,
-            max_tokens=task.token_limit(max_tokens),
-            seed=seed + start,
-        )
-        for problem, row in zip(chunk, completions):
-            per_problem.append([_record(task, problem, c) for c in row])
+    usage: Counter[str] = Counter()
+    for index, start in enumerate(range(0, len(problems), batch_size)):
+        shard = problems[start : start + batch_size]
+        place = Chunk(index, start, start + len(shard))
+        batch = store.load(place, shard) if store is not None else None
+        if batch is None:
+            before = lm.usage.copy()
+            completions = lm.sample(
+                [task.format_prompt(p) for p in shard],
+                n=n,
+                temperature=0.0 if method == "greedy" else temperature,
+                max_tokens=task.token_limit(max_tokens),
+                seed=seed + start,
+            )
+            rows = [
+                [vars(_record(task, problem, c)) for c in row] for problem, row in zip(shard, completions)
+            ]
+            batch = {"records": rows, "usage": lm.usage.since(before).to_dict()}
+            if store is not None:
+                store.save(place, shard, batch)
+        per_problem.extend([SampleRecord(**record) for record in row] for row in batch["records"])
+        usage.update(batch["usage"])
         if progress is not None:
-            progress(len(chunk))
+            progress(len(shard))
     records = [r for rows in per_problem for r in rows]
     metrics = _metrics(task, problems, per_problem, records, n)
     return EvalResult(
@@ -144,7 +161,7 @@ def evaluate(
         n=n,
         problems=len(problems),
         metrics=metrics,
-        usage=lm.usage.since(start_usage).to_dict(),
+        usage={key: usage[key] for key in Usage().to_dict()},
         wall_seconds=time.perf_counter() - start_time,
         records=records,
     )

@@ -1,5 +1,5 @@
 """How to search: ``SolveConfig``, the settings of one method's search with its critics and budgets
-(``solve.py`` runs it). Loop configs, search YAML files and the distributed store's fingerprints all
+(``solve.py`` runs it). Loop configs, search YAML files and the resume chunks' fingerprints all
 read and write it."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ PRUNING_CRITICS = ("tool", *KINDS, "implicit_q")
 CRITIC_NAMES = ("tool", "rollout", "oracle", "implicit_q", "consistency", *KINDS)
 # Settings added after searches were saved. ``SolveConfig.to_dict`` leaves them out while at their
 # defaults, so that the chunks a search saved before they existed still match its fingerprint
-# (distributed/store.py) and a resumed run keeps them.
+# (chunks.py) and a resumed run keeps them.
 LATER_SETTINGS = (
     ("compare_readouts",),
     ("mcts", "drop_twins"),

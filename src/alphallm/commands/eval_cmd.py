@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ def default_out(kind: str, task: str, model: str, method: str, suffix: str = "")
 
 
 def run(args: argparse.Namespace) -> int:
+    from alphallm.chunks import ChunkStore
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
     from alphallm.evaluation import evaluate
     from alphallm.io import check_out_file, write_json
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         from alphallm.lm.loading import with_chat_template
 
         task = with_chat_template(task, lm.tokenizer)  # type: ignore[attr-defined]  # the HF backend
+    # Finished batches stream into <out>.chunks/, so that rerunning a killed evaluation resumes there.
+    chunks = out.with_suffix(".chunks")
     with progress_bar(f"eval {task.name} {args.method}", len(problems)) as advance:
         result = evaluate(
             task,
@@ -126,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_tokens=args.max_tokens,
             progress=advance,
+            store=ChunkStore(chunks, _work(args, task, model, problems)),
         )
     rows: dict[str, Any] = {"problems": result.problems, **result.metrics}
     rows.update({f"{k} tokens": v for k, v in result.usage.items() if k.endswith("tokens")})
@@ -136,5 +141,23 @@ def run(args: argparse.Namespace) -> int:
     summary = {"model": model, "argv": vars(args) | {"run": None}, **result.to_dict()}
     write_json(out, result.to_dict(with_records=True) | {"model": model})
     append_jsonl(out.parent / "log.jsonl", {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary})
+    shutil.rmtree(
+        chunks, ignore_errors=True
+    )  # in the results now; kept, they would outlive a retrained model
     console.print(f"results: {out}")
     return 0
+
+
+def _work(args: argparse.Namespace, task: Any, model: str, problems: list[Any]) -> dict[str, Any]:
+    """What every batch of an evaluation shares; a saved batch is taken back only for the same work, done
+    with the same model files (one retrained in place is decoded again)."""
+    from alphallm.lm.loading import model_files
+
+    settings = ("method", "n", "temperature", "seed", "max_tokens", "batch_size", "dtype")
+    return {
+        "task": task.name,
+        "model": model,
+        "files": model_files(model),
+        **{name: getattr(args, name) for name in settings},
+        "prompt": task.format_prompt(problems[0]) if problems else None,  # a chat template changes it
+    }

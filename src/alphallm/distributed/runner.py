@@ -2,7 +2,7 @@
 
 The driver keeps a queue of chunks and gives each idle actor one at a time, so fast actors take
 more and a slow or restarting one holds back a single chunk. A finished chunk is saved at once
-(``store.py``); a chunk whose actor died (a crash, a kill, an OOM) goes back to the front of the
+(``alphallm.chunks``); a chunk whose actor died (a crash, a kill, an OOM) goes back to the front of the
 queue for the next idle actor, while Ray restarts the dead one (``max_restarts``). An error raised
 by the search itself is not retried: it would fail again, so it is raised as it is.
 ``solve_in_chunks`` is the same streaming without Ray, in this process.
@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from alphallm.chunks import Chunk, ChunkStore, chunk_payload, plan_chunks
 from alphallm.distributed.config import RayConfig
-from alphallm.distributed.store import Chunk, ChunkStore, chunk_payload, plan_chunks
 from alphallm.distributed.worker import SolveWorker
 from alphallm.errors import UserError
-from alphallm.io import files_identity
 from alphallm.lm.base import LanguageModel
+from alphallm.lm.loading import model_files
 from alphallm.solve import ProblemResult, SolveReport, solve
 from alphallm.solve_config import SolveConfig
 from alphallm.tasks.base import Problem, Task
@@ -190,7 +190,7 @@ def _work(
         "task": task.name,
         "model": model,
         "rollout_model": rollout_model,
-        "files": {name: _files(path) for name, path in _inputs(model, rollout_model, config) if path},
+        "files": {name: model_files(path) for name, path in _inputs(model, rollout_model, config) if path},
         "config": config.to_dict(),
         "keep_trees": keep_trees,
         "dtype": None if dtype in (None, "auto") else dtype,  # auto is the default either way
@@ -207,14 +207,6 @@ def _inputs(model: str, rollout_model: str | None, config: SolveConfig) -> list[
         ("anchor", config.anchor),
         *config.critic_dirs.items(),
     ]
-
-
-def _files(name: str) -> Any:
-    """The files of a model or critic directory (``files_identity``); a hub id names itself."""
-    from alphallm.lm.loading import resolve_model_path
-
-    path = Path(name) if Path(name).is_dir() else Path(resolve_model_path(name))
-    return files_identity(path) if path.is_dir() else name
 
 
 def _run_chunks(

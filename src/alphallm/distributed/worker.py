@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alphallm.distributed.store import chunk_payload
+from alphallm.chunks import chunk_payload
 from alphallm.solve import solve
 from alphallm.solve_config import SolveConfig
 from alphallm.tasks.base import Problem, Task

@@ -11,13 +11,14 @@ from typing import Any, TypeVar
 import torch
 
 from alphallm.errors import UserError
-from alphallm.io import atomic_dir
+from alphallm.io import atomic_dir, files_identity
 
 __all__ = [
     "DTYPES",
     "SHIPPED_MODELS_DIR",
     "chat_prompt",
     "load_causal_lm",
+    "model_files",
     "pick_device",
     "pick_dtype",
     "resolve_model_path",
@@ -52,6 +53,13 @@ def resolve_model_path(name: str | Path) -> str:
             f"{name}: no such model directory (shipped models: {', '.join(shipped_names) or 'none'})"
         )
     return name
+
+
+def model_files(name: str | Path) -> Any:
+    """What identifies a model or critic directory's content (``io.files_identity``), for a saved result
+    to be matched against; a hub id names itself."""
+    path = Path(name) if Path(name).is_dir() else Path(resolve_model_path(name))
+    return files_identity(path) if path.is_dir() else str(name)
 
 
 def pick_device(device: str | None = None) -> torch.device:

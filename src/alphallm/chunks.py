@@ -1,9 +1,10 @@
 """Chunks of a problem set and the directory their results stream into, one file per chunk.
 
-A chunk is a run of whole search batches, so solving it alone reproduces what a single process
-solving the whole set would get (see ``solve(..., offset=)``). Each file is written atomically and
-carries a fingerprint of the work it did (task, models, settings, problems), so a resumed run takes
-a finished chunk only if it asks for the same work, and redoes everything else.
+A chunk is a run of whole batches of a search (or of ``evaluate``'s decoding), so solving it alone
+reproduces what a single process solving the whole set would get (see ``solve(..., offset=)``). Each
+file is written atomically and carries a fingerprint of the work it did (task, models, settings,
+problems), so a resumed run takes a finished chunk only if it asks for the same work, and redoes
+everything else.
 """
 
 from __future__ import annotations
