@@ -158,3 +158,37 @@ def test_a_killed_eval_resumes_its_finished_batches_unless_the_model_changed(
         saves = _counting(patch, ChunkStore, "save")
         assert main(args) == 0
     assert len(saves) == 3
+
+
+def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from alphallm.train.pretrain import PretrainConfig, pretrain
+
+    sizes = {"hidden_size": 24, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "batch_size": 4}
+    settings = {"task": "arith", "steps": 7, "checkpoint_every": 2, "eval_problems": 2, **sizes}
+
+    def weights(out: Path) -> dict[str, Any]:
+        return load_file(out / "model.safetensors")
+
+    pretrain(PretrainConfig(out=str(tmp_path / "whole"), **settings))  # type: ignore[arg-type]
+
+    def killed_at_step_4(step: int, loss: float) -> None:
+        if step == 4:
+            raise KeyboardInterrupt
+
+    config = PretrainConfig(out=str(tmp_path / "cut"), **settings)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config, on_step=killed_at_step_4)
+    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.checkpoint" / "state.pt").exists()
+    card = pretrain(config)
+    assert card["resumed_at_step"] == 4  # steps 0-3 from the checkpoint; step 4's was lost with the kill
+    assert not (tmp_path / "cut.checkpoint").exists()
+    whole, resumed = weights(tmp_path / "whole"), weights(tmp_path / "cut")
+    assert whole.keys() == resumed.keys() and all(whole[k].equal(resumed[k]) for k in whole)
+
+    # Other settings start over rather than take the checkpoint.
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config, on_step=killed_at_step_4)
+    other = PretrainConfig(out=str(tmp_path / "cut"), **{**settings, "lr": 1e-3})  # type: ignore[arg-type]
+    assert "resumed_at_step" not in pretrain(other)

@@ -55,9 +55,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(_as_flags(str(exc))) from None
     command = _command(args)
     with progress_bar(f"pretrain {args.task}", config.steps) as advance:
-        card = pretrain(config, command=command, on_step=lambda step, loss: advance(1))
+        done = [0]  # steps shown; a resumed run starts past the checkpoint's
+
+        def on_step(step: int, loss: float) -> None:
+            advance(step + 1 - done[0])
+            done[0] = step + 1
+
+        card = pretrain(config, command=command, on_step=on_step)
     print_table(f"{card['name']}: greedy on test", card["greedy_test"]["metrics"])
-    console.print(f"model: {config.out}  ({card['parameters']:,} parameters, {card['train_seconds']} s)")
+    resumed = f"; resumed at step {card['resumed_at_step']}" if "resumed_at_step" in card else ""
+    console.print(
+        f"model: {config.out}  ({card['parameters']:,} parameters, {card['train_seconds']} s{resumed})"
+    )
     return 0
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -53,6 +55,10 @@ class PretrainConfig:
     eval_problems: int = field(
         default=200, metadata={"help": "test problems for the model card's greedy accuracy"}
     )
+    checkpoint_every: int = field(
+        default=100,
+        metadata={"help": "steps between checkpoints in <out>.checkpoint/, from which a killed run resumes"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -72,6 +78,8 @@ class PretrainConfig:
             raise ValueError("min_lr must not be negative")
         if self.warmup_steps < 0 or self.weight_decay < 0:
             raise ValueError("warmup_steps and weight_decay must not be negative")
+        if self.checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
         if self.eval_problems < 1:
             raise ValueError("eval_problems must be at least 1 (the model card reports their accuracy)")
 
@@ -162,7 +170,11 @@ def pretrain(
     command: str = "",
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Trains, evaluates greedily on the test split, and saves model, tokenizer and model card."""
+    """Trains, evaluates greedily on the test split, and saves model, tokenizer and model card.
+
+    Every ``checkpoint_every`` steps the whole training state (weights, optimizer, data order, seeds)
+    is saved in ``<out>.checkpoint/``; the same config run again resumes there and trains the same
+    weights an uninterrupted run would. The checkpoint goes once the model is saved."""
     from alphallm.lm.tokenizer import build_char_tokenizer
 
     # Refused before training, not after it: a file or a data directory at ``out`` would be lost.
@@ -175,10 +187,19 @@ def pretrain(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
     )
-    model.train()
-    started = time.perf_counter()
+    checkpoint = Path(f"{config.out}.checkpoint")
     batches: list[list[str]] = []
-    for step in range(config.steps):
+    first, seconds = 0, 0.0
+    state = _read_checkpoint(checkpoint, config)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.setstate(state["rng"])
+        batches, first, seconds = state["batches"], state["step"], state["seconds"]
+    model.train()
+    started = time.perf_counter() - seconds
+    for step in range(first, config.steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, config)
         if not batches:
@@ -188,14 +209,48 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "batches": batches}
+            state |= {"torch_rng": torch.get_rng_state(), "rng": rng.getstate(), "step": step + 1}
+            _write_checkpoint(checkpoint, config, state | {"seconds": time.perf_counter() - started})
         if on_step is not None:
             on_step(step, loss.item())
     train_seconds = time.perf_counter() - started
-    return _save(config, model, tokenizer, task, train_seconds, command)
+    card = _save(config, model, tokenizer, task, train_seconds, command, resumed_at=first)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return card
+
+
+def _training(config: PretrainConfig) -> str:
+    """What a checkpoint must match to be resumed: every setting that shapes the training."""
+    ignored = ("out", "eval_problems", "checkpoint_every")
+    return json.dumps({k: v for k, v in asdict(config).items() if k not in ignored}, sort_keys=True)
+
+
+def _write_checkpoint(path: Path, config: PretrainConfig, state: dict[str, Any]) -> None:
+    with atomic_dir(path, what="checkpoint") as tmp:
+        torch.save(state | {"training": _training(config)}, tmp / "state.pt")
+
+
+def _read_checkpoint(path: Path, config: PretrainConfig) -> dict[str, Any] | None:
+    """The state saved in ``path`` for this very training, or None (none, unreadable, or for other
+    settings: then this run starts over and replaces it)."""
+    try:
+        state: dict[str, Any] = torch.load(path / "state.pt", weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return None
+    return state if isinstance(state, dict) and state.get("training") == _training(config) else None
 
 
 def _save(
-    config: PretrainConfig, model: Any, tokenizer: Any, task: Task, seconds: float, command: str
+    config: PretrainConfig,
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    seconds: float,
+    command: str,
+    *,
+    resumed_at: int = 0,
 ) -> dict[str, Any]:
     from alphallm.evaluation import evaluate
     from alphallm.lm.hf import TransformersLM
@@ -210,6 +265,7 @@ def _save(
         "config": asdict(config),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(seconds, 1),
+        **({"resumed_at_step": resumed_at} if resumed_at else {}),
         "torch": torch.__version__,
         "greedy_test": result.to_dict(),
     }
