@@ -24,7 +24,8 @@ from _sweep import append_result, open_run, run_parser
 from alphallm.critics.learned import CriticModel
 from alphallm.critics.tool import on_dead_ends, row_scores
 from alphallm.loop import Loop
-from alphallm.train.critic import CriticTrainConfig, critic_metrics, held_out_rows, predict
+from alphallm.train.critic import CriticTrainConfig, critic_metrics, held_out_rows
+from alphallm.train.critic_data import predict
 from alphallm.train.labels import label_rows
 
 

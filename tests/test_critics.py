@@ -24,13 +24,8 @@ from alphallm.lm.loading import load_causal_lm
 from alphallm.search.types import EvalRequest, Option
 from alphallm.solve import SolveConfig
 from alphallm.tasks import get_task
-from alphallm.train.critic import (
-    CriticTrainConfig,
-    _loss,
-    cap_by_group,
-    predict,
-    train_critic,
-)
+from alphallm.train.critic import CriticTrainConfig, cap_by_group, train_critic
+from alphallm.train.critic_data import _loss, predict
 from alphallm.train.critic_gate import critic_gate
 from alphallm.train.labels import LabelRow
 

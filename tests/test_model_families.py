@@ -101,7 +101,8 @@ def test_training_cuts_texts_to_a_learned_position_table() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from alphallm.critics.learned import CriticModel
-    from alphallm.train.critic import CriticTrainConfig, predict, train_critic
+    from alphallm.train.critic import CriticTrainConfig, train_critic
+    from alphallm.train.critic_data import predict
     from alphallm.train.dpo import DPOConfig, Pair, dpo
     from alphallm.train.labels import LabelRow
     from alphallm.train.sft import SFTConfig, sft

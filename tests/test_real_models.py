@@ -15,7 +15,8 @@ from alphallm.cli import main
 from alphallm.errors import UserError
 from alphallm.lm.hf import TransformersLM
 from alphallm.lm.loading import chat_prompt, load_causal_lm, pick_device, pick_dtype
-from alphallm.train.critic import CriticTrainConfig, predict, train_critic
+from alphallm.train.critic import CriticTrainConfig, train_critic
+from alphallm.train.critic_data import predict
 from alphallm.train.dpo import DPOConfig, Pair, dpo
 from alphallm.train.dpo import training_steps as dpo_training_steps
 from alphallm.train.labels import LabelRow

@@ -192,3 +192,56 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tm
         pretrain(config, on_step=killed_at_step_4)
     other = PretrainConfig(out=str(tmp_path / "cut"), **{**settings, "lr": 1e-3})  # type: ignore[arg-type]
     assert "resumed_at_step" not in pretrain(other)
+
+
+@pytest.mark.parametrize("confidence", [False, True], ids=["whole-model", "frozen-features"])
+def test_a_killed_critic_training_resumes_from_its_checkpoint_to_the_same_critic(
+    tiny_model_dir: Path, tmp_path: Path, confidence: bool
+) -> None:
+    from tests.test_critics import _synthetic_rows
+
+    from alphallm.lm.loading import load_causal_lm, model_files
+    from alphallm.train.critic import CriticTrainConfig, critic_checkpoint, train_critic
+    from alphallm.train.lora import snapshot_trainable
+
+    rows = _synthetic_rows(120, 0)
+    config = CriticTrainConfig(
+        epochs=3, lr=3e-3, batch_size=16, seed=0, checkpoint_every=4, confidence=confidence
+    )
+
+    def train(checkpoint: Any = None, on_step: Any = None) -> tuple[Any, dict[str, Any]]:
+        base, tokenizer = load_causal_lm(str(tiny_model_dir))
+        return train_critic(
+            rows,
+            base=base,
+            tokenizer=tokenizer,
+            kind="orm",
+            config=config,
+            checkpoint=checkpoint,
+            on_step=on_step,
+        )
+
+    whole, metrics = train()
+
+    def killed_at_step_9(step: int, loss: float) -> None:
+        if step == 9:  # in the second epoch, past a checkpoint at step 8
+            raise KeyboardInterrupt
+
+    checkpoint = critic_checkpoint(
+        tmp_path / "orm.checkpoint", rows, "orm", config, model_files(tiny_model_dir)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(checkpoint, killed_at_step_9)
+    steps: list[int] = []
+    resumed, again = train(checkpoint, lambda step, loss: steps.append(step))
+    assert again["resumed_at_step"] == 8 and steps[0] == 8
+    assert again["history"] == metrics["history"]
+    assert json.dumps(again["held_out"]) == json.dumps(metrics["held_out"])  # NaN where undefined
+    trained, retrained = snapshot_trainable(whole), snapshot_trainable(resumed)
+    assert trained.keys() == retrained.keys() and all(trained[k].equal(retrained[k]) for k in trained)
+
+    # Other rows (or settings, or a changed backbone) start over.
+    other = critic_checkpoint(
+        tmp_path / "orm.checkpoint", rows[1:], "orm", config, model_files(tiny_model_dir)
+    )
+    assert checkpoint.load() is not None and other.load() is None

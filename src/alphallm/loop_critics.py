@@ -20,8 +20,9 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
     """Round k's critics (``round-k/critics.json``): each kind retrained on the labels of all trees so
     far, starting from the policy that made them; the held-out gate per kind (``critics.gate``), then,
     with ``critics.gate_search``, the search gate over whole sets."""
-    from alphallm.lm.loading import load_causal_lm, training_dtype
-    from alphallm.train.critic import task_corrupter, train_critic, training_steps
+    from alphallm.lm.loading import load_causal_lm, model_files, training_dtype
+    from alphallm.train.checkpoint import steps_to
+    from alphallm.train.critic import critic_checkpoint, task_corrupter, train_critic, training_steps
     from alphallm.train.critic_gate import gate_retrained
     from alphallm.train.labels import label_rows
 
@@ -43,6 +44,14 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
         config = replace(settings.train, seed=loop.seed(k, "critics"))
         dtype = training_dtype(loop.config.train_dtype, lora=config.lora_r > 0)
         base, tokenizer = load_causal_lm(loop.policy(k - 1), dtype=dtype)
+        # A stage killed mid-training resumes from its last checkpoint (``train_critic``).
+        checkpoint = critic_checkpoint(
+            loop.critic_dir(k, kind).with_name(f"{kind}.checkpoint"),
+            rows,
+            kind,
+            config,
+            model_files(loop.policy(k - 1)),
+        )
         with loop.ui.progress(f"round {k} {kind} critic", training_steps(rows, config, kind)) as adv:
             model, metrics = train_critic(
                 rows,
@@ -50,11 +59,13 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
                 tokenizer=tokenizer,
                 kind=kind,
                 config=config,
-                on_step=lambda s, loss: adv(1),
+                on_step=steps_to(adv),
                 corrupt=task_corrupter(loop.task) if kind == "orm" and config.negatives else None,
+                checkpoint=checkpoint,
             )
         with atomic_dir(loop.critic_dir(k, kind)) as tmp:
             model.save(tmp, tokenizer, {"base": loop.policy(k - 1), **metrics})
+        checkpoint.remove()
         out[kind] = metrics
         out["trained"].append(kind)
         out["kept"][kind] = k

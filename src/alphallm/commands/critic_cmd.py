@@ -129,8 +129,15 @@ def add_parsers(sub: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
     from alphallm.io import atomic_dir, check_out_dir
-    from alphallm.lm.loading import load_causal_lm, training_dtype
-    from alphallm.train.critic import CriticTrainConfig, task_corrupter, train_critic, training_steps
+    from alphallm.lm.loading import load_causal_lm, model_files, training_dtype
+    from alphallm.train.checkpoint import steps_to
+    from alphallm.train.critic import (
+        CriticTrainConfig,
+        critic_checkpoint,
+        task_corrupter,
+        train_critic,
+        training_steps,
+    )
     from alphallm.trees import read_trees
 
     _check_counts(args)
@@ -167,6 +174,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError(f"--negatives: {exc}") from None
     dtype = training_dtype(args.dtype, lora=args.lora_r > 0)
     base, tokenizer = load_causal_lm(args.base, device=args.device, dtype=dtype)
+    # Rerunning a killed command resumes from the last checkpoint (``train_critic``).
+    checkpoint = critic_checkpoint(f"{args.out}.checkpoint", rows, args.kind, config, model_files(args.base))
     with progress_bar(f"train {args.kind} critic", training_steps(rows, config, args.kind)) as advance:
         model, metrics = train_critic(
             rows,
@@ -174,8 +183,9 @@ def run_train(args: argparse.Namespace) -> int:
             tokenizer=tokenizer,
             kind=args.kind,
             config=config,
-            on_step=lambda step, loss: advance(1),
+            on_step=steps_to(advance),
             corrupt=corrupt,
+            checkpoint=checkpoint,
         )
     meta = {
         "base": str(args.base),
@@ -185,9 +195,13 @@ def run_train(args: argparse.Namespace) -> int:
     }
     with atomic_dir(args.out, marker="critic.json", what="critic") as tmp:
         model.save(tmp, tokenizer, meta)
+    checkpoint.remove()
     if "held_out" in metrics:
         print_table(f"{args.kind} critic on held-out problems", metrics["held_out"])
-    console.print(f"critic: {args.out} ({metrics['train_rows']} training rows, {metrics['train_seconds']} s)")
+    resumed = f"; resumed at step {metrics['resumed_at_step']}" if "resumed_at_step" in metrics else ""
+    console.print(
+        f"critic: {args.out} ({metrics['train_rows']} training rows, {metrics['train_seconds']} s{resumed})"
+    )
     return 0
 
 
@@ -241,7 +255,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     else:
         from alphallm.critics.learned import CriticModel
-        from alphallm.train.critic import predict
+        from alphallm.train.critic_data import predict
 
         model, tokenizer, meta = CriticModel.load(args.critic, device=args.device, dtype=args.dtype)
         kind, name = args.kind or meta["kind"], f"{meta['kind']} critic {Path(args.critic).name}"

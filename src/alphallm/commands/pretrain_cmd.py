@@ -41,6 +41,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
+    from alphallm.train.checkpoint import steps_to
     from alphallm.train.pretrain import NOISY_TEACHERS, RECIPES, PretrainConfig, pretrain
 
     if args.noise is not None and args.task not in NOISY_TEACHERS:
@@ -55,13 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(_as_flags(str(exc))) from None
     command = _command(args)
     with progress_bar(f"pretrain {args.task}", config.steps) as advance:
-        done = [0]  # steps shown; a resumed run starts past the checkpoint's
-
-        def on_step(step: int, loss: float) -> None:
-            advance(step + 1 - done[0])
-            done[0] = step + 1
-
-        card = pretrain(config, command=command, on_step=on_step)
+        card = pretrain(config, command=command, on_step=steps_to(advance))
     print_table(f"{card['name']}: greedy on test", card["greedy_test"]["metrics"])
     resumed = f"; resumed at step {card['resumed_at_step']}" if "resumed_at_step" in card else ""
     console.print(

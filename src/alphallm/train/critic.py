@@ -8,11 +8,14 @@ epoch with the lowest held-out loss is kept. With ``lora_r > 0`` the backbone ge
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +30,9 @@ from alphallm.critics.metrics import (
     spearman_ceiling,
 )
 from alphallm.errors import UserError
-from alphallm.lm.hf import encode_batch
 from alphallm.tasks.base import Task
+from alphallm.train.checkpoint import Checkpoint
+from alphallm.train.critic_data import Features, Texts
 from alphallm.train.labels import LabelRow, corrupted_rows
 from alphallm.train.lora import (
     add_lora,
@@ -41,6 +45,7 @@ from alphallm.train.lora import (
 __all__ = [
     "CriticTrainConfig",
     "cap_by_group",
+    "critic_checkpoint",
     "critic_metrics",
     "split_by_group",
     "task_corrupter",
@@ -86,6 +91,9 @@ class CriticTrainConfig:
             "how the base rated it) and the worst tokens lower the critic's logit"
         },
     )
+    checkpoint_every: int = field(
+        default=200, metadata={"help": "steps between checkpoints within an epoch (one follows every epoch)"}
+    )
     negatives: int = field(
         default=0,
         metadata={
@@ -97,6 +105,8 @@ class CriticTrainConfig:
     def __post_init__(self) -> None:
         if self.negatives < 0:
             raise ValueError("negatives must be non-negative")
+        if self.checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
         if not 0.0 <= self.holdout < 1.0:
@@ -175,43 +185,14 @@ def task_corrupter(task: Task) -> Callable[[LabelRow, random.Random], str | None
     return corrupt
 
 
-def _batches(rows: list[LabelRow], size: int, rng: random.Random) -> list[list[LabelRow]]:
-    """Batches of rows of similar length (less padding), in random order."""
-    ordered = sorted(rows, key=lambda r: len(r.text))
-    batches = [ordered[i : i + size] for i in range(0, len(ordered), size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def _loss(
-    model: CriticModel, tokenizer: Any, batch: Sequence[LabelRow], device: torch.device
-) -> torch.Tensor:
-    texts = [r.prompt for r in batch], [r.solution for r in batch]
-    logits = model(**encode_batch(tokenizer, *texts, device, model.max_length))
-    targets = torch.tensor([r.target for r in batch], device=device)
-    weights = torch.tensor([r.weight for r in batch], device=device)
-    return _weighted_bce(logits, targets, weights)
-
-
-def _weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy against soft targets, each row counted by its weight (its outcomes)."""
-    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    return (losses * weights).sum() / weights.sum()
-
-
-@torch.no_grad()
-def predict(
-    model: CriticModel, tokenizer: Any, rows: Sequence[LabelRow], batch_size: int = 128
-) -> list[float]:
-    model.eval()
-    device = next(model.parameters()).device
-    out: list[float] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        texts = [r.prompt for r in chunk], [r.solution for r in chunk]
-        batch = encode_batch(tokenizer, *texts, device, model.max_length)
-        out.extend(torch.sigmoid(model(**batch)).tolist())
-    return out
+def critic_checkpoint(
+    path: str | Path, rows: Sequence[LabelRow], kind: str, config: CriticTrainConfig, base: Any
+) -> Checkpoint:
+    """The checkpoint of training a ``kind`` critic on ``rows`` from the backbone whose files are ``base``
+    (``lm.loading.model_files``): resumed only by the same rows, settings and starting weights."""
+    digest = hashlib.sha256(json.dumps([asdict(row) for row in rows]).encode()).hexdigest()
+    settings = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
+    return Checkpoint(path, {"kind": kind, "rows": digest, "config": settings, "base": base})
 
 
 def critic_metrics(
@@ -245,11 +226,14 @@ def train_critic(
     config: CriticTrainConfig,
     on_step: Callable[[int, float], None] | None = None,
     corrupt: Callable[[LabelRow, random.Random], str | None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[CriticModel, dict[str, Any]]:
     """Fine-tunes ``base`` (a causal LM, e.g. the policy) with a fresh head on ``rows``. With LoRA,
     adapters are injected into ``base`` itself (PEFT works in place): pass a model you can spare.
     ``corrupt`` makes an ORM's hard negatives (``config.negatives``, ``task_corrupter``); other
-    kinds train on their labels alone."""
+    kinds train on their labels alone. With ``checkpoint`` (``critic_checkpoint``), the trainable
+    weights, optimizer and data order are saved after every epoch and every ``checkpoint_every`` steps,
+    and a run of the same work resumes there, to the weights an uninterrupted run trains."""
     if config.negatives and kind == "orm" and corrupt is None:
         raise ValueError("negatives need the task's corrupt (task_corrupter)")
     torch.manual_seed(config.seed)
@@ -276,17 +260,38 @@ def train_critic(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     started, step = time.perf_counter(), 0
     # A frozen backbone gives every text the same features in every epoch: read them once.
-    data: _Texts | _Features = (
-        _Features(model, tokenizer, train_rows, held_rows, device)
+    data: Texts | Features = (
+        Features(model, tokenizer, train_rows, held_rows, device)
         if model.frozen
-        else _Texts(tokenizer, train_rows, held_rows, device)
+        else Texts(tokenizer, train_rows, held_rows, device)
     )
     best: tuple[float, dict[str, torch.Tensor] | None] = (math.inf, None)
-    history = []
-    for epoch in range(config.epochs):
+    history: list[dict[str, float]] = []
+    first_epoch, skip = 0, 0  # a resumed run goes on at this epoch, past this many of its batches
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        restore_trainable(model, state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        first_epoch, skip, step, best, history = (
+            state[k] for k in ("epoch", "batch", "step", "best", "history")
+        )
+
+    def save(epoch: int, batch: int, epoch_rng: Any) -> None:
+        """Saves where the run is: this epoch's batches are drawn again from ``epoch_rng``, and the first
+        ``batch`` of them skipped."""
+        if checkpoint is not None:
+            trained = {"trainable": snapshot_trainable(model), "optimizer": optimizer.state_dict()}
+            places = {"epoch": epoch, "batch": batch, "step": step, "best": best, "history": history}
+            checkpoint.save(trained | places | {"rng": epoch_rng, "torch_rng": torch.get_rng_state()})
+
+    for epoch in range(first_epoch, config.epochs):
         model.train()
-        for batch in data.batches(config.batch_size, rng):
-            loss = data.loss(model, batch)
+        epoch_rng = rng.getstate()
+        batches = data.batches(config.batch_size, rng)
+        for index in range(skip, len(batches)):
+            loss = data.loss(model, batches[index])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -296,11 +301,16 @@ def train_critic(
             if on_step is not None:
                 on_step(step, value)
             step += 1
+            if step % config.checkpoint_every == 0 and index + 1 < len(batches):
+                save(epoch, index + 1, epoch_rng)
+        skip = 0
         held_loss = data.held_out_loss(model) if held_rows else float(-epoch)
         _check_finite(held_loss, f"the held-out loss after epoch {epoch + 1}")
         history.append({"epoch": epoch, "held_out_loss": held_loss})
         if held_loss < best[0]:
             best = (held_loss, snapshot_trainable(model))
+        if epoch + 1 < config.epochs:
+            save(epoch + 1, 0, rng.getstate())
     if best[1] is not None:
         restore_trainable(model, best[1])
     # The last step can break the weights with a finite loss (fp16 AdamW); without held-out rows
@@ -316,6 +326,7 @@ def train_critic(
         "trainable_parameters": sum(p.numel() for p in params),
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
+        **({"resumed_at_step": state["step"]} if state is not None else {}),
         "config": asdict(config),
     }
     if held_rows:
@@ -330,103 +341,3 @@ def _check_finite(value: float, what: str) -> None:
             f"critic training diverged: {what} is {value}; train in --dtype float32 or bfloat16, "
             "or with LoRA (--lora-r)"
         )
-
-
-class _Texts:
-    """Training rows read through the whole model at every step (the backbone learns too)."""
-
-    def __init__(
-        self, tokenizer: Any, train_rows: list[LabelRow], held_rows: list[LabelRow], device: torch.device
-    ) -> None:
-        self.tokenizer, self.train, self.held, self.device = tokenizer, train_rows, held_rows, device
-
-    def batches(self, size: int, rng: random.Random) -> list[Any]:
-        return _batches(self.train, size, rng)
-
-    def loss(self, model: CriticModel, batch: Any) -> torch.Tensor:
-        return _loss(model, self.tokenizer, batch, self.device)
-
-    def held_out_loss(self, model: CriticModel) -> float:
-        return _held_out_loss(model, self.tokenizer, self.held, self.device)
-
-    def held_out_scores(self, model: CriticModel) -> list[float]:
-        return predict(model, self.tokenizer, self.held)
-
-
-class _Features:
-    """The head's inputs of every training and held-out row, computed once (frozen backbone)."""
-
-    def __init__(
-        self,
-        model: CriticModel,
-        tokenizer: Any,
-        train_rows: Sequence[LabelRow],
-        held_rows: Sequence[LabelRow],
-        device: torch.device,
-    ) -> None:
-        self.train = self._read(model, tokenizer, train_rows, device)
-        self.held = self._read(model, tokenizer, held_rows, device) if held_rows else None
-
-    @staticmethod
-    @torch.no_grad()
-    def _read(
-        model: CriticModel, tokenizer: Any, rows: Sequence[LabelRow], device: torch.device
-    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """(features, targets (N,), weights (N,)) in the rows' order; the features are (N, F), or
-        with token evidence a list of N (1 + n_i, F) tensors."""
-        model.eval()
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i].text))  # similar lengths: less padding
-        parts: dict[int, torch.Tensor] = {}
-        for start in range(0, len(order), 128):
-            chunk = order[start : start + 128]
-            texts = [rows[i].prompt for i in chunk], [rows[i].solution for i in chunk]
-            batch = encode_batch(tokenizer, *texts, device, model.max_length)
-            for i, feature in zip(chunk, model.features(**batch)):
-                parts[i] = feature
-        ordered = [parts[i] for i in range(len(rows))]
-        features = ordered if model.token_evidence else torch.stack(ordered)
-        targets = torch.tensor([r.target for r in rows], device=device)
-        weights = torch.tensor([r.weight for r in rows], device=device)
-        return features, targets, weights
-
-    def batches(self, size: int, rng: random.Random) -> list[Any]:
-        order = list(range(len(self.train[0])))
-        rng.shuffle(order)
-        return [order[i : i + size] for i in range(0, len(order), size)]
-
-    @staticmethod
-    def _weighted_loss(model: CriticModel, data: tuple[Any, ...], index: Any) -> torch.Tensor:
-        features, targets, weights = data
-        if isinstance(features, list):  # token evidence: one tensor per text
-            features = features[index] if isinstance(index, slice) else [features[i] for i in index]
-        else:
-            features = features[index]
-        return _weighted_bce(model.logits(features), targets[index], weights[index])
-
-    def loss(self, model: CriticModel, batch: Any) -> torch.Tensor:
-        return self._weighted_loss(model, self.train, batch)
-
-    @torch.no_grad()
-    def held_out_loss(self, model: CriticModel) -> float:
-        assert self.held is not None
-        model.eval()
-        return self._weighted_loss(model, self.held, slice(None)).item()
-
-    @torch.no_grad()
-    def held_out_scores(self, model: CriticModel) -> list[float]:
-        assert self.held is not None
-        return torch.sigmoid(model.logits(self.held[0])).tolist()
-
-
-@torch.no_grad()
-def _held_out_loss(
-    model: CriticModel, tokenizer: Any, rows: Sequence[LabelRow], device: torch.device
-) -> float:
-    model.eval()
-    total = weight = 0.0
-    for start in range(0, len(rows), 128):
-        batch = rows[start : start + 128]
-        batch_weight = sum(r.weight for r in batch)
-        total += _loss(model, tokenizer, batch, device).item() * batch_weight
-        weight += batch_weight
-    return total / max(weight, 1e-9)

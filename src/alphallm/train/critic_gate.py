@@ -19,10 +19,10 @@ from alphallm.train.critic import (
     CriticTrainConfig,
     cap_by_group,
     critic_metrics,
-    predict,
     split_by_group,
     trained_groups,
 )
+from alphallm.train.critic_data import predict
 from alphallm.train.labels import LabelRow
 
 __all__ = ["GATE_MEASURES", "critic_gate", "gate_retrained"]

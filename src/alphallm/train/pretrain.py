@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,7 @@ import torch
 from alphallm.io import atomic_dir, check_out_dir, write_json
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Task
+from alphallm.train.checkpoint import Checkpoint
 
 __all__ = ["RECIPES", "PretrainConfig", "pretrain"]
 
@@ -187,10 +186,10 @@ def pretrain(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
     )
-    checkpoint = Path(f"{config.out}.checkpoint")
+    checkpoint = Checkpoint(f"{config.out}.checkpoint", _training(config))
     batches: list[list[str]] = []
     first, seconds = 0, 0.0
-    state = _read_checkpoint(checkpoint, config)
+    state = checkpoint.load()
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -212,34 +211,19 @@ def pretrain(
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "batches": batches}
             state |= {"torch_rng": torch.get_rng_state(), "rng": rng.getstate(), "step": step + 1}
-            _write_checkpoint(checkpoint, config, state | {"seconds": time.perf_counter() - started})
+            checkpoint.save(state | {"seconds": time.perf_counter() - started})
         if on_step is not None:
             on_step(step, loss.item())
     train_seconds = time.perf_counter() - started
     card = _save(config, model, tokenizer, task, train_seconds, command, resumed_at=first)
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    checkpoint.remove()
     return card
 
 
-def _training(config: PretrainConfig) -> str:
+def _training(config: PretrainConfig) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: every setting that shapes the training."""
     ignored = ("out", "eval_problems", "checkpoint_every")
-    return json.dumps({k: v for k, v in asdict(config).items() if k not in ignored}, sort_keys=True)
-
-
-def _write_checkpoint(path: Path, config: PretrainConfig, state: dict[str, Any]) -> None:
-    with atomic_dir(path, what="checkpoint") as tmp:
-        torch.save(state | {"training": _training(config)}, tmp / "state.pt")
-
-
-def _read_checkpoint(path: Path, config: PretrainConfig) -> dict[str, Any] | None:
-    """The state saved in ``path`` for this very training, or None (none, unreadable, or for other
-    settings: then this run starts over and replaces it)."""
-    try:
-        state: dict[str, Any] = torch.load(path / "state.pt", weights_only=False)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
-        return None
-    return state if isinstance(state, dict) and state.get("training") == _training(config) else None
+    return {k: v for k, v in asdict(config).items() if k not in ignored}
 
 
 def _save(
