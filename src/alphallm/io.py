@@ -4,6 +4,7 @@ processes out of one run directory."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import glob
@@ -235,8 +236,11 @@ def _hold(directory: Path) -> int | None:
         import fcntl
     except ImportError:
         return None
-    fd = os.open(directory, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_EX)  # just made, so no one else holds it
     return fd
 
 
@@ -251,14 +255,18 @@ def _clean_up_after_kills(path: Path) -> None:
         return
     old = path.with_name(f".{path.name}.old")
     if old.is_dir() and not path.exists() and not path.is_symlink():
-        old.rename(path)
+        with contextlib.suppress(OSError):  # another writer put it back first
+            old.rename(path)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         if stale.is_symlink() or not stale.is_dir():
             continue
-        fd = os.open(stale, os.O_RDONLY)
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except OSError:  # gone meanwhile (another writer cleaned it), or not ours to open
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:
             continue  # another process is writing it now
         finally:
             os.close(fd)

@@ -141,9 +141,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {"model": model, "argv": vars(args) | {"run": None}, **result.to_dict()}
     write_json(out, result.to_dict(with_records=True) | {"model": model})
     append_jsonl(out.parent / "log.jsonl", {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary})
-    shutil.rmtree(
-        chunks, ignore_errors=True
-    )  # in the results now; kept, they would outlive a retrained model
+    # The chunks are in the results now; kept, they would only take disk.
+    shutil.rmtree(chunks, ignore_errors=True)
     console.print(f"results: {out}")
     return 0
 

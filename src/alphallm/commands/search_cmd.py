@@ -303,9 +303,8 @@ def run(args: argparse.Namespace) -> int:
             "config": report.config,
         },
     )
-    shutil.rmtree(
-        chunks, ignore_errors=True
-    )  # in the results now; kept, they would outlive a retrained model
+    # The chunks are in the results now; kept, they would only take disk.
+    shutil.rmtree(chunks, ignore_errors=True)
     console.print(f"results: {out}")
     return 0
 
