@@ -39,6 +39,21 @@ def _retrain_in_place(model: Path) -> None:
     os.utime(weights, ns=(later, later))
 
 
+def _calls_after_a_kill_and_retraining(
+    monkeypatch: pytest.MonkeyPatch, target: tuple[Any, str], stop_after: int, args: list[str], model: Path
+) -> int:
+    """Runs ``args`` killed after ``stop_after`` calls of ``target``, retrains ``model`` in place, runs
+    them again; returns how many calls of ``target`` that rerun made."""
+    with monkeypatch.context() as patch:
+        _counting(patch, *target, stop_after=stop_after)
+        assert main(args) == 130
+    _retrain_in_place(model)
+    with monkeypatch.context() as patch:
+        calls = _counting(patch, *target)
+        assert main(args) == 0
+    return len(calls)
+
+
 def _search_args(model: Path, tmp_path: Path) -> list[str]:
     args = ["search", "--task", "arith", "--model", str(model), "--limit", "4", "--batch-size", "2"]
     args += ["--method", "mcts", "--simulations", "2", "--rollouts", "0", "--max-tokens", "6", "--seed", "3"]
@@ -73,14 +88,7 @@ def test_a_killed_search_resumes_its_finished_batches_unless_the_model_changed(
     assert not chunks.exists()
 
     # Killed again; then the model is retrained in place (same files, rewritten): nothing is reused.
-    with monkeypatch.context() as patch:
-        _counting(patch, runner, "solve", stop_after=1)
-        assert main(args) == 130
-    _retrain_in_place(model)
-    with monkeypatch.context() as patch:
-        calls = _counting(patch, runner, "solve")
-        assert main(args) == 0
-    assert len(calls) == 2
+    assert _calls_after_a_kill_and_retraining(monkeypatch, (runner, "solve"), 1, args, model) == 2
 
 
 def test_saved_trees_are_one_runs_whole_set_with_its_settings(
@@ -150,14 +158,7 @@ def test_a_killed_eval_resumes_its_finished_batches_unless_the_model_changed(
     assert resumed["metrics"] == whole["metrics"]
     assert not chunks.exists()
 
-    with monkeypatch.context() as patch:
-        _counting(patch, ChunkStore, "save", stop_after=2)
-        assert main(args) == 130
-    _retrain_in_place(model)
-    with monkeypatch.context() as patch:
-        saves = _counting(patch, ChunkStore, "save")
-        assert main(args) == 0
-    assert len(saves) == 3
+    assert _calls_after_a_kill_and_retraining(monkeypatch, (ChunkStore, "save"), 2, args, model) == 3
 
 
 def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: Path) -> None:
