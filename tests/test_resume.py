@@ -246,3 +246,39 @@ def test_a_killed_critic_training_resumes_from_its_checkpoint_to_the_same_critic
         tmp_path / "orm.checkpoint", rows[1:], "orm", config, model_files(tiny_model_dir)
     )
     assert checkpoint.load() is not None and other.load() is None
+
+
+def test_a_loop_evaluation_killed_in_its_searches_keeps_its_greedy_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphallm import loop_solve
+    from alphallm.chunks import ChunkStore
+    from alphallm.loop import Quiet
+    from alphallm.loop_config import EvalSettings
+    from alphallm.tasks import get_task
+
+    task = get_task("arith")
+    settings = EvalSettings(test_problems=6, search_problems=2, max_tokens=8)
+    saved: list[str] = []  # the directory of every chunk saved
+    real_save = ChunkStore.save
+
+    def save(store: ChunkStore, *args: Any) -> dict[str, Any]:
+        saved.append(store.directory.name)
+        return real_save(store, *args)
+
+    monkeypatch.setattr(ChunkStore, "save", save)
+
+    def evaluation() -> dict[str, Any]:
+        test = task.problems("test")[:6]
+        args = {"seed": 0, "ui": Quiet(), "label": "round 0", "chunks": tmp_path / "eval.chunks"}
+        return loop_solve.evaluate_policy(task, test, "arith-base", {}, settings, **args)
+
+    with monkeypatch.context() as patch:
+        _counting(patch, loop_solve, "solve_with", stop_after=0)  # killed in the first search
+        with pytest.raises(KeyboardInterrupt):
+            evaluation()
+    assert saved == ["greedy"]
+    saved.clear()
+    again = evaluation()
+    assert "greedy" not in saved and saved  # the searches ran; the greedy batch came from disk
+    assert len(again["greedy"]["solved"]) == 6

@@ -25,6 +25,17 @@ __all__ = [
 ]
 
 
+def _greedy_store(chunks: Path, task: Any, first: Problem, policy: str, max_tokens: int | None) -> Any:
+    """Where the evaluation's greedy batches stream, so that a stage killed later (in its searches)
+    does not decode them again; taken back only for the same policy files and settings."""
+    from alphallm.chunks import ChunkStore
+    from alphallm.lm.loading import model_files
+
+    work = {"task": task.name, "files": model_files(policy), "method": "greedy", "max_tokens": max_tokens}
+    work["prompt"] = task.format_prompt(first)  # a chat template changes every prompt
+    return ChunkStore(chunks / "greedy", work)
+
+
 def solve_with(
     task: Any,
     problems: list[Problem],
@@ -108,7 +119,12 @@ def evaluate_policy(
     lm = load_lm(policy)
     out: dict[str, Any] = {}
     greedy = evaluate(
-        task, lm, test[: settings.test_problems], method="greedy", max_tokens=settings.max_tokens
+        task,
+        lm,
+        test[: settings.test_problems],
+        method="greedy",
+        max_tokens=settings.max_tokens,
+        store=_greedy_store(chunks, task, test[0], policy, settings.max_tokens) if chunks and test else None,
     )
     out["greedy"] = {
         "accuracy": greedy.metrics["accuracy"],
