@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,10 @@ def test_a_killed_directory_writes_copy_is_cleaned_up_by_the_next_writer_a_live_
     assert killed.returncode == -signal.SIGKILL
     (stale,) = tmp_path.glob(".policy.*.tmp")  # a full copy of the weights, with a real model
     assert (stale / "model.safetensors").read_text() == "half of round 2"
+    with atomic_dir(target) as tmp:  # a copy changed a moment ago may be a writer's not locked yet
+        (tmp / "config.json").write_text("{}")
+    assert stale.exists()
+    os.utime(stale, (time.time() - 120, time.time() - 120))
     live = tmp_path / ".policy.live.tmp"  # another process's write in progress
     live.mkdir()
     fd = _hold(live)
@@ -101,6 +106,31 @@ def test_a_killed_directory_writes_copy_is_cleaned_up_by_the_next_writer_a_live_
         assert fd is not None
         os.close(fd)
     assert (target / "model.safetensors").read_text() == "round 2"
+
+
+_BUSY_WRITER = """
+import sys
+from alphallm.io import atomic_dir
+for i in range(int(sys.argv[2])):
+    with atomic_dir(sys.argv[1]) as tmp:
+        (tmp / "critic.json").write_text(sys.argv[3])
+        (tmp / "head.safetensors").write_text(str(i))
+"""
+
+
+def test_writers_of_one_directory_at_once_never_remove_each_others_copies(tmp_path: Path) -> None:
+    target = tmp_path / "orm"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUSY_WRITER, str(target), "150", name], stderr=subprocess.PIPE
+        )
+        for name in ("a", "b", "c")
+    ]
+    errors = [writer.communicate()[1].decode() for writer in writers]
+    assert errors == ["", "", ""] and [w.returncode for w in writers] == [0, 0, 0]
+    assert (target / "critic.json").read_text() in ("a", "b", "c")
+    assert (target / "head.safetensors").read_text() == "149"
+    assert [p.name for p in tmp_path.iterdir()] == ["orm"]
 
 
 def test_a_directory_is_replaced_in_one_step_and_a_two_step_replace_cut_short_is_undone(

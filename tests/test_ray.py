@@ -71,7 +71,7 @@ def test_two_workers_one_crashing_equal_one_process_and_the_cli_resumes_from_dis
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    chunks = tmp_path / "ray.chunks"
+    chunks = tmp_path / "ray.json.chunks"
     marker = tmp_path / "crashed"
     report = solve_on_ray(
         task,

@@ -67,7 +67,7 @@ def test_a_killed_search_resumes_its_finished_batches_unless_the_model_changed(
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
-    args, chunks = _search_args(model, tmp_path), tmp_path / "res.chunks"
+    args, chunks = _search_args(model, tmp_path), tmp_path / "res.json.chunks"
     assert main(args) == 0
     whole = json.loads((tmp_path / "res.json").read_text())
     assert not chunks.exists()  # its results are in res.json now
@@ -137,7 +137,7 @@ def test_a_killed_eval_resumes_its_finished_batches_unless_the_model_changed(
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
-    out, chunks = tmp_path / "eval.json", tmp_path / "eval.chunks"
+    out, chunks = tmp_path / "eval.json", tmp_path / "eval.json.chunks"
     args = ["eval", "--task", "arith", "--model", str(model), "--limit", "5", "--batch-size", "2"]
     args += ["--method", "sample", "--n", "2", "--max-tokens", "6", "--seed", "5", "--out", str(out)]
     assert main(args) == 0
@@ -188,11 +188,25 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tm
     whole, resumed = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     assert whole.keys() == resumed.keys() and all(whole[k].equal(resumed[k]) for k in whole)
 
-    # Other settings start over rather than take the checkpoint.
+    # Other settings, or a damaged checkpoint, start over rather than take it.
     with pytest.raises(KeyboardInterrupt):
         pretrain(config, on_step=killed_at_step_4)
     other = PretrainConfig(out=str(tmp_path / "cut"), **{**settings, "lr": 1e-3})  # type: ignore[arg-type]
     assert "resumed_at_step" not in pretrain(other)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config, on_step=killed_at_step_4)
+    state = tmp_path / "cut.checkpoint" / "state.pt"
+    data = bytearray(state.read_bytes())
+    pickled = data.index(b"\x80\x02", data.index(b"data.pkl"))  # the state's pickle, inside the zip
+    data[pickled + 40 : pickled + 48] = b"\xff" * 8
+    state.write_bytes(bytes(data))
+    assert "resumed_at_step" not in pretrain(config)
+
+    # A file where the checkpoint goes is refused before any training, not at the first checkpoint.
+    (tmp_path / "p.checkpoint").write_text("mine")
+    elsewhere = PretrainConfig(out=str(tmp_path / "p"), **settings)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=r"p\.checkpoint exists and is not a checkpoint directory"):
+        pretrain(elsewhere, on_step=killed_at_step_4)
 
 
 @pytest.mark.parametrize("confidence", [False, True], ids=["whole-model", "frozen-features"])
@@ -228,9 +242,9 @@ def test_a_killed_critic_training_resumes_from_its_checkpoint_to_the_same_critic
         if step == 9:  # in the second epoch, past a checkpoint at step 8
             raise KeyboardInterrupt
 
-    checkpoint = critic_checkpoint(
-        tmp_path / "orm.checkpoint", rows, "orm", config, model_files(tiny_model_dir)
-    )
+    base, _ = load_causal_lm(str(tiny_model_dir))
+    place, files = tmp_path / "orm.checkpoint", model_files(tiny_model_dir)
+    checkpoint = critic_checkpoint(place, rows, "orm", config, files=files, base=base)
     with pytest.raises(KeyboardInterrupt):
         train(checkpoint, killed_at_step_9)
     steps: list[int] = []
@@ -241,11 +255,10 @@ def test_a_killed_critic_training_resumes_from_its_checkpoint_to_the_same_critic
     trained, retrained = snapshot_trainable(whole), snapshot_trainable(resumed)
     assert trained.keys() == retrained.keys() and all(trained[k].equal(retrained[k]) for k in trained)
 
-    # Other rows (or settings, or a changed backbone) start over.
-    other = critic_checkpoint(
-        tmp_path / "orm.checkpoint", rows[1:], "orm", config, model_files(tiny_model_dir)
-    )
-    assert checkpoint.load() is not None and other.load() is None
+    # Other rows, settings, backbone files or dtype start over.
+    assert checkpoint.load() is not None
+    assert critic_checkpoint(place, rows[1:], "orm", config, files=files, base=base).load() is None
+    assert critic_checkpoint(place, rows, "orm", config, files=files, base=base.bfloat16()).load() is None
 
 
 def test_a_loop_evaluation_killed_in_its_searches_keeps_its_greedy_decoding(
@@ -282,3 +295,37 @@ def test_a_loop_evaluation_killed_in_its_searches_keeps_its_greedy_decoding(
     again = evaluation()
     assert "greedy" not in saved and saved  # the searches ran; the greedy batch came from disk
     assert len(again["greedy"]["solved"]) == 6
+
+
+def test_search_chunks_are_redone_when_a_lora_critics_base_is_retrained_in_place(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A LoRA critic's scores come from its adapters and from the base they sit on, a directory of its
+    own (``critic.json``'s ``lora_base``): its files are part of a search's work as well."""
+    from tests.test_critics import _synthetic_rows
+
+    from alphallm.distributed.runner import _work
+    from alphallm.lm.loading import load_causal_lm
+    from alphallm.solve_config import SolveConfig
+    from alphallm.tasks import get_task
+    from alphallm.train.critic import CriticTrainConfig, train_critic
+
+    base_dir = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base_dir)
+    base, tokenizer = load_causal_lm(str(base_dir))
+    config = CriticTrainConfig(epochs=1, batch_size=16, lora_r=2)
+    critic, _ = train_critic(
+        _synthetic_rows(40, 0), base=base, tokenizer=tokenizer, kind="orm", config=config
+    )
+    critic.save(tmp_path / "orm", tokenizer, {})
+    task = get_task("arith")
+    problems = task.problems("test")[:2]
+    search = SolveConfig(critic_dirs={"orm": str(tmp_path / "orm")}, weights={"orm": 1.0})
+
+    def work() -> dict[str, Any]:
+        return _work(task, problems, "arith-base", None, search, False, None)
+
+    before = work()
+    assert before["files"]["orm.lora_base"]  # the base's files, beside the adapters'
+    _retrain_in_place(base_dir)
+    assert work() != before

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -244,11 +245,16 @@ def _hold(directory: Path) -> int | None:
     return fd
 
 
+# Seconds after its last change before an unlocked temporary copy counts as a killed writer's.
+_SETTLED = 60.0
+
+
 def _clean_up_after_kills(path: Path) -> None:
     """What a killed ``atomic_dir`` writer of ``path`` left beside it: its temporary copies (with a real
     model, each a full copy of the weights), recognised by a lock nobody holds, so that a live writer's
     copy is left alone; and, where ``_replace`` had to take two renames, the old content a kill between
-    them left as ``.<name>.old`` with no ``path``, which is put back."""
+    them left as ``.<name>.old`` with no ``path``, which is put back. Two processes writing one path at
+    once (each then replaces the other's result) keep their own copies."""
     try:
         import fcntl
     except ImportError:
@@ -258,19 +264,20 @@ def _clean_up_after_kills(path: Path) -> None:
         with contextlib.suppress(OSError):  # another writer put it back first
             old.rename(path)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        if stale.is_symlink() or not stale.is_dir():
-            continue
         try:
+            # A writer locks its copy just after making it: one changed a moment ago may be unlocked yet.
+            if stale.is_symlink() or not stale.is_dir() or time.time() - stale.stat().st_mtime < _SETTLED:
+                continue
             fd = os.open(stale, os.O_RDONLY)
         except OSError:  # gone meanwhile (another writer cleaned it), or not ours to open
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(stale, ignore_errors=True)  # under the lock: no writer takes it meanwhile
         except OSError:
             continue  # another process is writing it now
         finally:
             os.close(fd)
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _may_not_replace(path: Path, *, marker: str | None, written: set[str] | None = None) -> bool:

@@ -142,6 +142,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     check_out_dir(args.out, marker="critic.json", what="critic")  # before the training it would hold
+    check_out_dir(f"{args.out}.checkpoint", what="checkpoint")  # and where the training resumes from
     try:
         config = CriticTrainConfig(
             epochs=args.epochs,
@@ -175,7 +176,9 @@ def run_train(args: argparse.Namespace) -> int:
     dtype = training_dtype(args.dtype, lora=args.lora_r > 0)
     base, tokenizer = load_causal_lm(args.base, device=args.device, dtype=dtype)
     # Rerunning a killed command resumes from the last checkpoint (``train_critic``).
-    checkpoint = critic_checkpoint(f"{args.out}.checkpoint", rows, args.kind, config, model_files(args.base))
+    checkpoint = critic_checkpoint(
+        f"{args.out}.checkpoint", rows, args.kind, config, files=model_files(args.base), base=base
+    )
     with progress_bar(f"train {args.kind} critic", training_steps(rows, config, args.kind)) as advance:
         model, metrics = train_critic(
             rows,

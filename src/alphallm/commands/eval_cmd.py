@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from alphallm.chunks import ChunkStore
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
     from alphallm.evaluation import evaluate
-    from alphallm.io import check_out_file, write_json
+    from alphallm.io import check_out_dir, check_out_file, write_json
     from alphallm.lm import load_lm
     from alphallm.tasks import get_task
 
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
         task = with_chat_template(task, lm.tokenizer)  # type: ignore[attr-defined]  # the HF backend
     # Finished batches stream into <out>.chunks/, so that rerunning a killed evaluation resumes there.
-    chunks = out.with_suffix(".chunks")
+    chunks = check_out_dir(f"{out}.chunks", what="chunks")  # a file there would fail after the first batch
     with progress_bar(f"eval {task.name} {args.method}", len(problems)) as advance:
         result = evaluate(
             task,
@@ -150,13 +150,14 @@ def run(args: argparse.Namespace) -> int:
 def _work(args: argparse.Namespace, task: Any, model: str, problems: list[Any]) -> dict[str, Any]:
     """What every batch of an evaluation shares; a saved batch is taken back only for the same work, done
     with the same model files (one retrained in place is decoded again)."""
-    from alphallm.lm.loading import model_files
+    from alphallm.lm.loading import model_files, pick_device
 
     settings = ("method", "n", "temperature", "seed", "max_tokens", "batch_size", "dtype")
     return {
         "task": task.name,
         "model": model,
         "files": model_files(model),
+        "device": pick_device(args.device).type,  # a GPU's numbers are not a CPU's
         **{name: getattr(args, name) for name in settings},
         "prompt": task.format_prompt(problems[0]) if problems else None,  # a chat template changes it
     }

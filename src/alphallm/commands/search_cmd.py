@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(args.save_trees, what="trees", flag="--save-trees")
     # Finished chunks stream into <out>.chunks/, so that rerunning a killed search resumes there; the
     # fingerprint of each chunk (settings, problems, the models' files) keeps other work from matching.
-    chunks = out.with_suffix(".chunks")
+    chunks = check_out_dir(f"{out}.chunks", what="chunks")  # a file there would fail after the first batch
     with progress_bar(f"{config.method} {task.name}", len(problems)) as advance:
         if distributed.enabled:
             from alphallm.distributed import solve_on_ray

@@ -57,6 +57,7 @@ __all__ = [
     "confidence_features",
     "files_digest",
     "load_critics",
+    "lora_base",
 ]
 
 KINDS = ("value", "prm", "orm")
@@ -288,6 +289,19 @@ class CriticModel(nn.Module):
             _load_weights(model.evidence, directory / "evidence.safetensors")
         model.to(pick_device(device)).eval()
         return model, tokenizer, meta
+
+
+def lora_base(directory: str | Path) -> str | None:
+    """The base model a LoRA critic's adapters sit on (its ``critic.json``'s ``lora_base``), which
+    its scores depend on as much as on its own files; None for another critic or an unreadable one."""
+    directory = Path(directory)
+    if not (directory / "backbone" / "adapter_config.json").is_file():
+        return None
+    try:
+        base = json.loads((directory / "critic.json").read_text()).get("lora_base")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return base if isinstance(base, str) else None
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from alphallm.distributed.config import RayConfig
 from alphallm.distributed.worker import SolveWorker
 from alphallm.errors import UserError
 from alphallm.lm.base import LanguageModel
-from alphallm.lm.loading import model_files
+from alphallm.lm.loading import model_files, pick_device
 from alphallm.solve import ProblemResult, SolveReport, solve
 from alphallm.solve_config import SolveConfig
 from alphallm.tasks.base import Problem, Task
@@ -103,7 +103,9 @@ def solve_on_ray(
             resolve_model_path(name)
     started = time.perf_counter()
     chunks = plan_chunks(len(problems), batch_size=config.batch_size, chunk_batches=ray_config.chunk_batches)
-    store = ChunkStore(out_dir, _work(task, problems, model, rollout_model, config, keep_trees, dtype))
+    store = ChunkStore(
+        out_dir, _work(task, problems, model, rollout_model, config, keep_trees, dtype, device)
+    )
     done: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         payload = store.load(chunk, problems[chunk.start : chunk.stop])
@@ -151,7 +153,9 @@ def solve_in_chunks(
     loaded from, for the chunks' fingerprint."""
     started = time.perf_counter()
     chunks = plan_chunks(len(problems), batch_size=config.batch_size, chunk_batches=chunk_batches)
-    store = ChunkStore(out_dir, _work(task, problems, model, rollout_model, config, keep_trees, dtype))
+    store = ChunkStore(
+        out_dir, _work(task, problems, model, rollout_model, config, keep_trees, dtype, device)
+    )
     done: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         shard = list(problems[chunk.start : chunk.stop])
@@ -183,10 +187,13 @@ def _work(
     config: SolveConfig,
     keep_trees: bool,
     dtype: str | None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """What every chunk of a run shares; a saved chunk is reused only for the same work, done with the
-    same models and critics: their files are part of it, so one retrained in place redoes the chunks."""
+    same models and critics: their files are part of it, so one retrained in place redoes the chunks.
+    The device too (this process's view of ``auto``): a GPU's numbers are not a CPU's."""
     return {
+        "device": pick_device(device).type,
         "task": task.name,
         "model": model,
         "rollout_model": rollout_model,
@@ -200,12 +207,16 @@ def _work(
 
 
 def _inputs(model: str, rollout_model: str | None, config: SolveConfig) -> list[tuple[str, str | None]]:
-    """Every model and critic directory a search reads, by role."""
+    """Every model and critic directory a search reads, by role; a LoRA critic's base too."""
+    from alphallm.critics.learned import lora_base
+
+    bases = [(f"{kind}.lora_base", lora_base(path)) for kind, path in config.critic_dirs.items()]
     return [
         ("model", model),
         ("rollout_model", rollout_model),
         ("anchor", config.anchor),
         *config.critic_dirs.items(),
+        *bases,
     ]
 
 

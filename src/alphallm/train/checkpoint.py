@@ -9,7 +9,7 @@ someone else's training.
 from __future__ import annotations
 
 import json
-import pickle
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from alphallm.io import atomic_dir
+from alphallm.io import atomic_dir, check_out_dir
 
 __all__ = ["Checkpoint", "steps_to"]
 
@@ -29,9 +29,15 @@ class Checkpoint:
         self.path = Path(path)
         self._work = json.dumps(work, sort_keys=True, default=str)
 
+    def check(self) -> None:
+        """Refuses, before the training, a path that could not hold the checkpoint (a file there)."""
+        check_out_dir(self.path, what="checkpoint")
+
     def save(self, state: dict[str, Any]) -> None:
-        with atomic_dir(self.path, what="checkpoint") as tmp:
-            torch.save(state | {"work": self._work}, tmp / "state.pt")
+        with atomic_dir(self.path, what="checkpoint") as tmp, open(tmp / "state.pt", "wb") as handle:
+            torch.save(state | {"work": self._work}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before it replaces the last one
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this work, or None: none saved, unreadable, or saved for other work (which
@@ -39,7 +45,7 @@ class Checkpoint:
         try:
             # Our own file (random states are tuples, histories dicts): not only tensors.
             state = torch.load(self.path / "state.pt", weights_only=False)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        except Exception:  # a damaged pickle raises almost anything (UnicodeDecodeError, MemoryError...)
             return None
         return state if isinstance(state, dict) and state.get("work") == self._work else None
 

@@ -186,13 +186,22 @@ def task_corrupter(task: Task) -> Callable[[LabelRow, random.Random], str | None
 
 
 def critic_checkpoint(
-    path: str | Path, rows: Sequence[LabelRow], kind: str, config: CriticTrainConfig, base: Any
+    path: str | Path,
+    rows: Sequence[LabelRow],
+    kind: str,
+    config: CriticTrainConfig,
+    *,
+    files: Any,
+    base: Any,
 ) -> Checkpoint:
-    """The checkpoint of training a ``kind`` critic on ``rows`` from the backbone whose files are ``base``
-    (``lm.loading.model_files``): resumed only by the same rows, settings and starting weights."""
+    """The checkpoint of training a ``kind`` critic on ``rows`` from ``base`` (the loaded backbone), whose
+    files are ``files`` (``lm.loading.model_files``): resumed only by the same rows, settings and
+    starting weights, in the same dtype on the same kind of device."""
     digest = hashlib.sha256(json.dumps([asdict(row) for row in rows]).encode()).hexdigest()
     settings = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
-    return Checkpoint(path, {"kind": kind, "rows": digest, "config": settings, "base": base})
+    weights = next(base.parameters())
+    loaded = {"files": files, "dtype": str(weights.dtype), "device": weights.device.type}
+    return Checkpoint(path, {"kind": kind, "rows": digest, "config": settings, "base": loaded})
 
 
 def critic_metrics(
@@ -277,6 +286,7 @@ def train_critic(
         first_epoch, skip, step, best, history = (
             state[k] for k in ("epoch", "batch", "step", "best", "history")
         )
+        started -= state["seconds"]  # the training time before the kill counts too
 
     def save(epoch: int, batch: int, epoch_rng: Any) -> None:
         """Saves where the run is: this epoch's batches are drawn again from ``epoch_rng``, and the first
@@ -284,6 +294,7 @@ def train_critic(
         if checkpoint is not None:
             trained = {"trainable": snapshot_trainable(model), "optimizer": optimizer.state_dict()}
             places = {"epoch": epoch, "batch": batch, "step": step, "best": best, "history": history}
+            places["seconds"] = time.perf_counter() - started
             checkpoint.save(trained | places | {"rng": epoch_rng, "torch_rng": torch.get_rng_state()})
 
     for epoch in range(first_epoch, config.epochs):

@@ -178,6 +178,8 @@ def pretrain(
 
     # Refused before training, not after it: a file or a data directory at ``out`` would be lost.
     check_out_dir(config.out, marker="config.json", what="model")
+    checkpoint = Checkpoint(f"{config.out}.checkpoint", _training(config))
+    checkpoint.check()
     task = get_task(config.task)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -186,7 +188,6 @@ def pretrain(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
     )
-    checkpoint = Checkpoint(f"{config.out}.checkpoint", _training(config))
     batches: list[list[str]] = []
     first, seconds = 0, 0.0
     state = checkpoint.load()
