@@ -52,6 +52,27 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
     assert [p.name for p in path.parent.iterdir()] == ["sft.json"]
 
 
+_KILLED_TEXT_WRITER = """
+import os, signal, sys
+from alphallm.io import write_text
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed after writing, before the rename
+write_text(sys.argv[1], "x" * 100_000)
+"""
+
+
+def test_temporary_files_of_killed_writes_are_removed_from_a_directory_held_alone(tmp_path: Path) -> None:
+    from alphallm.io import remove_temporary_files
+
+    run = tmp_path / "run"
+    write_json(run / "round-1" / "trees.json", {"trees": []})
+    killed = subprocess.run([sys.executable, "-c", _KILLED_TEXT_WRITER, str(run / "round-1" / "trees.json")])
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list((run / "round-1").glob(".trees.json.*.tmp"))) == 1  # 100 kB left behind
+    assert remove_temporary_files(run) == 1
+    assert [p.name for p in (run / "round-1").iterdir()] == ["trees.json"]
+    assert json.loads((run / "round-1" / "trees.json").read_text()) == {"trees": []}
+
+
 def test_a_failed_directory_write_keeps_the_old_directory(tmp_path: Path) -> None:
     target = tmp_path / "policy"
     with atomic_dir(target) as tmp:

@@ -33,6 +33,7 @@ __all__ = [
     "read_input",
     "read_input_text",
     "read_json",
+    "remove_temporary_files",
     "write_json",
     "write_text",
 ]
@@ -382,6 +383,18 @@ def exclusive(directory: str | Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_temporary_files(directory: str | Path) -> int:
+    """Removes the temporary files killed ``write_text`` calls left under ``directory`` (hidden
+    ``.NAME.*.tmp`` files; a copy of a large JSON each), and returns how many. Only for a directory the
+    caller holds alone (``exclusive``): a live writer's file would go too."""
+    removed = 0
+    for path in Path(directory).rglob(".*.tmp"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def files_identity(directory: str | Path) -> list[list[Any]]:

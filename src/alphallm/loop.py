@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.errors import UserError
-from alphallm.io import dumps, exclusive, write_json, write_text
+from alphallm.io import dumps, exclusive, remove_temporary_files, write_json, write_text
 from alphallm.loop_config import LoopConfig, load_config
 from alphallm.loop_meta import write_run_record
 from alphallm.loop_solve import evaluate_policy, solve_with
@@ -179,6 +179,7 @@ class Loop:
         """Runs (or resumes) every round; returns one metrics record per round, round 0 first."""
         # Two processes on one run would train over each other's stages (a resumed run beside a live one).
         with exclusive(self.dir, "self-improvement run"):
+            remove_temporary_files(self.dir)  # a killed run's; held alone, none is live
             return self._run()
 
     def _run(self) -> list[dict[str, Any]]:
