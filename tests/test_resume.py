@@ -205,8 +205,10 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tm
     # A file where the checkpoint goes is refused before any training, not at the first checkpoint.
     (tmp_path / "p.checkpoint").write_text("mine")
     elsewhere = PretrainConfig(out=str(tmp_path / "p"), **settings)  # type: ignore[arg-type]
+    steps: list[int] = []
     with pytest.raises(UserError, match=r"p\.checkpoint exists and is not a checkpoint directory"):
-        pretrain(elsewhere, on_step=killed_at_step_4)
+        pretrain(elsewhere, on_step=lambda step, loss: steps.append(step))
+    assert steps == []
 
 
 @pytest.mark.parametrize("confidence", [False, True], ids=["whole-model", "frozen-features"])
@@ -329,3 +331,17 @@ def test_search_chunks_are_redone_when_a_lora_critics_base_is_retrained_in_place
     assert before["files"]["orm.lora_base"]  # the base's files, beside the adapters'
     _retrain_in_place(base_dir)
     assert work() != before
+
+
+def test_a_file_where_a_checkpoint_or_chunks_go_is_refused_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("c.checkpoint", "res.json.chunks"):
+        (tmp_path / name).write_text("mine")
+    critic = ["train-critic", "--kind", "orm", "--trees", str(tmp_path / "no-trees"), "--base", "arith-base"]
+    assert main([*critic, "--out", str(tmp_path / "c")]) == 2
+    assert "c.checkpoint exists and is not a checkpoint directory" in capsys.readouterr().err
+    search = ["search", "--task", "arith", "--model", "no/such/model", "--out", str(tmp_path / "res.json")]
+    assert main(search) == 2
+    assert "res.json.chunks exists and is not a chunks directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.checkpoint", "res.json.chunks"]
