@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alphallm.io import write_json
+from alphallm.io import check_out_dir, write_json
 from alphallm.tasks.base import Problem
 
-__all__ = ["Chunk", "ChunkStore", "chunk_payload", "plan_chunks"]
+__all__ = ["Chunk", "ChunkStore", "chunk_payload", "chunks_beside", "plan_chunks"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,13 @@ def chunk_payload(report: Any) -> dict[str, Any]:
         "usage": report.usage,
         "seconds": report.wall_seconds,
     }
+
+
+def chunks_beside(out: str | Path) -> Path:
+    """Where a command writing the results file ``out`` streams its finished chunks (``<out>.chunks``),
+    so that rerunning it after a kill resumes there; checked now, since a file there would fail only
+    after the first batch. The command removes it once ``out`` is written."""
+    return check_out_dir(f"{out}.chunks", what="chunks")
 
 
 def plan_chunks(count: int, *, batch_size: int, chunk_batches: int) -> list[Chunk]:

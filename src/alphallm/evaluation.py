@@ -10,13 +10,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from alphallm.chunks import Chunk, ChunkStore
 from alphallm.lm.base import Completion, LanguageModel, Usage
 from alphallm.tasks.base import Problem, Task
 
-__all__ = ["EvalResult", "SampleRecord", "evaluate", "finish_solution"]
+__all__ = ["EvalResult", "SampleRecord", "eval_store", "evaluate", "finish_solution"]
 
 
 @dataclass
@@ -165,6 +166,26 @@ def evaluate(
         wall_seconds=time.perf_counter() - start_time,
         records=records,
     )
+
+
+def eval_store(
+    directory: str | Path,
+    task: Task,
+    problems: Sequence[Problem],
+    model: str,
+    *,
+    device: str | None = None,
+    **settings: Any,
+) -> ChunkStore:
+    """Where ``evaluate``'s finished batches stream (its ``store``), taken back only for the same work:
+    the model's files (one retrained in place is decoded again), the device (a GPU's numbers are not a
+    CPU's), the prompts (a chat template changes them) and ``settings`` (``evaluate``'s, and the dtype)."""
+    from alphallm.lm.loading import model_files, pick_device
+
+    work = {"task": task.name, "model": model, "files": model_files(model), **settings}
+    work["device"] = pick_device(device).type
+    work["prompt"] = task.format_prompt(problems[0]) if problems else None
+    return ChunkStore(directory, work)
 
 
 def _metrics(

@@ -45,10 +45,8 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
         dtype = training_dtype(loop.config.train_dtype, lora=config.lora_r > 0)
         base, tokenizer = load_causal_lm(loop.policy(k - 1), dtype=dtype)
         # A stage killed mid-training resumes from its last checkpoint (``train_critic``).
-        where, files = (
-            loop.critic_dir(k, kind).with_name(f"{kind}.checkpoint"),
-            model_files(loop.policy(k - 1)),
-        )
+        files = model_files(loop.policy(k - 1))
+        where = loop.critic_dir(k, kind).with_name(f"{kind}.checkpoint")
         checkpoint = critic_checkpoint(where, rows, kind, config, files=files, base=base)
         with loop.ui.progress(f"round {k} {kind} critic", training_steps(rows, config, kind)) as adv:
             model, metrics = train_critic(

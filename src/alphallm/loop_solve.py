@@ -25,17 +25,6 @@ __all__ = [
 ]
 
 
-def _greedy_store(chunks: Path, task: Any, first: Problem, policy: str, max_tokens: int | None) -> Any:
-    """Where the evaluation's greedy batches stream, so that a stage killed later (in its searches)
-    does not decode them again; taken back only for the same policy files and settings."""
-    from alphallm.chunks import ChunkStore
-    from alphallm.lm.loading import model_files
-
-    work = {"task": task.name, "files": model_files(policy), "method": "greedy", "max_tokens": max_tokens}
-    work["prompt"] = task.format_prompt(first)  # a chat template changes every prompt
-    return ChunkStore(chunks / "greedy", work)
-
-
 def solve_with(
     task: Any,
     problems: list[Problem],
@@ -113,19 +102,15 @@ def evaluate_policy(
     verifier, eta-MCTS with only the learned critics (no verifier), and self-consistency at eta-MCTS's
     token budget; each with its per-problem outcomes (``solved``: problem id -> 0 or 1).
     With ``ray`` enabled the searches run on Ray actors (greedy decoding stays here: it is cheap)."""
-    from alphallm.evaluation import evaluate
+    from alphallm.evaluation import eval_store, evaluate
     from alphallm.lm import load_lm
 
     lm = load_lm(policy)
     out: dict[str, Any] = {}
-    greedy = evaluate(
-        task,
-        lm,
-        test[: settings.test_problems],
-        method="greedy",
-        max_tokens=settings.max_tokens,
-        store=_greedy_store(chunks, task, test[0], policy, settings.max_tokens) if chunks and test else None,
-    )
+    greedy_settings: dict[str, Any] = {"method": "greedy", "max_tokens": settings.max_tokens}
+    # Streamed to disk: a stage killed later, in its searches, does not decode them again.
+    store = eval_store(chunks / "greedy", task, test, policy, **greedy_settings) if chunks else None
+    greedy = evaluate(task, lm, test[: settings.test_problems], **greedy_settings, store=store)
     out["greedy"] = {
         "accuracy": greedy.metrics["accuracy"],
         "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),

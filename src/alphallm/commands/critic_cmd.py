@@ -130,7 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
     from alphallm.io import atomic_dir, check_out_dir
     from alphallm.lm.loading import load_causal_lm, model_files, training_dtype
-    from alphallm.train.checkpoint import steps_to
+    from alphallm.train.checkpoint import checkpoint_beside, steps_to
     from alphallm.train.critic import (
         CriticTrainConfig,
         critic_checkpoint,
@@ -142,7 +142,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     check_out_dir(args.out, marker="critic.json", what="critic")  # before the training it would hold
-    check_out_dir(f"{args.out}.checkpoint", what="checkpoint")  # and where the training resumes from
+    resume_from = checkpoint_beside(args.out)  # and where a killed training resumes
     try:
         config = CriticTrainConfig(
             epochs=args.epochs,
@@ -176,9 +176,8 @@ def run_train(args: argparse.Namespace) -> int:
     dtype = training_dtype(args.dtype, lora=args.lora_r > 0)
     base, tokenizer = load_causal_lm(args.base, device=args.device, dtype=dtype)
     # Rerunning a killed command resumes from the last checkpoint (``train_critic``).
-    checkpoint = critic_checkpoint(
-        f"{args.out}.checkpoint", rows, args.kind, config, files=model_files(args.base), base=base
-    )
+    files = model_files(args.base)
+    checkpoint = critic_checkpoint(resume_from, rows, args.kind, config, files=files, base=base)
     with progress_bar(f"train {args.kind} critic", training_steps(rows, config, args.kind)) as advance:
         model, metrics = train_critic(
             rows,

@@ -86,10 +86,10 @@ def default_out(kind: str, task: str, model: str, method: str, suffix: str = "")
 
 
 def run(args: argparse.Namespace) -> int:
-    from alphallm.chunks import ChunkStore
+    from alphallm.chunks import chunks_beside
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
-    from alphallm.evaluation import evaluate
-    from alphallm.io import check_out_dir, check_out_file, write_json
+    from alphallm.evaluation import eval_store, evaluate
+    from alphallm.io import check_out_file, write_json
     from alphallm.lm import load_lm
     from alphallm.tasks import get_task
 
@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         from alphallm.lm.loading import with_chat_template
 
         task = with_chat_template(task, lm.tokenizer)  # type: ignore[attr-defined]  # the HF backend
-    # Finished batches stream into <out>.chunks/, so that rerunning a killed evaluation resumes there.
-    chunks = check_out_dir(f"{out}.chunks", what="chunks")  # a file there would fail after the first batch
+    chunks = chunks_beside(out)  # rerunning a killed evaluation resumes there
     with progress_bar(f"eval {task.name} {args.method}", len(problems)) as advance:
         result = evaluate(
             task,
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_tokens=args.max_tokens,
             progress=advance,
-            store=ChunkStore(chunks, _work(args, task, model, problems)),
+            store=eval_store(chunks, task, problems, model, device=args.device, **_settings(args)),
         )
     rows: dict[str, Any] = {"problems": result.problems, **result.metrics}
     rows.update({f"{k} tokens": v for k, v in result.usage.items() if k.endswith("tokens")})
@@ -147,17 +146,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _work(args: argparse.Namespace, task: Any, model: str, problems: list[Any]) -> dict[str, Any]:
-    """What every batch of an evaluation shares; a saved batch is taken back only for the same work, done
-    with the same model files (one retrained in place is decoded again)."""
-    from alphallm.lm.loading import model_files, pick_device
-
-    settings = ("method", "n", "temperature", "seed", "max_tokens", "batch_size", "dtype")
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a saved batch must share with this run (``eval_store``)."""
     return {
-        "task": task.name,
-        "model": model,
-        "files": model_files(model),
-        "device": pick_device(args.device).type,  # a GPU's numbers are not a CPU's
-        **{name: getattr(args, name) for name in settings},
-        "prompt": task.format_prompt(problems[0]) if problems else None,  # a chat template changes it
+        name: getattr(args, name)
+        for name in ("method", "n", "temperature", "seed", "max_tokens", "batch_size", "dtype")
     }

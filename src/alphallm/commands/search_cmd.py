@@ -213,6 +213,7 @@ def _check_learned_weights(config: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alphallm.chunks import chunks_beside
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
     from alphallm.commands.eval_cmd import default_out, select_problems
     from alphallm.io import check_out_dir, check_out_file, write_json
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(args.save_trees, what="trees", flag="--save-trees")
     # Finished chunks stream into <out>.chunks/, so that rerunning a killed search resumes there; the
     # fingerprint of each chunk (settings, problems, the models' files) keeps other work from matching.
-    chunks = check_out_dir(f"{out}.chunks", what="chunks")  # a file there would fail after the first batch
+    chunks = chunks_beside(out)
     with progress_bar(f"{config.method} {task.name}", len(problems)) as advance:
         if distributed.enabled:
             from alphallm.distributed import solve_on_ray

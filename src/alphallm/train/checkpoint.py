@@ -19,7 +19,13 @@ import torch
 
 from alphallm.io import atomic_dir, check_out_dir
 
-__all__ = ["Checkpoint", "steps_to"]
+__all__ = ["Checkpoint", "checkpoint_beside", "steps_to"]
+
+
+def checkpoint_beside(out: str | Path) -> Path:
+    """Where a command writing ``out`` keeps its training's checkpoint (``<out>.checkpoint``), checked
+    now: a file there would fail only at the first checkpoint, after the training before it."""
+    return check_out_dir(f"{out}.checkpoint", what="checkpoint")
 
 
 class Checkpoint:
@@ -28,10 +34,6 @@ class Checkpoint:
     def __init__(self, path: str | Path, work: Any) -> None:
         self.path = Path(path)
         self._work = json.dumps(work, sort_keys=True, default=str)
-
-    def check(self) -> None:
-        """Refuses, before the training, a path that could not hold the checkpoint (a file there)."""
-        check_out_dir(self.path, what="checkpoint")
 
     def save(self, state: dict[str, Any]) -> None:
         with atomic_dir(self.path, what="checkpoint") as tmp, open(tmp / "state.pt", "wb") as handle:

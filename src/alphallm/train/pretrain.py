@@ -23,7 +23,7 @@ import torch
 from alphallm.io import atomic_dir, check_out_dir, write_json
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Task
-from alphallm.train.checkpoint import Checkpoint
+from alphallm.train.checkpoint import Checkpoint, checkpoint_beside
 
 __all__ = ["RECIPES", "PretrainConfig", "pretrain"]
 
@@ -178,8 +178,7 @@ def pretrain(
 
     # Refused before training, not after it: a file or a data directory at ``out`` would be lost.
     check_out_dir(config.out, marker="config.json", what="model")
-    checkpoint = Checkpoint(f"{config.out}.checkpoint", _training(config))
-    checkpoint.check()
+    checkpoint = Checkpoint(checkpoint_beside(config.out), _training(config))
     task = get_task(config.task)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
