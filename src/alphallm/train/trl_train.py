@@ -180,11 +180,10 @@ def trl_dpo(
 
 
 def _common_args(model: Any, config: SFTConfig | DPOConfig, out: str) -> dict[str, Any]:
-    """TRL arguments both trainers share: our epochs, learning rate, batch size, seed and length cap (within
-    the model's positions, as the lean trainers cut); one log a step
-    (the progress bar and the metrics read it), no checkpoints (``out`` stays empty), no reporting, and
-    bf16 mixed precision only where the device has it (TRL's default, bf16 everywhere, stops on CPUs and
-    older GPUs: TRL #3616)."""
+    """TRL arguments both trainers share: our epochs, learning rate, batch size, seed and length cap
+    (within the model's positions, as the lean trainers cut); one log a step (the progress bar and the
+    metrics read it), no checkpoints (``out`` stays empty), no reporting, and bf16 mixed precision only
+    where the device has it (TRL's default, bf16 everywhere, stops on CPUs and older GPUs: TRL #3616)."""
     device = next(model.parameters()).device
     return {
         "output_dir": out,
