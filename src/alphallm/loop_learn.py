@@ -1,13 +1,17 @@
 """A round's policy learning: SFT from the policy before (or the start) on the verified solutions so far,
 optionally mixed with retry traces made from its failed attempts, then step-DPO on the round's sibling
-pairs with the previous policy as the reference. Both write a model directory under ``round-k/``."""
+pairs with the previous policy as the reference. Both write a model directory under ``round-k/``; with the
+lean trainers, a stage killed mid-training resumes from its checkpoint beside it (``round-k/sft.checkpoint``,
+``round-k/policy.checkpoint``). TRL's trainers start the stage over."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alphallm.train.checkpoint import Checkpoint, steps_to, training_checkpoint
 from alphallm.train.dpo import DPOConfig, Pair
 from alphallm.train.dpo import training_steps as dpo_steps
 
@@ -21,7 +25,7 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
     """Round k's SFT model (``round-k/sft``) and its training record, with the retry traces' record
     when ``learn.retry_mix`` mixes them in."""
     from alphallm.lm import load_lm
-    from alphallm.lm.loading import load_causal_lm, save_causal_lm, training_dtype
+    from alphallm.lm.loading import load_causal_lm, model_files, save_causal_lm, training_dtype
     from alphallm.train.retry import retry_traces
     from alphallm.train.sft import training_steps as sft_steps
 
@@ -46,12 +50,15 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
         start, dtype=training_dtype(loop.config.train_dtype, lora=learn.sft.lora_r > 0)
     )
     metrics: dict[str, Any] = {"rows": 0}
+    where = loop.round_dir(k) / "sft.checkpoint"
     if rows:
         config = replace(learn.sft, seed=loop.seed(k, "sft"))
+        checkpoint = _checkpoint(loop, where, rows, config, start=(model, model_files(start)))
         with loop.ui.progress(f"round {k} SFT", sft_steps(len(rows), config)) as advance:
             sft = trainers(learn.trainer)[0]
-            metrics = sft(model, tokenizer, rows, config=config, on_step=lambda s, loss: advance(1))
+            metrics = sft(model, tokenizer, rows, config=config, on_step=steps_to(advance), **checkpoint)
     save_causal_lm(model, tokenizer, loop.round_dir(k) / "sft")
+    Checkpoint(where, None).remove()
     return {**metrics, **({"retry": retry} if retry else {})}
 
 
@@ -67,9 +74,13 @@ def dpo_stage(loop: Loop, k: int) -> dict[str, Any]:
         save_causal_lm(model, tokenizer, loop.round_dir(k) / "policy")
         return {"pairs": len(pairs), "skipped": True}
     config = dpo_config(loop, k)
+    where = loop.round_dir(k) / "policy.checkpoint"
     with loop.ui.progress(f"round {k} DPO", dpo_steps(len(pairs), config)) as advance:
-        model, tokenizer, metrics = dpo_candidate(loop, k, pairs, config, on_step=lambda s, loss: advance(1))
+        model, tokenizer, metrics = dpo_candidate(
+            loop, k, pairs, config, on_step=steps_to(advance), checkpoint=where
+        )
     save_causal_lm(model, tokenizer, loop.round_dir(k) / "policy")
+    Checkpoint(where, None).remove()
     return metrics
 
 
@@ -86,18 +97,36 @@ def dpo_candidate(
     *,
     self_reference: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Round k's SFT model trained by DPO on ``pairs``: the model, its tokenizer and the training
     metrics. The reference is the previous round's policy (a frozen copy of the SFT model with
-    ``self_reference``). The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
-    from alphallm.lm.loading import load_causal_lm, training_dtype
+    ``self_reference``). With ``checkpoint`` (a directory) the lean trainer saves its training there and
+    resumes from it. The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
+    from alphallm.lm.loading import load_causal_lm, model_files, training_dtype
 
     dtype = training_dtype(loop.config.train_dtype, lora=config.lora_r > 0)  # the reference's too
-    model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype=dtype)
-    reference = None if self_reference else load_causal_lm(loop.policy(k - 1), dtype=dtype)[0]
+    start = loop.round_dir(k) / "sft"
+    model, tokenizer = load_causal_lm(start, dtype=dtype)
+    models = {"start": (model, model_files(start))}
+    reference = None
+    if not self_reference:
+        reference = load_causal_lm(loop.policy(k - 1), dtype=dtype)[0]
+        models["reference"] = (reference, model_files(loop.policy(k - 1)))
+    resume = _checkpoint(loop, checkpoint, pairs, config, **models) if checkpoint is not None else {}
     dpo = trainers(loop.config.learn.trainer)[1]
-    metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step)
+    metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step, **resume)
     return model, tokenizer, metrics
+
+
+def _checkpoint(
+    loop: Loop, where: Path, data: Any, config: Any, **models: tuple[Any, Any]
+) -> dict[str, Checkpoint]:
+    """The ``checkpoint`` argument of the lean trainers, saving at ``where`` (``training_checkpoint``);
+    none for TRL's, whose stage starts over when killed."""
+    if loop.config.learn.trainer == "trl":
+        return {}
+    return {"checkpoint": training_checkpoint(where, data, config, **models)}
 
 
 def trainers(name: str) -> tuple[Callable[..., dict[str, Any]], Callable[..., dict[str, Any]]]:

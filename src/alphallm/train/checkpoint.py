@@ -3,23 +3,31 @@
 The state is whatever the trainer needs to go on exactly as if never stopped (weights, optimizer, data
 order, random states, step); the directory is written atomically, and read back only by a run of the
 same work (settings, data, starting weights), so a changed command starts over instead of resuming
-someone else's training.
+someone else's training. ``Resume`` does this for the trainers that pass over their data in epochs
+(SFT, DPO, critics); pretraining, which draws steps rather than epochs, saves its own state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from alphallm.io import atomic_dir, check_out_dir
+from alphallm.train.lora import restore_trainable, snapshot_trainable
 
-__all__ = ["Checkpoint", "checkpoint_beside", "steps_to"]
+__all__ = ["Checkpoint", "Resume", "checkpoint_beside", "steps_to", "training_checkpoint"]
+
+T = TypeVar("T")
 
 
 def checkpoint_beside(out: str | Path) -> Path:
@@ -67,3 +75,113 @@ def steps_to(advance: Callable[[int], None]) -> Callable[[int, float], None]:
         shown = step + 1
 
     return on_step
+
+
+def training_checkpoint(path: str | Path, data: Any, config: Any, **models: tuple[Any, Any]) -> Checkpoint:
+    """The checkpoint of a training on ``data`` (rows, pairs: hashed) with ``config`` (a dataclass whose
+    ``checkpoint_every`` does not matter) from ``models`` (name: (the loaded model, its files as
+    ``lm.loading.model_files`` lists them)): resumed only by the same data, settings and starting
+    weights, in the same dtype on the same kind of device."""
+    text = json.dumps(data, default=_plain)
+    settings = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
+    loaded = {}
+    for name, (model, files) in models.items():
+        weights = next(model.parameters())
+        loaded[name] = {"files": files, "dtype": str(weights.dtype), "device": weights.device.type}
+    work = {"data": hashlib.sha256(text.encode()).hexdigest(), "config": settings, "models": loaded}
+    return Checkpoint(path, work)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for the rows and pairs of a training: a dataclass as its fields."""
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)
+
+
+class Resume:
+    """Where an epoch-based training is, saved through a ``Checkpoint`` and restored from it.
+
+    The trainer loops ``for epoch in resume.epochs(n)``, draws the epoch's batches from its ``rng`` (and
+    nothing else that changes between epochs), and loops ``for batch in resume.batches(batches)``. Every
+    ``every`` steps and after every epoch but the last, the trainable weights, the optimizer (and
+    schedule), the random state the epoch's batches were drawn from, the batches done and ``kept`` (the
+    trainer's own: best epoch, history) are saved. A run of the same work then goes on from there, to the
+    weights an uninterrupted run trains. Without a checkpoint nothing is saved.
+    """
+
+    def __init__(
+        self, checkpoint: Checkpoint | None, *, every: int, kept: Callable[[], dict[str, Any]] = dict
+    ) -> None:
+        """``kept()`` makes the trainer's own state for a fresh start; a resumed run has it back instead."""
+        self.checkpoint, self.every = checkpoint, every
+        self._saved = checkpoint.load() if checkpoint is not None else None
+        self.kept: dict[str, Any] = self._saved["kept"] if self._saved is not None else kept()
+        self.resumed_at: int | None = self._saved["step"] if self._saved is not None else None
+        self.epoch = self.batch = self.step = 0
+        self._started = time.perf_counter()
+        self._parts: tuple[Any, Any, random.Random, Any] | None = None
+        self._epoch_rng: Any = None
+
+    def start(self, model: Any, optimizer: Any, rng: random.Random, schedule: Any = None) -> None:
+        """Names what is saved (``model``'s trainable weights) and restores it from the checkpoint."""
+        self._parts = (model, optimizer, rng, schedule)
+        saved = self._saved
+        if saved is None:
+            return
+        restore_trainable(model, saved["trainable"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(saved["schedule"])
+        rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        cuda = saved.get("cuda_rng")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)  # dropout on a GPU draws from these
+        self.epoch, self.batch, self.step = saved["epoch"], saved["batch"], saved["step"]
+        self._started -= saved["seconds"]  # the training time before the kill counts too
+
+    def epochs(self, total: int) -> Iterator[int]:
+        """The epochs left of ``total``; after each but the last, a checkpoint."""
+        rng = self._require()[2]
+        for epoch in range(self.epoch, total):
+            self.epoch, self._epoch_rng = epoch, rng.getstate()
+            yield epoch
+            self.epoch, self.batch = epoch + 1, 0
+            if epoch + 1 < total:
+                self._save(rng.getstate())  # the next epoch's batches are drawn from here
+
+    def batches(self, batches: Sequence[T]) -> Iterator[T]:
+        """This epoch's batches not done yet; ``step`` counts them, and every ``every``-th is followed by a
+        checkpoint (unless it ends the epoch, which ``epochs`` saves after)."""
+        for index in range(self.batch, len(batches)):
+            yield batches[index]
+            self.step, self.batch = self.step + 1, index + 1
+            if self.step % self.every == 0 and index + 1 < len(batches):
+                self._save(self._epoch_rng)
+
+    def seconds(self) -> float:
+        """Training time so far, the time before a kill included."""
+        return time.perf_counter() - self._started
+
+    def _require(self) -> tuple[Any, Any, random.Random, Any]:
+        if self._parts is None:
+            raise RuntimeError("Resume.start must name the model, optimizer and rng first")
+        return self._parts
+
+    def _save(self, rng_state: Any) -> None:
+        if self.checkpoint is None:
+            return
+        model, optimizer, _, schedule = self._require()
+        state = {
+            "trainable": snapshot_trainable(model),
+            "optimizer": optimizer.state_dict(),
+            **({"schedule": schedule.state_dict()} if schedule is not None else {}),
+            "rng": rng_state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "seconds": self.seconds(),
+            "kept": self.kept,
+        }
+        self.checkpoint.save(state)

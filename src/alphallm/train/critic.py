@@ -8,11 +8,8 @@ epoch with the lowest held-out loss is kept. With ``lora_r > 0`` the backbone ge
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +28,7 @@ from alphallm.critics.metrics import (
 )
 from alphallm.errors import UserError
 from alphallm.tasks.base import Task
-from alphallm.train.checkpoint import Checkpoint
+from alphallm.train.checkpoint import Checkpoint, Resume, training_checkpoint
 from alphallm.train.critic_data import Features, Texts
 from alphallm.train.labels import LabelRow, corrupted_rows
 from alphallm.train.lora import (
@@ -197,11 +194,7 @@ def critic_checkpoint(
     """The checkpoint of training a ``kind`` critic on ``rows`` from ``base`` (the loaded backbone), whose
     files are ``files`` (``lm.loading.model_files``): resumed only by the same rows, settings and
     starting weights, in the same dtype on the same kind of device."""
-    digest = hashlib.sha256(json.dumps([asdict(row) for row in rows]).encode()).hexdigest()
-    settings = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
-    weights = next(base.parameters())
-    loaded = {"files": files, "dtype": str(weights.dtype), "device": weights.device.type}
-    return Checkpoint(path, {"kind": kind, "rows": digest, "config": settings, "base": loaded})
+    return training_checkpoint(path, {"kind": kind, "rows": rows}, config, base=(base, files))
 
 
 def critic_metrics(
@@ -267,61 +260,34 @@ def train_critic(
     params = trainable_parameters(model)
     refuse_float16_training(params)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    started, step = time.perf_counter(), 0
     # A frozen backbone gives every text the same features in every epoch: read them once.
     data: Texts | Features = (
         Features(model, tokenizer, train_rows, held_rows, device)
         if model.frozen
         else Texts(tokenizer, train_rows, held_rows, device)
     )
-    best: tuple[float, dict[str, torch.Tensor] | None] = (math.inf, None)
-    history: list[dict[str, float]] = []
-    first_epoch, skip = 0, 0  # a resumed run goes on at this epoch, past this many of its batches
-    state = checkpoint.load() if checkpoint is not None else None
-    if state is not None:
-        restore_trainable(model, state["trainable"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        first_epoch, skip, step, best, history = (
-            state[k] for k in ("epoch", "batch", "step", "best", "history")
-        )
-        started -= state["seconds"]  # the training time before the kill counts too
-
-    def save(epoch: int, batch: int, epoch_rng: Any) -> None:
-        """Saves where the run is: this epoch's batches are drawn again from ``epoch_rng``, and the first
-        ``batch`` of them skipped."""
-        if checkpoint is not None:
-            trained = {"trainable": snapshot_trainable(model), "optimizer": optimizer.state_dict()}
-            places = {"epoch": epoch, "batch": batch, "step": step, "best": best, "history": history}
-            places["seconds"] = time.perf_counter() - started
-            checkpoint.save(trained | places | {"rng": epoch_rng, "torch_rng": torch.get_rng_state()})
-
-    for epoch in range(first_epoch, config.epochs):
+    resume = Resume(
+        checkpoint, every=config.checkpoint_every, kept=lambda: {"best": (math.inf, None), "history": []}
+    )
+    resume.start(model, optimizer, rng)
+    for epoch in resume.epochs(config.epochs):
         model.train()
-        epoch_rng = rng.getstate()
-        batches = data.batches(config.batch_size, rng)
-        for index in range(skip, len(batches)):
-            loss = data.loss(model, batches[index])
+        for batch in resume.batches(data.batches(config.batch_size, rng)):
+            loss = data.loss(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             value = loss.item()
-            _check_finite(value, f"the training loss at epoch {epoch + 1}, step {step + 1}")
+            _check_finite(value, f"the training loss at epoch {epoch + 1}, step {resume.step + 1}")
             if on_step is not None:
-                on_step(step, value)
-            step += 1
-            if step % config.checkpoint_every == 0 and index + 1 < len(batches):
-                save(epoch, index + 1, epoch_rng)
-        skip = 0
+                on_step(resume.step, value)
         held_loss = data.held_out_loss(model) if held_rows else float(-epoch)
         _check_finite(held_loss, f"the held-out loss after epoch {epoch + 1}")
-        history.append({"epoch": epoch, "held_out_loss": held_loss})
-        if held_loss < best[0]:
-            best = (held_loss, snapshot_trainable(model))
-        if epoch + 1 < config.epochs:
-            save(epoch + 1, 0, rng.getstate())
+        resume.kept["history"].append({"epoch": epoch, "held_out_loss": held_loss})
+        if held_loss < resume.kept["best"][0]:
+            resume.kept["best"] = (held_loss, snapshot_trainable(model))
+    best, history = resume.kept["best"], resume.kept["history"]
     if best[1] is not None:
         restore_trainable(model, best[1])
     # The last step can break the weights with a finite loss (fp16 AdamW); without held-out rows
@@ -336,8 +302,8 @@ def train_critic(
         "held_out_rows": len(held_rows),
         "trainable_parameters": sum(p.numel() for p in params),
         "history": history,
-        "train_seconds": round(time.perf_counter() - started, 1),
-        **({"resumed_at_step": state["step"]} if state is not None else {}),
+        "train_seconds": round(resume.seconds(), 1),
+        **({"resumed_at_step": resume.resumed_at} if resume.resumed_at is not None else {}),
         "config": asdict(config),
     }
     if held_rows:

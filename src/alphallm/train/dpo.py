@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from alphallm.lm.hf import fitting_length
+from alphallm.train.checkpoint import Checkpoint, Resume
 from alphallm.train.common import encode_pairs, sequence_logprobs
 from alphallm.train.lora import add_lora, merge_lora, refuse_float16_training, trainable_parameters
 
@@ -57,10 +57,15 @@ class DPOConfig:
     seed: int = field(default=0, metadata={"help": "shuffling seed"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scale alpha (the update is alpha/r * BA)"})
+    checkpoint_every: int = field(
+        default=200, metadata={"help": "steps between checkpoints within an epoch (one follows every epoch)"}
+    )
 
     def __post_init__(self) -> None:
         if self.beta <= 0 or self.lr <= 0 or self.epochs < 1 or self.batch_size < 1 or self.sft_weight < 0:
             raise ValueError("beta, lr, epochs and batch_size must be positive; sft_weight non-negative")
+        if self.checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
         if self.lora_r < 0 or self.lora_alpha <= 0:
             raise ValueError("lora_r must be non-negative and lora_alpha positive")
 
@@ -113,12 +118,15 @@ def dpo(
     config: DPOConfig,
     on_step: Callable[[int, float], None] | None = None,
     adapter_dir: str | Path | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Trains ``model`` in place against the frozen ``ref_model``; returns loss and reward metrics.
 
     ``ref_model=None`` takes ``model``'s own starting weights as the reference. With
     ``config.lora_r > 0`` the adapters are merged into ``model`` at the end; ``adapter_dir`` also
-    saves them first (PEFT format).
+    saves them first (PEFT format). With ``checkpoint`` (``training_checkpoint``) the training is saved
+    after every epoch and every ``checkpoint_every`` steps, and a run of the same work resumes there, to
+    the same weights (the reference's log-probs are saved with it, so they are not computed again).
     """
     if model is ref_model:
         raise ValueError("the reference must be a separate model (the previous round's policy) or None")
@@ -128,19 +136,26 @@ def dpo(
         refuse_float16_training(trainable_parameters(model))
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
-    # Before any adapter exists and before any update: None means the starting weights.
-    reference = _reference(ref_model if ref_model is not None else model, tokenizer, pairs, config)
+
+    def fresh() -> dict[str, Any]:
+        # Before any adapter exists and before any update: None means the starting weights.
+        reference = _reference(ref_model if ref_model is not None else model, tokenizer, pairs, config)
+        return {"reference": reference, "order": list(range(len(pairs))), "history": []}
+
+    resume = Resume(checkpoint, every=config.checkpoint_every, kept=fresh)
+    reference, history = resume.kept["reference"], resume.kept["history"]
     if config.lora_r:
         model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha)
-    indices = list(range(len(pairs)))
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    history, step, started = [], 0, time.perf_counter()
-    for _ in range(config.epochs):
+    resume.start(model, optimizer, rng)
+    for _ in resume.epochs(config.epochs):
+        # Each epoch shuffles the last one's order: kept, so that a resumed epoch shuffles the same.
+        indices = list(resume.kept["order"])
         rng.shuffle(indices)
         model.train()
-        for start in range(0, len(indices), config.batch_size):
-            batch = indices[start : start + config.batch_size]
+        starts = range(0, len(indices), config.batch_size)
+        for batch in resume.batches([indices[i : i + config.batch_size] for i in starts]):
             chosen, rejected, count = _logps(model, tokenizer, [pairs[i] for i in batch], config)
             ref = torch.tensor([reference[i] for i in batch], device=chosen.device)  # (b, 2)
             chosen_reward = config.beta * (chosen - ref[:, 0])
@@ -161,8 +176,8 @@ def dpo(
                 }
             )
             if on_step is not None:
-                on_step(step, loss.item())
-            step += 1
+                on_step(resume.step, loss.item())
+        resume.kept["order"] = indices
     model.eval()
     if config.lora_r:
         if adapter_dir is not None:
@@ -171,10 +186,11 @@ def dpo(
     tail = history[-max(1, math.ceil(len(history) / 4)) :]
     return {
         "pairs": len(pairs),
-        "steps": step,
+        "steps": resume.step,
         "trainable_parameters": sum(p.numel() for p in params),
         "first_loss": history[0]["loss"],
         "final": {k: sum(h[k] for h in tail) / len(tail) for k in tail[0]},
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(resume.seconds(), 1),
+        **({"resumed_at_step": resume.resumed_at} if resume.resumed_at is not None else {}),
         "config": asdict(config),
     }

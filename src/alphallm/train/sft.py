@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from alphallm.lm.hf import fitting_length
+from alphallm.train.checkpoint import Checkpoint, Resume
 from alphallm.train.common import encode_pairs, sequence_logprobs
 from alphallm.train.lora import (
     add_lora,
@@ -45,10 +45,13 @@ class SFTConfig:
     seed: int = field(default=0, metadata={"help": "shuffling seed"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scale alpha (the update is alpha/r * BA)"})
+    checkpoint_every: int = field(
+        default=200, metadata={"help": "steps between checkpoints within an epoch (one follows every epoch)"}
+    )
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size and lr must be positive")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.checkpoint_every < 1:
+            raise ValueError("epochs, batch_size, lr and checkpoint_every must be positive")
         if not 0.0 <= self.holdout < 1.0 or not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError("holdout and warmup_ratio must lie in [0, 1)")
         if self.lora_r < 0 or self.lora_alpha <= 0:
@@ -104,12 +107,15 @@ def sft(
     config: SFTConfig,
     on_step: Callable[[int, float], None] | None = None,
     adapter_dir: str | Path | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Trains ``model`` in place on (prompt, completion) rows; returns metrics. The weights of the
     epoch with the lowest held-out loss are kept.
 
     With ``config.lora_r > 0`` the adapters are merged into ``model`` at the end, so it stays a
     plain model; ``adapter_dir`` also saves them first (PEFT format, reloadable on the base).
+    With ``checkpoint`` (``training_checkpoint``) the training is saved after every epoch and every
+    ``checkpoint_every`` steps, and a run of the same work resumes there, to the same weights.
     """
     if not rows:
         raise ValueError("no SFT rows")
@@ -127,16 +133,21 @@ def sft(
         optimizer,
         lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
     )
-    best_loss = _held_out(model, tokenizer, held, config) if held else math.inf
-    best_state = snapshot_trainable(model) if held else None
-    history: list[dict[str, float]] = [{"epoch": -1, "held_out_loss": best_loss}] if held else []
-    started, step = time.perf_counter(), 0
-    for epoch in range(config.epochs):
+
+    def fresh() -> dict[str, Any]:  # the starting weights' held-out loss: a resumed run has it saved
+        if not held:
+            return {"best": (math.inf, None), "history": []}
+        loss = _held_out(model, tokenizer, held, config)
+        return {"best": (loss, snapshot_trainable(model)), "history": [{"epoch": -1, "held_out_loss": loss}]}
+
+    resume = Resume(checkpoint, every=config.checkpoint_every, kept=fresh)
+    resume.start(model, optimizer, rng, schedule)
+    order = sorted(train, key=lambda r: len(r[0]) + len(r[1]))  # similar lengths: less padding
+    for epoch in resume.epochs(config.epochs):
         model.train()
-        order = sorted(train, key=lambda r: len(r[0]) + len(r[1]))  # similar lengths: less padding
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         rng.shuffle(batches)
-        for batch in batches:
+        for batch in resume.batches(batches):
             loss = _mean_nll(model, tokenizer, batch, config)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -144,13 +155,13 @@ def sft(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             if on_step is not None:
-                on_step(step, loss.item())
-            step += 1
+                on_step(resume.step, loss.item())
         if held:
             loss_now = _held_out(model, tokenizer, held, config)
-            history.append({"epoch": epoch, "held_out_loss": loss_now})
-            if loss_now < best_loss:
-                best_loss, best_state = loss_now, snapshot_trainable(model)
+            resume.kept["history"].append({"epoch": epoch, "held_out_loss": loss_now})
+            if loss_now < resume.kept["best"][0]:
+                resume.kept["best"] = (loss_now, snapshot_trainable(model))
+    best_loss, best_state = resume.kept["best"]
     if best_state is not None:
         restore_trainable(model, best_state)
     model.eval()
@@ -161,10 +172,11 @@ def sft(
     return {
         "rows": len(rows),
         "train_rows": len(train),
-        "steps": step,
+        "steps": resume.step,
         "trainable_parameters": sum(p.numel() for p in params),
         "held_out_loss": best_loss if math.isfinite(best_loss) else None,
-        "history": history,
-        "seconds": round(time.perf_counter() - started, 1),
+        "history": resume.kept["history"],
+        "seconds": round(resume.seconds(), 1),
+        **({"resumed_at_step": resume.resumed_at} if resume.resumed_at is not None else {}),
         "config": asdict(config),
     }
