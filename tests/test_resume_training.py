@@ -93,8 +93,9 @@ def test_a_killed_policy_training_resumes_from_its_checkpoint_to_the_same_weight
     assert training_checkpoint(place, data, config, start=(start.bfloat16(), files)).load() is None
 
 
+@pytest.mark.parametrize("trainer", ["lean", "trl"])
 def test_the_loops_learning_stages_killed_mid_training_resume_from_their_checkpoints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer: str
 ) -> None:
     import json
     import random
@@ -113,6 +114,8 @@ def test_the_loops_learning_stages_killed_mid_training_resume_from_their_checkpo
         for (prompt, right), (_, other) in zip(rows[::2], rows[3::2])
     ]
     learn = {
+        "trainer": trainer,
+        "dpo_span": "completion",  # TRL's DPO takes only pairs of complete solutions
         "sft": {"epochs": 2, "batch_size": 8, "checkpoint_every": 3},
         "dpo": {"epochs": 2, "batch_size": 4, "checkpoint_every": 3},
     }
@@ -141,14 +144,16 @@ def test_the_loops_learning_stages_killed_mid_training_resume_from_their_checkpo
         return trainers
 
     # SFT: 44 rows to train on, 6 batches an epoch; DPO: 23 pairs, 6 batches an epoch. Both save at steps
-    # 3, 6 (an epoch's end) and 9.
+    # 3 and 9, and the lean trainers at 6 too (an epoch's end).
     for stage, kill in (("sft", 4), ("dpo", 10)):
         run = loop_learn.sft_stage if stage == "sft" else loop_learn.dpo_stage
         monkeypatch.setattr(loop_learn, "trainers", killing_at(kill))
         with pytest.raises(KeyboardInterrupt):
             run(killed, 1)
         directory = "sft" if stage == "sft" else "policy"
-        assert (killed.round_dir(1) / f"{directory}.checkpoint" / "state.pt").is_file()
+        # TRL's: transformers' own checkpoint folders, with our callbacks' state beside each.
+        saved = "state.pt" if trainer == "lean" else f"checkpoint-{kill - 1}/alphallm.pt"
+        assert (killed.round_dir(1) / f"{directory}.checkpoint" / saved).is_file()
         monkeypatch.setattr(loop_learn, "trainers", real_trainers)
         record = run(killed, 1)
         assert record["resumed_at_step"] == kill - 1 and record["steps"] == records[stage]["steps"]

@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -113,3 +114,48 @@ def test_a_loop_round_trains_through_trl(tiny_model_dir: Path, tmp_path: Path) -
     assert not any("lora" in name for name in policy.state_dict())  # a plain model directory
     for stage in ("sft", "policy"):  # TRL turns the KV cache off to train; the saved policies keep it
         assert json.loads((loop.round_dir(1) / stage / "config.json").read_text())["use_cache"] is True
+
+
+@pytest.mark.parametrize("trainer", ["sft", "dpo"])
+def test_trl_training_killed_resumes_from_its_last_complete_checkpoint_to_the_same_weights(
+    tiny_model_dir: Path, tmp_path: Path, trainer: str
+) -> None:
+    from alphallm.lm.loading import model_files
+    from alphallm.train.checkpoint import training_checkpoint
+
+    config: Any
+    if trainer == "sft":  # 24 rows to train on: 6 steps an epoch
+        data: list[Any] = ROWS
+        config = SFTConfig(epochs=3, batch_size=4, lr=1e-2, holdout=0.2, checkpoint_every=3)
+    else:  # 8 pairs: 4 steps an epoch
+        data, config = PAIRS, DPOConfig(epochs=3, batch_size=2, lr=1e-2, checkpoint_every=3)
+
+    def train(checkpoint: Any = None, on_step: Any = None) -> tuple[Any, dict[str, Any]]:
+        model, tokenizer = load_causal_lm(tiny_model_dir, dtype="float32")
+        if trainer == "sft":
+            return model, trl_sft(
+                model, tokenizer, data, config=config, on_step=on_step, checkpoint=checkpoint
+            )
+        metrics = trl_dpo(model, None, tokenizer, data, config=config, on_step=on_step, checkpoint=checkpoint)
+        return model, metrics
+
+    def killed_after_step_10(step: int, loss: float) -> None:
+        if step == 10:
+            raise KeyboardInterrupt
+
+    whole, metrics = train()
+    start, _ = load_causal_lm(tiny_model_dir, dtype="float32")
+    checkpoint = training_checkpoint(
+        tmp_path / "ck", data, config, start=(start, model_files(tiny_model_dir))
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train(checkpoint, killed_after_step_10)
+    # transformers kept its checkpoints at steps 6 (SFT: an epoch's end, before its evaluation) and 9; as
+    # if killed between its save at 9 and ours:
+    (tmp_path / "ck" / "checkpoint-9" / "alphallm.pt").unlink()
+    resumed, again = train(checkpoint)
+    assert again["resumed_at_step"] == 6 and again["steps"] == metrics["steps"]
+    one, two = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    same = ("history", "held_out_loss") if trainer == "sft" else ("first_loss", "final")
+    assert {k: again[k] for k in same} == {k: metrics[k] for k in same}

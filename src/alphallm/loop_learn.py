@@ -1,8 +1,8 @@
 """A round's policy learning: SFT from the policy before (or the start) on the verified solutions so far,
 optionally mixed with retry traces made from its failed attempts, then step-DPO on the round's sibling
-pairs with the previous policy as the reference. Both write a model directory under ``round-k/``; with the
-lean trainers, a stage killed mid-training resumes from its checkpoint beside it (``round-k/sft.checkpoint``,
-``round-k/policy.checkpoint``). TRL's trainers start the stage over."""
+pairs with the previous policy as the reference. Both write a model directory under ``round-k/``; a stage
+killed mid-training resumes from its checkpoint beside it (``round-k/sft.checkpoint``,
+``round-k/policy.checkpoint``)."""
 
 from __future__ import annotations
 
@@ -53,10 +53,12 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
     where = loop.round_dir(k) / "sft.checkpoint"
     if rows:
         config = replace(learn.sft, seed=loop.seed(k, "sft"))
-        checkpoint = _checkpoint(loop, where, rows, config, start=(model, model_files(start)))
+        checkpoint = training_checkpoint(where, rows, config, start=(model, model_files(start)))
         with loop.ui.progress(f"round {k} SFT", sft_steps(len(rows), config)) as advance:
             sft = trainers(learn.trainer)[0]
-            metrics = sft(model, tokenizer, rows, config=config, on_step=steps_to(advance), **checkpoint)
+            metrics = sft(
+                model, tokenizer, rows, config=config, on_step=steps_to(advance), checkpoint=checkpoint
+            )
     save_causal_lm(model, tokenizer, loop.round_dir(k) / "sft")
     Checkpoint(where, None).remove()
     return {**metrics, **({"retry": retry} if retry else {})}
@@ -101,8 +103,8 @@ def dpo_candidate(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Round k's SFT model trained by DPO on ``pairs``: the model, its tokenizer and the training
     metrics. The reference is the previous round's policy (a frozen copy of the SFT model with
-    ``self_reference``). With ``checkpoint`` (a directory) the lean trainer saves its training there and
-    resumes from it. The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
+    ``self_reference``). With ``checkpoint`` (a directory) the training is saved there and resumes from
+    it. The DPO stage and benchmarks/dpo_sweep.py both build candidates here."""
     from alphallm.lm.loading import load_causal_lm, model_files, training_dtype
 
     dtype = training_dtype(loop.config.train_dtype, lora=config.lora_r > 0)  # the reference's too
@@ -113,20 +115,10 @@ def dpo_candidate(
     if not self_reference:
         reference = load_causal_lm(loop.policy(k - 1), dtype=dtype)[0]
         models["reference"] = (reference, model_files(loop.policy(k - 1)))
-    resume = _checkpoint(loop, checkpoint, pairs, config, **models) if checkpoint is not None else {}
+    saving = training_checkpoint(checkpoint, pairs, config, **models) if checkpoint is not None else None
     dpo = trainers(loop.config.learn.trainer)[1]
-    metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step, **resume)
+    metrics = dpo(model, reference, tokenizer, pairs, config=config, on_step=on_step, checkpoint=saving)
     return model, tokenizer, metrics
-
-
-def _checkpoint(
-    loop: Loop, where: Path, data: Any, config: Any, **models: tuple[Any, Any]
-) -> dict[str, Checkpoint]:
-    """The ``checkpoint`` argument of the lean trainers, saving at ``where`` (``training_checkpoint``);
-    none for TRL's, whose stage starts over when killed."""
-    if loop.config.learn.trainer == "trl":
-        return {}
-    return {"checkpoint": training_checkpoint(where, data, config, **models)}
 
 
 def trainers(name: str) -> tuple[Callable[..., dict[str, Any]], Callable[..., dict[str, Any]]]:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from alphallm.io import atomic_dir, check_out_dir
+from alphallm.io import atomic_dir, check_out_dir, write_text
 from alphallm.train.lora import restore_trainable, snapshot_trainable
 
 __all__ = ["Checkpoint", "Resume", "checkpoint_beside", "steps_to", "training_checkpoint"]
@@ -58,6 +58,20 @@ class Checkpoint:
         except Exception:  # a damaged pickle raises almost anything (UnicodeDecodeError, MemoryError...)
             return None
         return state if isinstance(state, dict) and state.get("work") == self._work else None
+
+    def directory(self) -> Path:
+        """The checkpoint as a directory its trainer fills itself (TRL writes its own ``checkpoint-N``
+        folders): emptied first when it holds another work's, then marked with this work."""
+        mark = self.path / "work.json"
+        try:
+            same = mark.read_text() == self._work
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path.mkdir(parents=True)
+            write_text(mark, self._work)
+        return self.path
 
     def remove(self) -> None:
         """Once the result is saved: kept, it would outlive its use."""

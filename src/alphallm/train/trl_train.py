@@ -6,7 +6,7 @@ turns on by default) and bf16 mixed precision on GPUs that support it (fp32 weig
 bf16 matmuls; the lean loop runs in the weights' dtype). What is kept the lean trainers' way:
 
 - SFT: loss on completion tokens only (TRL's prompt-completion format), EOS appended, linear warm-up
-  then decay, the epoch with the lowest held-out loss kept (in memory, as ``sft`` does; no checkpoints).
+  then decay, the epoch with the lowest held-out loss kept (in memory, as ``sft`` does).
   transformers' warm-up starts at learning rate 0, so its first step changes nothing where ``sft``'s
   takes lr/warm-up steps: the same schedule one step later;
 - DPO: the summed-log-prob sigmoid loss against an explicit reference whose log-probs are precomputed
@@ -15,6 +15,11 @@ bf16 matmuls; the lean loop runs in the weights' dtype). What is kept the lean t
   loss term. TRL appends EOS to every chosen and rejected text, so only pairs of complete solutions
   (``Pair.terminal``; the loop's ``dpo_span: completion``) are accepted.
 
+With a ``checkpoint`` (``training_checkpoint``) both save every ``checkpoint_every`` steps through
+transformers' own checkpoints (weights, optimizer, schedule, random states, data position) in its
+directory, with this module's state beside each (the best epoch, the step logs), and a run of the same
+work resumes from the last complete one (``resume_from_checkpoint``).
+
 TRL tokenises prompt and completion separately, as ``encode_pair`` does; they agree whenever no token
 merges across the boundary (always, for the shipped character tokenizer).
 """
@@ -22,11 +27,13 @@ merges across the boundary (always, for the shipped character tokenizer).
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +41,7 @@ from transformers import TrainerCallback
 
 from alphallm.errors import UserError
 from alphallm.lm.hf import fitting_length
+from alphallm.train.checkpoint import Checkpoint
 from alphallm.train.dpo import DPOConfig, Pair
 from alphallm.train.lora import (
     TARGET_MODULES,
@@ -55,9 +63,10 @@ def trl_sft(
     *,
     config: SFTConfig,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """``sft`` through TRL's SFTTrainer: trains ``model`` in place on (prompt, completion) rows and
-    returns the same metrics (``trainer: "trl"`` added)."""
+    returns the same metrics (``trainer: "trl"`` added); ``checkpoint`` as ``sft``'s."""
     import random
 
     from datasets import Dataset
@@ -68,7 +77,7 @@ def trl_sft(
         raise ValueError("no SFT rows")
     held, train = split_held_out(rows, config, random.Random(config.seed))  # the rows ``sft`` holds out
     use_cache = model.config.use_cache
-    with tempfile.TemporaryDirectory(prefix="alphallm-trl-") as out:
+    with _output_dir(checkpoint) as out:
         args = TRLSFTConfig(
             per_device_eval_batch_size=config.batch_size,
             # as ``sft`` counts it (an integer: transformers 5 dropped warmup_ratio, 4.x has no ratio steps)
@@ -77,7 +86,7 @@ def trl_sft(
             lr_scheduler_type="linear",
             completion_only_loss=True,
             eval_strategy="epoch" if held else "no",
-            **_common_args(model, config, out),
+            **_common_args(model, config, out, saving=checkpoint is not None),
         )
         with _no_dataset_bars():  # TRL maps its datasets with a bar per pass
             trainer = SFTTrainer(
@@ -90,11 +99,13 @@ def trl_sft(
             )
         steps = _quiet(trainer, on_step)
         refuse_float16_training(trainable_parameters(trainer.model))
+        resume, kept = _last_saved(out) if checkpoint is not None else (None, {})
         # The lean trainer's early stopping: the starting weights count, and the best epoch is kept.
-        best = _Best(trainer.model, trainer.evaluate()["eval_loss"] if held else math.inf)
+        start_loss = kept["best"]["loss"] if kept else trainer.evaluate()["eval_loss"] if held else math.inf
+        best = _Best(trainer.model, start_loss)
         trainer.add_callback(best)
-        started = time.perf_counter()
-        trainer.train()
+        started = _resumed(trainer, kept, steps, best)
+        trainer.train(resume_from_checkpoint=resume)
         best.restore()
     _merge_into(trainer.model, model, use_cache)
     history = [{"epoch": -1 + i, "held_out_loss": loss} for i, loss in enumerate(best.losses)]
@@ -106,6 +117,7 @@ def trl_sft(
         "held_out_loss": best.loss if math.isfinite(best.loss) else None,
         "history": history if held else [],
         "seconds": round(time.perf_counter() - started, 1),
+        **({"resumed_at_step": kept["step"]} if kept else {}),
         "config": asdict(config),
         "trainer": "trl",
     }
@@ -119,9 +131,11 @@ def trl_dpo(
     *,
     config: DPOConfig,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """``dpo`` through TRL's DPOTrainer: trains ``model`` in place against ``ref_model`` (None: ``model``
-    as it starts) and returns the same metrics (``trainer: "trl"`` added)."""
+    as it starts) and returns the same metrics (``trainer: "trl"`` added); ``checkpoint`` as ``dpo``'s
+    (TRL computes the reference log-probs again, from the reference or the starting weights)."""
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
@@ -136,7 +150,7 @@ def trl_dpo(
     if config.lora_r == 0:
         refuse_float16_training(trainable_parameters(model))
     use_cache = model.config.use_cache
-    with tempfile.TemporaryDirectory(prefix="alphallm-trl-") as out:
+    with _output_dir(checkpoint) as out:
         args = TRLDPOConfig(
             lr_scheduler_type="constant",
             weight_decay=0.0,
@@ -144,7 +158,7 @@ def trl_dpo(
             loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],
             loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
             precompute_ref_log_probs=True,
-            **_common_args(model, config, out),
+            **_common_args(model, config, out, saving=checkpoint is not None),
         )
         rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
         with _no_dataset_bars():
@@ -159,8 +173,9 @@ def trl_dpo(
             )
         steps = _quiet(trainer, on_step)
         trainable = sum(p.numel() for p in trainable_parameters(trainer.model))
-        started = time.perf_counter()
-        trainer.train()
+        resume, kept = _last_saved(out) if checkpoint is not None else (None, {})
+        started = _resumed(trainer, kept, steps)
+        trainer.train(resume_from_checkpoint=resume)
     _merge_into(trainer.model, model, use_cache)
     tail = steps.logs[-max(1, math.ceil(len(steps.logs) / 4)) :]
     names = {"margin": "rewards/margins", "accuracy": "rewards/accuracies", "chosen_reward": "rewards/chosen"}
@@ -174,16 +189,57 @@ def trl_dpo(
             **{ours: sum(log[theirs] for log in tail) / len(tail) for ours, theirs in names.items()},
         },
         "seconds": round(time.perf_counter() - started, 1),
+        **({"resumed_at_step": kept["step"]} if kept else {}),
         "config": asdict(config),
         "trainer": "trl",
     }
 
 
-def _common_args(model: Any, config: SFTConfig | DPOConfig, out: str) -> dict[str, Any]:
+@contextmanager
+def _output_dir(checkpoint: Checkpoint | None) -> Iterator[str]:
+    """Where TRL writes: the checkpoint's directory, or a temporary one that stays empty."""
+    if checkpoint is not None:
+        yield str(checkpoint.directory())
+        return
+    with tempfile.TemporaryDirectory(prefix="alphallm-trl-") as out:
+        yield out
+
+
+def _last_saved(out: str) -> tuple[str | None, dict[str, Any]]:
+    """The newest of transformers' checkpoints in ``out`` that this module finished saving beside
+    (``_Keep``), and what it saved: (None, {}) when there is none."""
+    done = [d for d in Path(out).glob("checkpoint-*") if (d / _KEPT).is_file()]
+    for folder in sorted(done, key=lambda d: int(d.name.rpartition("-")[2]), reverse=True):
+        try:
+            return str(folder), torch.load(folder / _KEPT, weights_only=False)
+        except Exception:  # damaged: an older one, or a fresh start
+            continue
+    return None, {}
+
+
+def _resumed(trainer: Any, kept: dict[str, Any], steps: _Steps, best: _Best | None = None) -> float:
+    """Puts back what a resumed run's callbacks had (``kept``), adds the callback that saves it beside
+    every checkpoint, and returns the training's start time (earlier by the time trained before a kill)."""
+    if kept:
+        steps.count, steps.logs = kept["step"], kept["logs"]
+        if best is not None:
+            best.loss, best.losses, best.state = (
+                kept["best"]["loss"],
+                kept["best"]["losses"],
+                kept["best"]["state"],
+            )
+    started = time.perf_counter() - kept.get("seconds", 0.0)
+    if trainer.args.save_strategy != "no":
+        trainer.add_callback(_Keep(steps, best, started))
+    return started
+
+
+def _common_args(model: Any, config: SFTConfig | DPOConfig, out: str, *, saving: bool) -> dict[str, Any]:
     """TRL arguments both trainers share: our epochs, learning rate, batch size, seed and length cap
     (within the model's positions, as the lean trainers cut); one log a step (the progress bar and the
-    metrics read it), no checkpoints (``out`` stays empty), no reporting, and bf16 mixed precision only
-    where the device has it (TRL's default, bf16 everywhere, stops on CPUs and older GPUs: TRL #3616)."""
+    metrics read it), checkpoints every ``checkpoint_every`` steps only when ``saving`` (else ``out`` stays
+    empty), no reporting, and bf16 mixed precision only where the device has it (TRL's default, bf16
+    everywhere, stops on CPUs and older GPUs: TRL #3616)."""
     device = next(model.parameters()).device
     return {
         "output_dir": out,
@@ -193,7 +249,10 @@ def _common_args(model: Any, config: SFTConfig | DPOConfig, out: str) -> dict[st
         "seed": config.seed,
         "max_length": fitting_length(model, config.max_length),
         "logging_steps": 1,
-        "save_strategy": "no",
+        "save_strategy": "steps" if saving else "no",
+        "save_steps": config.checkpoint_every,
+        # Two: the newest can lack ``_Keep``'s file (killed between the two writes), the one before has it.
+        "save_total_limit": 2,
         "report_to": "none",
         "disable_tqdm": True,
         "max_grad_norm": 1.0,
@@ -302,3 +361,40 @@ class _Best(TrainerCallback):
     def restore(self) -> None:
         if self.state is not None:
             restore_trainable(self.model, self.state)
+
+
+_KEPT = "alphallm.pt"  # beside each of transformers' checkpoints: what our callbacks keep
+
+
+class _Keep(TrainerCallback):
+    """After transformers saves a checkpoint, saves beside it what our callbacks hold: the step count and
+    logs (``_Steps``), the best epoch so far (``_Best``), and the training time.
+
+    transformers saves a step's checkpoint before the evaluation at the end of the epoch that step ends,
+    and a run resumed there would never evaluate that epoch; so such a step evaluates first, and the
+    epoch's end does not again."""
+
+    def __init__(self, steps: _Steps, best: _Best | None, started: float) -> None:
+        self.steps, self.best, self.started = steps, best, started
+        self.evaluated = False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        ends_epoch = float(state.epoch or 0).is_integer()
+        if control.should_save and ends_epoch and args.eval_strategy == "epoch":
+            control.should_evaluate = self.evaluated = True
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.evaluated:
+            control.should_evaluate = self.evaluated = False
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        kept: dict[str, Any] = {"step": self.steps.count, "logs": self.steps.logs}
+        if self.best is not None:
+            kept["best"] = {"loss": self.best.loss, "losses": self.best.losses, "state": self.best.state}
+        kept["seconds"] = time.perf_counter() - self.started
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        with open(folder / f"{_KEPT}.tmp", "wb") as handle:
+            torch.save(kept, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(folder / f"{_KEPT}.tmp", folder / _KEPT)
