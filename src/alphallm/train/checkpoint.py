@@ -25,7 +25,15 @@ import torch
 from alphallm.io import atomic_dir, check_out_dir, write_text
 from alphallm.train.lora import restore_trainable, snapshot_trainable
 
-__all__ = ["Checkpoint", "Resume", "checkpoint_beside", "steps_to", "training_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "Resume",
+    "checkpoint_beside",
+    "restore_torch_random",
+    "steps_to",
+    "torch_random",
+    "training_checkpoint",
+]
 
 T = TypeVar("T")
 
@@ -106,6 +114,20 @@ def training_checkpoint(path: str | Path, data: Any, config: Any, **models: tupl
     return Checkpoint(path, work)
 
 
+def torch_random() -> dict[str, Any]:
+    """torch's random states, for a checkpoint: the CPU's, and each GPU's (dropout there draws from them)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return {"torch_rng": torch.get_rng_state(), "cuda_rng": cuda}
+
+
+def restore_torch_random(state: dict[str, Any]) -> None:
+    """Puts back ``torch_random``'s states; the GPUs' only on as many GPUs as saved them."""
+    torch.set_rng_state(state["torch_rng"])
+    cuda = state.get("cuda_rng")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def _plain(value: Any) -> Any:
     """JSON for the rows and pairs of a training: a dataclass as its fields."""
     return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)
@@ -146,10 +168,7 @@ class Resume:
         if schedule is not None:
             schedule.load_state_dict(saved["schedule"])
         rng.setstate(saved["rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        cuda = saved.get("cuda_rng")
-        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)  # dropout on a GPU draws from these
+        restore_torch_random(saved)
         self.epoch, self.batch, self.step = saved["epoch"], saved["batch"], saved["step"]
         self._started -= saved["seconds"]  # the training time before the kill counts too
 
@@ -190,8 +209,7 @@ class Resume:
             "optimizer": optimizer.state_dict(),
             **({"schedule": schedule.state_dict()} if schedule is not None else {}),
             "rng": rng_state,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            **torch_random(),
             "epoch": self.epoch,
             "batch": self.batch,
             "step": self.step,

@@ -23,7 +23,7 @@ import torch
 from alphallm.io import atomic_dir, check_out_dir, write_json
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Task
-from alphallm.train.checkpoint import Checkpoint, checkpoint_beside
+from alphallm.train.checkpoint import Checkpoint, checkpoint_beside, restore_torch_random, torch_random
 
 __all__ = ["RECIPES", "PretrainConfig", "pretrain"]
 
@@ -193,7 +193,7 @@ def pretrain(
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_torch_random(state)
         rng.setstate(state["rng"])
         batches, first, seconds = state["batches"], state["step"], state["seconds"]
     model.train()
@@ -210,7 +210,7 @@ def pretrain(
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "batches": batches}
-            state |= {"torch_rng": torch.get_rng_state(), "rng": rng.getstate(), "step": step + 1}
+            state |= {**torch_random(), "rng": rng.getstate(), "step": step + 1}
             checkpoint.save(state | {"seconds": time.perf_counter() - started})
         if on_step is not None:
             on_step(step, loss.item())
