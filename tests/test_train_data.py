@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 from alphallm.train.data import dpo_pairs, sft_rows
@@ -72,3 +74,34 @@ def test_a_step_the_verifier_rejected_is_a_step_pair_without_a_completion() -> N
     (pair,) = dpo_pairs([tree], min_gap=0.5, span="step")
     assert (pair.chosen, pair.rejected) == ("3*4=12 -> 2+12\n", "2+3=5 -> 5*4\n")
     assert dpo_pairs([tree], min_gap=0.5, span="completion") == []  # nothing below it to complete
+
+
+def test_only_right_solutions_that_state_their_answer_are_taught() -> None:
+    """gsm8k's verifier falls back to a solution's last number, so its trees hold right solutions that
+    never write an answer line (here the rollouts, ``...``); the loop teaches none of them."""
+    from alphallm.tasks.gsm8k import GSM8KTask
+
+    stated = GSM8KTask().is_terminal  # "Answer: 14" is one of its answer lines; "..." states nothing
+    tree = _tree()
+    everything = sft_rows([tree], per_problem=5)
+    assert any(not stated(solution) for _, solution in everything)
+    assert sft_rows([tree], per_problem=5, states_answer=stated) == [
+        ("Q: 2+3*4\n", "3*4=12 -> 2+12\n2+12=14 -> 14\nAnswer: 14\n")
+    ]
+    tree["nodes"][5]["value"] = 0.0  # the stated solution now scores below the unstated rollouts
+    (loose,) = dpo_pairs([tree], min_gap=0.5)
+    (strict,) = dpo_pairs([tree], min_gap=0.5, states_answer=stated)
+    assert not stated(loose.chosen) and strict.chosen == "3*4=12 -> 2+12\n2+12=14 -> 14\nAnswer: 14\n"
+
+
+def test_the_loops_data_stage_counts_and_drops_right_solutions_without_an_answer_line(tmp_path: Path) -> None:
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    # arith's verifier would never call "..." right; the hand-made tree says so, as gsm8k's can.
+    loop = Loop(build(LoopConfig, {"out_dir": str(tmp_path), "learn": {"solutions_per_problem": 5}}))
+    loop.round_dir(1).mkdir(parents=True)
+    (loop.round_dir(1) / "trees.json").write_text(json.dumps({"trees": [_tree()]}))
+    record = loop._stage_data(1)  # type: ignore[attr-defined]
+    assert record["sft"] == [("Q: 2+3*4\n", "3*4=12 -> 2+12\n2+12=14 -> 14\nAnswer: 14\n")]
+    assert record["right_without_an_answer_line"] == 3  # the three right rollouts

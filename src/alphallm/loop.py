@@ -315,12 +315,21 @@ class Loop:
 
         trees = self.trees(range(k, k + 1))
         learn = self.config.learn
-        rows = sft_rows(trees, per_problem=learn.solutions_per_problem)
+        # Only right solutions that state their answer are taught (train/data.py).
+        stated = self.task.is_terminal
+        rows = sft_rows(trees, per_problem=learn.solutions_per_problem, states_answer=stated)
         pairs = dpo_pairs(
-            trees, min_gap=learn.dpo_min_gap, per_tree=learn.dpo_pairs_per_tree, span=learn.dpo_span
+            trees,
+            min_gap=learn.dpo_min_gap,
+            per_tree=learn.dpo_pairs_per_tree,
+            span=learn.dpo_span,
+            states_answer=stated,
         )
+        right = [c for t in trees for c in complete_solutions(t) if c.verified]
         solved = sum(any(c.verified for c in complete_solutions(t)) for t in trees)
-        return {"sft": rows, "pairs": [asdict(p) for p in pairs], "problems": len(trees), "solved": solved}
+        unstated = sum(not stated(c.solution) for c in right)
+        record = {"sft": rows, "pairs": [asdict(p) for p in pairs], "problems": len(trees), "solved": solved}
+        return record | {"right_without_an_answer_line": unstated}
 
     def _stage_sft(self, k: int) -> dict[str, Any]:
         from alphallm.loop_learn import sft_stage

@@ -9,11 +9,15 @@
   a terminal, so each ends at a real end of solution (r->Q*); ``span="step"`` keeps only the two
   sibling options (Step-DPO, Lai et al.: the loss sits on the step that differs, and no EOS follows
   it). The verified completions decide the pair either way.
+
+Both take only right solutions that ``states_answer`` (the loop passes ``Task.is_terminal``: an answer
+line): a verifier that falls back to reading the last number (gsm8k's) calls a solution right that
+never states an answer, which a policy should not be taught to write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from alphallm.train.dpo import Pair
@@ -29,13 +33,19 @@ from alphallm.train.labels import (
 __all__ = ["SPANS", "dpo_pairs", "sft_rows"]
 
 
-def sft_rows(trees: Iterable[Mapping[str, Any]], *, per_problem: int = 1) -> list[tuple[str, str]]:
-    """(prompt, solution) rows: the best-scored verified-correct solutions of each problem."""
+def sft_rows(
+    trees: Iterable[Mapping[str, Any]],
+    *,
+    per_problem: int = 1,
+    states_answer: Callable[[str], bool] | None = None,
+) -> list[tuple[str, str]]:
+    """(prompt, solution) rows: the best-scored verified-correct solutions of each problem (of those
+    that ``states_answer``, when given)."""
     rows: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
     kept: dict[str, int] = {}  # rows per problem prompt (a problem may have several trees)
     for tree in trees:
-        correct = [c for c in complete_solutions(tree) if c.verified and c.solution.strip()]
+        correct = [c for c in complete_solutions(tree) if _right(c, states_answer) and c.solution.strip()]
         correct.sort(key=lambda c: (-c.score, len(c.solution)))
         for completion in correct:
             key = (tree["root"], completion.solution)
@@ -67,9 +77,11 @@ def dpo_pairs(
     min_samples: int = 1,
     per_tree: int = 4,
     span: str = "completion",
+    states_answer: Callable[[str], bool] | None = None,
 ) -> list[Pair]:
     """Sibling preference pairs, each grounded in a verified-correct and a wrong completion (at most
-    one per parent, ``per_tree`` per tree); see the module docstring for ``span``."""
+    one per parent, ``per_tree`` per tree; the correct one among those that ``states_answer``); see the
+    module docstring for ``span``."""
     if span not in SPANS:
         raise ValueError(f"span must be one of {SPANS}")
     pairs: list[Pair] = []
@@ -77,6 +89,7 @@ def dpo_pairs(
         nodes = tree_nodes(tree)
         solutions, counts = node_solutions(nodes), success_counts(tree)
         completions = complete_solutions(tree)
+        right = [c for c in completions if _right(c, states_answer)]
         made = 0
         for node_id in nodes:
             found = rated_siblings(nodes, counts, node_id, min_samples=min_samples)
@@ -84,7 +97,7 @@ def dpo_pairs(
                 continue
             _, best, _, worst = found
             prefix = solutions[node_id]
-            good = _pick(completions, _subtree(nodes, best), prefix, verified=True)
+            good = _pick(right, _subtree(nodes, best), prefix, verified=True)
             bad = _pick(completions, _subtree(nodes, worst), prefix, verified=False)
             # A step the tool verifier rejected is wrong by itself: a step pair needs no completion
             # below it (with a step verifier, wrong steps are pruned, so they rarely have one).
@@ -101,6 +114,11 @@ def dpo_pairs(
             if made >= per_tree:
                 break
     return pairs
+
+
+def _right(completion: Completion, states_answer: Callable[[str], bool] | None) -> bool:
+    """Verified correct, and stating its answer where that is asked."""
+    return completion.verified is True and (states_answer is None or states_answer(completion.solution))
 
 
 def _pick(completions: list[Completion], subtree: set[int], prefix: str, *, verified: bool) -> str | None:
