@@ -95,10 +95,15 @@ def test_an_agreed_answer_needs_its_share_of_all_samples_and_equal_answers_vote_
     task = get_task("gsm8k")
     problem = Problem("q", "Tom has 3 apples and buys 4 more. How many apples does he have?")
     # Five of eight reach 7 (as 7, 7.0 and 7.00: gsm8k compares numbers), two reach 8, one states nothing.
-    texts = ["3+4=7\n#### 7"] * 3 + ["#### 7.0", "#### 7.00", "#### 8", "#### 8", "I do not know"]
+    # Finished solutions end in a newline (``finish_solution``); a cut-off last line states nothing.
+    texts = ["3+4=7\n#### 7\n"] * 3 + ["#### 7.0\n", "#### 7.00\n", "#### 8\n", "#### 8\n", "I do not know\n"]
     assert agreed_answer(task, problem, texts, agreement=0.6) == "7"
     assert agreed_answer(task, problem, texts, agreement=0.7) is None  # 5/8 < 0.7
     assert agreed_answer(task, problem, [], agreement=0.1) is None
+    # Text that only ends in a number states no answer, though gsm8k's check would read it: it does not vote.
+    unstated = ["he has 3 and then 7\n"] * 6 + ["#### 7\n"] * 2
+    assert task.check(Problem("q", problem.question, "7"), unstated[0])
+    assert agreed_answer(task, problem, unstated, agreement=0.5) is None
 
 
 def test_problems_without_answers_keep_the_one_the_policy_agrees_on_and_it_is_mostly_right(

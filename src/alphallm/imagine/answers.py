@@ -46,8 +46,14 @@ def unanswerable(task: Task, problem: Problem) -> bool:
 
 def agreed_answer(task: Task, problem: Problem, solutions: Sequence[str], *, agreement: float) -> str | None:
     """The answer at least ``agreement`` of ``solutions`` reach (a share of them all, so that
-    solutions stating no answer count against it), or None."""
-    stated = [(text, answer) for text in solutions if (answer := task.extract_answer(text)) is not None]
+    solutions stating no answer count against it), or None. A solution states its answer on an answer
+    line (``Task.is_terminal``): gsm8k's reading of a last number alone would let text that only ends in
+    a number vote, as the loop would not let it be taught (train/data.py)."""
+    stated = [
+        (text, answer)
+        for text in solutions
+        if task.is_terminal(text) and (answer := task.extract_answer(text)) is not None
+    ]
     best, votes = None, 0
     texts = [text for text, _ in stated]
     for candidate, _ in Counter(answer for _, answer in stated).most_common(CANDIDATES):
