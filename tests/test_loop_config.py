@@ -66,6 +66,11 @@ def test_learn_settings_refuse_bad_values() -> None:
             "imagine.difficulty: unknown key(s) min_opps for task",
         ),
         ({"imagine": {"difficulty": {"min_ops": 9, "max_ops": 6}}}, "min_ops 9 is above max_ops 6"),
+        (
+            {"imagine": {"difficulty": {"min_ops": 7}}},
+            "imagine.difficulty: min_ops 7 must lie in 1..max_ops (5)",
+        ),
+        ({"imagine": {"difficulty": {"max_operand": 0}}}, "max_operand and max_value must be at least 1"),
         ({"imagine": {"difficulty": {"min_ops": 2.5}}}, "imagine.difficulty.min_ops: expected an integer"),
         ({"name": "../elsewhere"}, "name must be a plain directory name"),
         ({"name": ""}, "name must be a plain directory name"),

@@ -78,3 +78,8 @@ def check_difficulty(task: str, difficulty: dict[str, Any] | None) -> None:
         high = difficulty.get(f"max_{str(key).removeprefix('min_')}") if str(key).startswith("min_") else None
         if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
             raise ValueError(f"imagine.difficulty: {key} {low} is above max_{key[4:]} {high}")
+    if hints:  # the rest against the task's defaults (a single min_ops above the default max_ops)
+        try:
+            get_task(task).check_difficulty(difficulty)
+        except ValueError as error:
+            raise ValueError(f"imagine.difficulty: {error}") from None

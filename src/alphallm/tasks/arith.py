@@ -52,6 +52,13 @@ class ArithDifficulty:
     max_value: int = 400  # bound on every intermediate result
     div_weight: float = 0.5  # relative to 1.0 for each of + - *
 
+    def __post_init__(self) -> None:
+        # Checked here, where every difficulty is made: the generator would fail mid-run instead.
+        if not 1 <= self.min_ops <= self.max_ops:
+            raise ValueError(f"min_ops {self.min_ops} must lie in 1..max_ops ({self.max_ops})")
+        if self.max_operand < 1 or self.max_value < 1 or self.div_weight < 0:
+            raise ValueError("max_operand and max_value must be at least 1, and div_weight not negative")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ArithDifficulty:
         return cls(**(data or {}))
@@ -193,6 +200,9 @@ class ArithTask(Task):
         difficulty = BASE_DIFFICULTY if split == "train" else TEST_DIFFICULTY
         rng = random.Random(self.split_seeds[split])
         return self._sample(rng, self.split_sizes[split], difficulty, split=split, id_prefix=f"arith-{split}")
+
+    def check_difficulty(self, difficulty: dict[str, Any]) -> None:
+        ArithDifficulty.from_dict(difficulty)
 
     def generate(self, rng: random.Random, n: int, difficulty: dict[str, Any] | None = None) -> list[Problem]:
         d = ArithDifficulty.from_dict(difficulty) if difficulty else BASE_DIFFICULTY

@@ -110,6 +110,10 @@ class Task(ABC):
     has_generator: ClassVar[bool] = False  # ``generate`` writes fresh training problems
     difficulty_keys: ClassVar[dict[str, Any]] = {}  # what ``generate`` reads from ``difficulty``, typed
 
+    def check_difficulty(self, difficulty: dict[str, Any]) -> None:
+        """ValueError if ``generate`` would refuse ``difficulty`` (its keys known and typed)."""
+        return None  # most tasks take any difficulty their keys allow
+
     def token_limit(self, max_tokens: int | None) -> int:
         """Tokens a whole solution may take: ``max_tokens`` when given, else the task's own limit."""
         return max_tokens or self.max_solution_tokens
