@@ -100,9 +100,9 @@ def trl_sft(
         steps = _quiet(trainer, on_step)
         refuse_float16_training(trainable_parameters(trainer.model))
         resume, kept = _last_saved(out) if checkpoint is not None else (None, {})
-        # The lean trainer's early stopping: the starting weights count, and the best epoch is kept.
-        start_loss = kept["best"]["loss"] if kept else trainer.evaluate()["eval_loss"] if held else math.inf
-        best = _Best(trainer.model, start_loss)
+        # The lean trainer's early stopping: the starting weights count, and the best epoch is kept (a
+        # resumed run has its record back from ``kept``).
+        best = _Best(trainer.model, trainer.evaluate()["eval_loss"] if held and not kept else math.inf)
         trainer.add_callback(best)
         started = _resumed(trainer, kept, steps, best)
         trainer.train(resume_from_checkpoint=resume)
