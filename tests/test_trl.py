@@ -155,6 +155,7 @@ def test_trl_training_killed_resumes_from_its_last_complete_checkpoint_to_the_sa
     (tmp_path / "ck" / "checkpoint-9" / "alphallm.pt").unlink()
     resumed, again = train(checkpoint)
     assert again["resumed_at_step"] == 6 and again["steps"] == metrics["steps"]
+    assert not (tmp_path / "ck" / f"checkpoint-{metrics['steps']}").exists()  # no save at the last step
     one, two = whole.state_dict(), resumed.state_dict()
     assert all(torch.equal(one[k], two[k]) for k in one)
     same = ("history", "held_out_loss") if trainer == "sft" else ("first_loss", "final")

@@ -372,13 +372,17 @@ class _Keep(TrainerCallback):
 
     transformers saves a step's checkpoint before the evaluation at the end of the epoch that step ends,
     and a run resumed there would never evaluate that epoch; so such a step evaluates first, and the
-    epoch's end does not again."""
+    epoch's end does not again. The last step saves nothing (transformers would save the whole model
+    and optimizer once more, only to have them removed)."""
 
     def __init__(self, steps: _Steps, best: _Best | None, started: float) -> None:
         self.steps, self.best, self.started = steps, best, started
         self.evaluated = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step >= state.max_steps:  # the model is taken from memory: no last checkpoint
+            control.should_save = False
+            return
         ends_epoch = float(state.epoch or 0).is_integer()
         if control.should_save and ends_epoch and args.eval_strategy == "epoch":
             control.should_evaluate = self.evaluated = True
