@@ -116,9 +116,9 @@ def test_a_loop_round_trains_through_trl(tiny_model_dir: Path, tmp_path: Path) -
         assert json.loads((loop.round_dir(1) / stage / "config.json").read_text())["use_cache"] is True
 
 
-@pytest.mark.parametrize("trainer", ["sft", "dpo"])
-def test_trl_training_killed_resumes_from_its_last_complete_checkpoint_to_the_same_weights(
-    tiny_model_dir: Path, tmp_path: Path, trainer: str
+@pytest.mark.parametrize(("trainer", "damaged"), [("sft", "alphallm.pt"), ("dpo", "optimizer.pt")])
+def test_trl_training_killed_resumes_from_its_last_whole_checkpoint_to_the_same_weights(
+    tiny_model_dir: Path, tmp_path: Path, trainer: str, damaged: str
 ) -> None:
     from alphallm.lm.loading import model_files
     from alphallm.train.checkpoint import training_checkpoint
@@ -150,9 +150,13 @@ def test_trl_training_killed_resumes_from_its_last_complete_checkpoint_to_the_sa
     )
     with pytest.raises(KeyboardInterrupt):
         train(checkpoint, killed_after_step_10)
-    # transformers kept its checkpoints at steps 6 (SFT: an epoch's end, before its evaluation) and 9; as
-    # if killed between its save at 9 and ours:
-    (tmp_path / "ck" / "checkpoint-9" / "alphallm.pt").unlink()
+    # transformers kept its checkpoints at steps 6 (SFT: an epoch's end, before its evaluation) and 9. As
+    # if killed between its save at 9 and ours, or with a file of its own cut short since:
+    newest = tmp_path / "ck" / "checkpoint-9" / damaged
+    if damaged == "alphallm.pt":
+        newest.unlink()
+    else:
+        newest.write_bytes(newest.read_bytes()[:100])
     resumed, again = train(checkpoint)
     assert again["resumed_at_step"] == 6 and again["steps"] == metrics["steps"]
     assert not (tmp_path / "ck" / f"checkpoint-{metrics['steps']}").exists()  # no save at the last step

@@ -40,6 +40,7 @@ import torch
 from transformers import TrainerCallback
 
 from alphallm.errors import UserError
+from alphallm.io import files_identity
 from alphallm.lm.hf import fitting_length
 from alphallm.train.checkpoint import Checkpoint
 from alphallm.train.dpo import DPOConfig, Pair
@@ -207,14 +208,23 @@ def _output_dir(checkpoint: Checkpoint | None) -> Iterator[str]:
 
 def _last_saved(out: str) -> tuple[str | None, dict[str, Any]]:
     """The newest of transformers' checkpoints in ``out`` that this module finished saving beside
-    (``_Keep``), and what it saved: (None, {}) when there is none."""
-    done = [d for d in Path(out).glob("checkpoint-*") if (d / _KEPT).is_file()]
+    (``_Keep``) and that is whole still, and what it saved: (None, {}) when there is none. transformers
+    would stop on a damaged checkpoint with a traceback, or go on from a damaged state silently."""
+    done = [d for d in Path(out).glob("checkpoint-*") if d.name.rpartition("-")[2].isdigit()]
     for folder in sorted(done, key=lambda d: int(d.name.rpartition("-")[2]), reverse=True):
         try:
-            return str(folder), torch.load(folder / _KEPT, weights_only=False)
-        except Exception:  # damaged: an older one, or a fresh start
+            kept = torch.load(folder / _KEPT, weights_only=False)
+        except Exception:  # missing or damaged: an older one, or a fresh start
             continue
+        if isinstance(kept, dict) and kept.get("files") == _checkpoint_files(folder):
+            return str(folder), kept
     return None, {}
+
+
+def _checkpoint_files(folder: Path) -> list[list[Any]]:
+    """Name, size and time of transformers' files in a checkpoint folder: a file cut short, rewritten or
+    gone since ``_Keep`` saved beside it changes them."""
+    return [f for f in files_identity(folder) if not f[0].startswith(_KEPT)]
 
 
 def _resumed(trainer: Any, kept: dict[str, Any], steps: _Steps, best: _Best | None = None) -> float:
@@ -397,6 +407,7 @@ class _Keep(TrainerCallback):
             kept["best"] = {"loss": self.best.loss, "losses": self.best.losses, "state": self.best.state}
         kept["seconds"] = time.perf_counter() - self.started
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        kept["files"] = _checkpoint_files(folder)
         with open(folder / f"{_KEPT}.tmp", "wb") as handle:
             torch.save(kept, handle)
             handle.flush()
