@@ -325,9 +325,9 @@ class Loop:
             span=learn.dpo_span,
             states_answer=stated,
         )
-        right = [c for t in trees for c in complete_solutions(t) if c.verified]
-        solved = sum(any(c.verified for c in complete_solutions(t)) for t in trees)
-        unstated = sum(not stated(c.solution) for c in right)
+        found = [complete_solutions(t) for t in trees]
+        solved = sum(any(c.verified for c in solutions) for solutions in found)
+        unstated = sum(bool(c.verified) and not stated(c.solution) for solutions in found for c in solutions)
         record = {"sft": rows, "pairs": [asdict(p) for p in pairs], "problems": len(trees), "solved": solved}
         return record | {"right_without_an_answer_line": unstated}
 
