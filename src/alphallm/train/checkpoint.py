@@ -205,7 +205,7 @@ class Resume:
             return
         model, optimizer, _, schedule = self._require()
         state = {
-            "trainable": snapshot_trainable(model),
+            "trainable": snapshot_trainable(model, copy=False),  # written before the next step
             "optimizer": optimizer.state_dict(),
             **({"schedule": schedule.state_dict()} if schedule is not None else {}),
             "rng": rng_state,

@@ -95,10 +95,15 @@ def refuse_float16_training(params: Iterable[torch.Tensor]) -> None:
         )
 
 
-def snapshot_trainable(model: Any) -> dict[str, torch.Tensor]:
+def snapshot_trainable(model: Any, *, copy: bool = True) -> dict[str, torch.Tensor]:
     """A copy of the trainable weights only (for early stopping). With LoRA that is a few MB, where
-    ``deepcopy(model.state_dict())`` would copy the whole frozen base."""
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    ``deepcopy(model.state_dict())`` would copy the whole frozen base. ``copy=False`` gives the weights
+    themselves, for writing to disk at once (a checkpoint) without a second copy in memory."""
+    return {
+        name: p.detach().clone() if copy else p.detach()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
 
 
 @torch.no_grad()
