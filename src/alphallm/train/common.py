@@ -1,16 +1,41 @@
-"""What SFT and DPO share: encoding (prompt, completion) pairs and summing completion log-probs."""
+"""What the trainers share: encoding (prompt, completion) pairs and summing completion log-probs (SFT and
+DPO), and keeping Python's garbage collector off the objects a run made before training (all of them)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import gc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from alphallm.lm.hf import encode_pair, pad_id, token_logprobs
 
-__all__ = ["PairBatch", "encode_pairs", "sequence_logprobs"]
+__all__ = ["PairBatch", "encode_pairs", "frozen_heap", "sequence_logprobs"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def frozen_heap(train: F) -> F:
+    """``train`` with the objects alive when it starts left out of garbage collection until it returns.
+
+    A loop's trainers run in a process that has just searched, and its trees and caches are hundreds of
+    thousands of objects; every full collection during training walks them all again. After the demo's
+    999-puzzle search its SFT took 80 s, 69 s with them frozen, 67 s in a fresh process. Objects freed
+    meanwhile by their reference counts still go at once; cycles among the frozen wait for the unfreeze."""
+
+    @functools.wraps(train)
+    def trained(*args: Any, **kwargs: Any) -> Any:
+        gc.collect()
+        gc.freeze()
+        try:
+            return train(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+
+    return trained  # type: ignore[return-value]
 
 
 @dataclass

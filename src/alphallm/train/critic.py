@@ -29,6 +29,7 @@ from alphallm.critics.metrics import (
 from alphallm.errors import UserError
 from alphallm.tasks.base import Task
 from alphallm.train.checkpoint import Checkpoint, Resume, training_checkpoint
+from alphallm.train.common import frozen_heap
 from alphallm.train.critic_data import Features, Texts
 from alphallm.train.labels import LabelRow, corrupted_rows
 from alphallm.train.lora import (
@@ -219,6 +220,7 @@ def critic_metrics(
     return metrics
 
 
+@frozen_heap
 def train_critic(
     rows: Sequence[LabelRow],
     *,

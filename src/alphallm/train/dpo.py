@@ -27,7 +27,7 @@ import torch
 
 from alphallm.lm.hf import fitting_length
 from alphallm.train.checkpoint import Checkpoint, Resume
-from alphallm.train.common import encode_pairs, sequence_logprobs
+from alphallm.train.common import encode_pairs, frozen_heap, sequence_logprobs
 from alphallm.train.lora import add_lora, merge_lora, refuse_float16_training, trainable_parameters
 
 __all__ = ["DPOConfig", "Pair", "dpo"]
@@ -109,6 +109,7 @@ def _reference(
     return out
 
 
+@frozen_heap
 def dpo(
     model: Any,
     ref_model: Any | None,

@@ -18,7 +18,7 @@ import torch
 
 from alphallm.lm.hf import fitting_length
 from alphallm.train.checkpoint import Checkpoint, Resume
-from alphallm.train.common import encode_pairs, sequence_logprobs
+from alphallm.train.common import encode_pairs, frozen_heap, sequence_logprobs
 from alphallm.train.lora import (
     add_lora,
     merge_lora,
@@ -99,6 +99,7 @@ def _held_out(model: Any, tokenizer: Any, rows: Sequence[tuple[str, str]], confi
     return sum(losses) / max(1, len(losses))
 
 
+@frozen_heap
 def sft(
     model: Any,
     tokenizer: Any,
