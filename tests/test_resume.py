@@ -161,7 +161,9 @@ def test_a_killed_eval_resumes_its_finished_batches_unless_the_model_changed(
     assert _calls_after_a_kill_and_retraining(monkeypatch, (ChunkStore, "save"), 2, args, model) == 3
 
 
-def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: Path) -> None:
+def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from safetensors.torch import load_file
 
     from alphallm.train.pretrain import PretrainConfig, pretrain
@@ -182,7 +184,9 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tm
     with pytest.raises(KeyboardInterrupt):
         pretrain(config, on_step=killed_at_step_4)
     assert not (tmp_path / "cut").exists() and (tmp_path / "cut.checkpoint" / "state.pt").exists()
+    caplog.clear()
     card = pretrain(config)
+    assert caplog.text == ""
     assert card["resumed_at_step"] == 4  # steps 0-3 from the checkpoint; step 4's was lost with the kill
     assert not (tmp_path / "cut.checkpoint").exists()
     whole, resumed = weights(tmp_path / "whole"), weights(tmp_path / "cut")
@@ -192,7 +196,9 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tm
     with pytest.raises(KeyboardInterrupt):
         pretrain(config, on_step=killed_at_step_4)
     other = PretrainConfig(out=str(tmp_path / "cut"), **{**settings, "lr": 1e-3})  # type: ignore[arg-type]
+    caplog.clear()
     assert "resumed_at_step" not in pretrain(other)
+    assert "cut.checkpoint is another training's" in caplog.text  # the log says why it took so long
     with pytest.raises(KeyboardInterrupt):
         pretrain(config, on_step=killed_at_step_4)
     state = tmp_path / "cut.checkpoint" / "state.pt"
@@ -200,7 +206,9 @@ def test_a_killed_pretraining_resumes_from_its_checkpoint_to_the_same_weights(tm
     pickled = data.index(b"\x80\x02", data.index(b"data.pkl"))  # the state's pickle, inside the zip
     data[pickled + 40 : pickled + 48] = b"\xff" * 8
     state.write_bytes(bytes(data))
+    caplog.clear()
     assert "resumed_at_step" not in pretrain(config)
+    assert "state.pt is unreadable" in caplog.text
 
     # A file where the checkpoint goes is refused before any training, not at the first checkpoint.
     (tmp_path / "p.checkpoint").write_text("mine")

@@ -118,7 +118,7 @@ def test_a_loop_round_trains_through_trl(tiny_model_dir: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize(("trainer", "damaged"), [("sft", "alphallm.pt"), ("dpo", "optimizer.pt")])
 def test_trl_training_killed_resumes_from_its_last_whole_checkpoint_to_the_same_weights(
-    tiny_model_dir: Path, tmp_path: Path, trainer: str, damaged: str
+    tiny_model_dir: Path, tmp_path: Path, trainer: str, damaged: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     from alphallm.lm.loading import model_files
     from alphallm.train.checkpoint import training_checkpoint
@@ -157,7 +157,9 @@ def test_trl_training_killed_resumes_from_its_last_whole_checkpoint_to_the_same_
         newest.unlink()
     else:
         newest.write_bytes(newest.read_bytes()[:100])
+    caplog.clear()
     resumed, again = train(checkpoint)
+    assert "checkpoint-9 is incomplete or damaged" in caplog.text
     assert again["resumed_at_step"] == 6 and again["steps"] == metrics["steps"]
     assert not (tmp_path / "ck" / f"checkpoint-{metrics['steps']}").exists()  # no save at the last step
     one, two = whole.state_dict(), resumed.state_dict()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def checkpoint_beside(out: str | Path) -> Path:
@@ -60,12 +62,20 @@ class Checkpoint:
     def load(self) -> dict[str, Any] | None:
         """The saved state of this work, or None: none saved, unreadable, or saved for other work (which
         this run then replaces)."""
+        file = self.path / "state.pt"
+        if not file.exists():
+            return None
         try:
             # Our own file (random states are tuples, histories dicts): not only tensors.
-            state = torch.load(self.path / "state.pt", weights_only=False)
-        except Exception:  # a damaged pickle raises almost anything (UnicodeDecodeError, MemoryError...)
+            state = torch.load(file, weights_only=False)
+        except Exception as exc:  # a damaged pickle raises almost anything (UnicodeDecodeError...)
+            # Said, so that a long stage taking its full time again has a reason in the log.
+            log.warning("checkpoint %s is unreadable (%s); training starts over", file, type(exc).__name__)
             return None
-        return state if isinstance(state, dict) and state.get("work") == self._work else None
+        if not isinstance(state, dict) or state.get("work") != self._work:
+            _starting_over(self.path)
+            return None
+        return state
 
     def directory(self) -> Path:
         """The checkpoint as a directory its trainer fills itself (TRL writes its own ``checkpoint-N``
@@ -76,6 +86,8 @@ class Checkpoint:
         except (OSError, UnicodeDecodeError):
             same = False
         if not same:
+            if self.path.is_dir() and any(self.path.iterdir()):
+                _starting_over(self.path)
             shutil.rmtree(self.path, ignore_errors=True)
             self.path.mkdir(parents=True)
             write_text(mark, self._work)
@@ -84,6 +96,14 @@ class Checkpoint:
     def remove(self) -> None:
         """Once the result is saved: kept, it would outlive its use."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _starting_over(path: Path) -> None:
+    log.warning(
+        "checkpoint %s is another training's (its settings, data or starting weights differ); "
+        "this one starts over",
+        path,
+    )
 
 
 def steps_to(advance: Callable[[int], None]) -> Callable[[int, float], None]:

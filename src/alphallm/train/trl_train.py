@@ -26,6 +26,7 @@ merges across the boundary (always, for the shipped character tokenizer).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -53,6 +54,8 @@ from alphallm.train.lora import (
 )
 from alphallm.train.sft import SFTConfig, split_held_out
 from alphallm.train.sft import training_steps as sft_steps
+
+log = logging.getLogger(__name__)
 
 __all__ = ["trl_dpo", "trl_sft"]
 
@@ -215,9 +218,11 @@ def _last_saved(out: str) -> tuple[str | None, dict[str, Any]]:
         try:
             kept = torch.load(folder / _KEPT, weights_only=False)
         except Exception:  # missing or damaged: an older one, or a fresh start
-            continue
+            kept = None
         if isinstance(kept, dict) and kept.get("files") == _checkpoint_files(folder):
             return str(folder), kept
+        # Said, so that a resumed stage that goes back further, or starts over, has a reason in the log.
+        log.warning("checkpoint %s is incomplete or damaged; not resumed from", folder)
     return None, {}
 
 
