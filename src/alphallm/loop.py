@@ -354,46 +354,9 @@ class Loop:
         return critics_stage(self, k)
 
     def _stage_gate(self, k: int) -> dict[str, Any]:
-        """Keeps the round's best candidate on dev if it is not worse than the policy before it.
-        When DPO ran, SFT alone is a candidate too, and SFT + DPO goes first only if it beats SFT alone
-        beyond twice the paired standard error on the dev problems: a DPO step that hurts, ties or leads
-        by noise keeps nothing. game24-small's round 1 kept SFT + DPO on a tie of 7 dev puzzles and its
-        eta-MCTS fell 0.72 -> 0.40; the full-size game24 run's round 2 kept it on a lead of 0.006 (126
-        puzzles, 16 samples each) and its learned-critics search fell 0.37 -> 0.15 (benchmarks/README.md)."""
-        from alphallm.loop_gate import search_guard
-        from alphallm.loop_solve import choose_beyond_noise
+        from alphallm.loop_gate import gate_stage
 
-        settings = self.config.evaluate
-        previous = self.kept_dev_accuracy(k - 1)
-        names = ["policy"] if self.read(k, "dpo").get("skipped") else ["policy", "sft"]
-        scored = {name: self.dev_scores(str(self.round_dir(k) / name)) for name in names}
-        scores = {name: score for name, (score, _) in scored.items()}
-        dpo: dict[str, Any] = {}
-        if "sft" in names:
-            dpo = choose_beyond_noise({name: by_problem for name, (_, by_problem) in scored.items()}, "sft")
-        order = names  # one candidate, or SFT + DPO first only if it beat SFT alone beyond noise
-        if dpo:
-            order = ["policy", "sft"] if dpo["kept"] == "policy" else ["sft", "policy"]
-        passing = [name for name in order if scores[name] >= previous - settings.gate_tolerance]
-        guard: dict[str, Any] = {}
-        if settings.gate_search:  # the best-scoring candidate whose search holds up, if any
-            for name in passing:
-                guard[name] = search_guard(self, k, name)
-                if guard[name]["passed"]:
-                    break
-            passing = [name for name in passing if guard.get(name, {}).get("passed")]
-        kept = passing[0] if passing else order[0]
-        return {
-            "accepted": bool(passing),
-            "kept": kept,
-            "dev_accuracy": scores[kept],
-            "candidates": scores,
-            "previous_dev_accuracy": previous,
-            "dev_problems": settings.dev_problems,
-            "metric": settings.gate_score,
-            **({"dpo_over_sft": dpo["changes"]["policy"]} if dpo else {}),
-            **({"search_guard": {"problems": settings.gate_search, "candidates": guard}} if guard else {}),
-        }
+        return gate_stage(self, k)
 
     def _evaluate(self, policy: str, critics: dict[str, str], round_: int) -> dict[str, Any]:
         return evaluate_policy(
