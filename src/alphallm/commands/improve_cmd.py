@@ -30,7 +30,7 @@ def add_parsers(sub: Any) -> None:
         "--task",
         choices=DEMO_TASKS,
         default=DEMO_TASKS[0],
-        help="game24: the rules-only model learns strategy (6 to 10 min); arith: about 4 min",
+        help="game24: the rules-only model learns strategy (6 to 10 min); arith: about 5 min",
     )
     d.add_argument("--out-dir", default="runs", help="parent directory of the demo run (runs/demo-TASK)")
     d.add_argument("--resume", action="store_true", help="continue an interrupted demo")
