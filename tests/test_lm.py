@@ -96,3 +96,56 @@ def test_per_state_sample_counts(lm: TransformersLM) -> None:
     assert [len(row) for row in out] == [1, 3, 2]
     with pytest.raises(ValueError):
         lm.sample(STATES, n=[1, 2], max_tokens=5)
+
+
+def test_a_layer_with_room_holds_what_a_dynamic_layer_holds_through_every_operation() -> None:
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from alphallm.lm.kv_room import RoomyLayer
+
+    torch.manual_seed(0)
+    plain = DynamicLayer()
+    plain.update(torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4))
+    roomy = RoomyLayer(plain, room=8)
+    plain.update(torch.zeros(3, 2, 0, 4), torch.zeros(3, 2, 0, 4))  # a no-op that makes plain's own copy
+
+    def both(operation: str, *args: object) -> None:
+        for layer in (plain, roomy):
+            getattr(layer, operation)(*args)
+        assert torch.equal(plain.keys, roomy.keys) and torch.equal(plain.values, roomy.values)
+        assert plain.get_seq_length() == roomy.get_seq_length()
+
+    for _ in range(20):  # one token at a time, past the room twice: the buffers grow
+        both("update", torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+    both("batch_select_indices", torch.tensor([0, 2]))
+    both("update", torch.randn(2, 2, 11, 4), torch.randn(2, 2, 11, 4))  # more than the room at once
+    both("crop", -3)
+    both("update", torch.randn(2, 2, 1, 4), torch.randn(2, 2, 1, 4))  # over the cropped positions
+    both("batch_repeat_interleave", 2)
+    both("reorder_cache", torch.tensor([3, 0, 1]))
+    both("update", torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4))
+    assert roomy.get_seq_length() == 5 + 20 + 11 - 3 + 1 + 2
+
+
+def test_decoding_into_the_caches_room_changes_no_token_or_log_prob(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alphallm.lm.kv_room
+
+    def run() -> list[list[tuple[list[int], list[float], str]]]:
+        model = load_lm(str(tiny_model_dir))
+        out = []
+        states = ["Q: 1+2\n", "Q: 33*4-5 and a longer prompt\n"]
+        for seed in range(3):  # the second and third calls start from stored prefixes
+            rows = model.sample(states, n=[3, 2], temperature=1.0, stop=["\n", "7"], max_tokens=70, seed=seed)
+            out += [[(c.token_ids, c.logprobs, c.finish_reason) for c in row] for row in rows]
+            states = [s + row[0].text for s, row in zip(states, rows)]
+        return out
+
+    with_room = run()
+    finishes = [c[2] for row in with_room for c in row]
+    # rows left the batch at different steps, and some decoded past two rooms' worth of tokens
+    assert "stop" in finishes and "length" in finishes and alphallm.lm.kv_room.ROOM * 2 < 70
+    monkeypatch.setattr(alphallm.lm.kv_room, "make_room", lambda cache, room: None)
+    assert run() == with_room

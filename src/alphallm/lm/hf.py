@@ -397,7 +397,11 @@ class TransformersLM:
         max_tokens: int,
         generator: torch.Generator,
     ) -> list[Completion]:
+        from alphallm.lm.kv_room import ROOM, make_room
+
         logits, cache, mask = self._prefill(prompts)
+        # Decoded tokens are written into room left in the cache, not appended by copying it all.
+        make_room(cache, min(max_tokens, ROOM))
         # Each prompt is encoded once; its KV cache is shared by its samples.
         source = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(counts)).to(self.device)
         if len(source) != len(prompts) or bool(
