@@ -6,7 +6,8 @@ Raw sampling decodes whole solutions for all problems in large batches: the ceil
 backend. eta-MCTS pays for tree bookkeeping, critics, smaller batches and line-by-line decoding.
 Reports generated tokens per second of both, their ratio, and prefill tokens per generated token
 (prefix reuse keeps a node's text from being re-encoded for its children and rollouts).
-Prints a table and writes ``results/search_throughput-<task>.json``.
+Prints a table and writes ``results/search_throughput-<task>.json`` (``-append-by-copy`` added with that
+flag, the decoding before ``lm/kv_room.py``, for a comparison on one machine).
 """
 
 from __future__ import annotations
@@ -48,7 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=4, help="raw sampling: solutions per problem")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--append-by-copy",
+        action="store_true",
+        help="decode as before lm/kv_room.py (transformers' DynamicLayer copies the whole cache at every "
+        "token), to compare on the same machine",
+    )
     args = parser.parse_args(argv)
+    if args.append_by_copy:
+        import alphallm.lm.kv_room
+
+        alphallm.lm.kv_room.make_room = lambda cache, room: None  # type: ignore[assignment]
     task = get_task(args.task)
     problems = task.problems("test")[: args.problems]
     lm = load_lm(f"{args.task}-base")
@@ -80,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"search_throughput-{args.task}.json", {"args": vars(args), "raw": raw, **rows})
-    print(f"\nwrote {out / f'search_throughput-{args.task}.json'}")
+    name = f"search_throughput-{args.task}{'-append-by-copy' if args.append_by_copy else ''}.json"
+    write_json(out / name, {"args": vars(args), "raw": raw, **rows})
+    print(f"\nwrote {out / name}")
     return 0
 
 
