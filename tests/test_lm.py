@@ -127,6 +127,18 @@ def test_a_layer_with_room_holds_what_a_dynamic_layer_holds_through_every_operat
     both("update", torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4))
     assert roomy.get_seq_length() == 5 + 20 + 11 - 3 + 1 + 2
 
+    # make_room swaps filled plain layers only, and leaves a cache without layers (legacy tuples) alone.
+    from transformers import DynamicCache
+
+    from alphallm.lm.kv_room import make_room
+
+    cache = DynamicCache()
+    cache.update(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), 0)
+    cache.layers.append(DynamicLayer())
+    make_room(cache, 8)
+    assert [type(layer) for layer in cache.layers] == [RoomyLayer, DynamicLayer]
+    make_room(((torch.zeros(1), torch.zeros(1)),), 8)
+
 
 def test_decoding_into_the_caches_room_changes_no_token_or_log_prob(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch

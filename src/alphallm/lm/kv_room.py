@@ -3,10 +3,10 @@
 transformers' ``DynamicLayer`` appends a decoded token's keys and values with ``torch.cat``, which copies
 the layer's whole cache at every step: the cost of a step grows with the context, and a search decodes
 thousands of short options after long prompts. In a 150-puzzle game24 search (the demo's settings) those
-copies were 8.5 s of its 48 s of decoding. ``make_room`` gives each layer buffers with room for the
-tokens still to come; a step writes its token in place, and the layer's ``keys`` and ``values`` are views
-of the filled part, so everything that reads them (attention, the prefix store) sees the same tensors
-as before.
+copies were 8.5 s of its 48 s of decoding. ``make_room`` gives each layer buffers with room for more
+positions (``ROOM`` at a time); a step writes its token in place, and the layer's ``keys`` and ``values``
+are views of the filled part, so everything that reads them (attention, the prefix store) sees the same
+values as before.
 """
 
 from __future__ import annotations
@@ -24,12 +24,18 @@ ROOM = 32
 
 
 def make_room(cache: Any, room: int) -> None:
-    """Gives every plain ``DynamicLayer`` of ``cache`` room for ``room`` more positions, in place. Other
-    layers (sliding windows, quantized, static) keep their own update."""
-    cache.layers = [
-        RoomyLayer(layer, room) if type(layer) is DynamicLayer and layer.is_initialized else layer
-        for layer in cache.layers
-    ]
+    """Gives every filled plain ``DynamicLayer`` of ``cache`` room for ``room`` more positions, in place.
+    Other layers (sliding windows, quantized, static) keep their own update, and a cache without layers
+    (a model's own legacy tuples) is left as it is."""
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list):
+        return
+    cache.layers = [RoomyLayer(layer, room) if _filled_dynamic(layer) else layer for layer in layers]
+
+
+def _filled_dynamic(layer: Any) -> bool:
+    keys = getattr(layer, "keys", None)  # empty (a 1-D tensor or None) until the first update
+    return type(layer) is DynamicLayer and isinstance(keys, torch.Tensor) and keys.dim() == 4
 
 
 class RoomyLayer(DynamicLayer):
@@ -41,7 +47,7 @@ class RoomyLayer(DynamicLayer):
         self.device = layer.device
         self.is_initialized = True
         self.room = max(1, room)
-        assert layer.keys is not None and layer.values is not None  # an initialized layer
+        assert layer.keys is not None and layer.values is not None  # a filled layer (make_room)
         self._length = layer.get_seq_length()
         self._key_buffer = self._with_room(layer.keys)
         self._value_buffer = self._with_room(layer.values)
@@ -59,7 +65,7 @@ class RoomyLayer(DynamicLayer):
         self._length += added
         return self._show()
 
-    def get_seq_length(self) -> int:
+    def get_seq_length(self, *args: Any) -> int:  # older transformers pass a layer index or position
         return self._length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
