@@ -126,6 +126,9 @@ def test_a_layer_with_room_holds_what_a_dynamic_layer_holds_through_every_operat
     both("reorder_cache", torch.tensor([3, 0, 1]))
     both("update", torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4))
     assert roomy.get_seq_length() == 5 + 20 + 11 - 3 + 1 + 2
+    fresh = torch.randn(3, 2, 1, 4)
+    roomy.reset()  # empty again: the next update starts at position 0
+    assert roomy.get_seq_length() == 0 and torch.equal(roomy.update(fresh, fresh)[0], fresh)
 
     # make_room swaps filled plain layers only, and leaves a cache without layers (legacy tuples) alone.
     from transformers import DynamicCache

@@ -40,7 +40,9 @@ def _filled_dynamic(layer: Any) -> bool:
 
 class RoomyLayer(DynamicLayer):
     """A ``DynamicLayer`` whose keys and values (B, H, T, D) are the first T positions of buffers with
-    room for more: ``update`` writes into the room, and grows the buffers by ``room`` when it runs out."""
+    room for more: ``update`` writes into the room, and grows the buffers by ``room`` when it runs out.
+    The decode loop's caches are never offloaded, so offloading (which would copy the views away from
+    their buffers) is not supported."""
 
     def __init__(self, layer: DynamicLayer, room: int) -> None:
         super().__init__()
@@ -90,17 +92,6 @@ class RoomyLayer(DynamicLayer):
     def reset(self) -> None:
         self._length = 0
         self._show()
-
-    def offload(self) -> None:
-        self._key_buffer = self._key_buffer.to("cpu", non_blocking=True)
-        self._value_buffer = self._value_buffer.to("cpu", non_blocking=True)
-        self._show()
-
-    def prefetch(self) -> None:
-        if self._key_buffer.device != self.device:
-            self._key_buffer = self._key_buffer.to(self.device, non_blocking=True)
-            self._value_buffer = self._value_buffer.to(self.device, non_blocking=True)
-            self._show()
 
     def _with_room(self, filled: torch.Tensor, needed: int = 0) -> torch.Tensor:
         """A buffer holding ``filled`` (B, H, T, D) with room for ``needed`` + ``room`` more positions."""
