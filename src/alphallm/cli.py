@@ -26,6 +26,7 @@ def _build_parser() -> argparse.ArgumentParser:
         improve_cmd,
         pretrain_cmd,
         search_cmd,
+        serve_cmd,
         viz_cmd,
     )
 
@@ -43,6 +44,7 @@ def _build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_parser(sub)
     critic_cmd.add_parsers(sub)
     pretrain_cmd.add_parser(sub)
+    serve_cmd.add_parser(sub)
     return parser
 
 

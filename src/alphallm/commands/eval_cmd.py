@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.errors import UserError
+from alphallm.lm.served import is_served
 
 
 def add_parser(sub: Any) -> None:
@@ -72,7 +73,11 @@ def model_label(model: str) -> str:
     """``model`` as a part of a default output file name. A local directory gets its last three path
     parts (``runs/X/round-2/policy`` -> ``X-round-2-policy``): its last part alone is the same for every
     round of every loop run, and their results would overwrite each other. A shipped name or hub id
-    keeps its last part (``arith-base``)."""
+    keeps its last part (``arith-base``), and a served model is ``served-<host>-<port>[-<model>]``."""
+    if is_served(model):
+        url, _, served = model.partition("#")
+        host = url.split("://", 1)[1].split("/", 1)[0].replace(":", "-")
+        return f"served-{host}" + (f"-{Path(served).name}" if served else "")
     path = Path(os.path.normpath(model))
     if not path.is_dir():
         return path.name
@@ -111,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     n = args.n
     # Checked before the model runs: a bad path found after the decoding would lose all of it.
     out = check_out_file(args.out or default_out("eval", task.name, model, args.method, f"-n{n}" * (n > 1)))
+    if args.chat_template and is_served(model):
+        raise UserError(f"--chat-template: {model} is served, and its tokenizer's template is not here")
     lm = load_lm(model, device=args.device, dtype=args.dtype)
     if args.chat_template:
         from alphallm.lm.loading import with_chat_template

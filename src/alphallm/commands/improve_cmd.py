@@ -103,10 +103,13 @@ def _check_inputs(loop: Any) -> None:
     """The models and problem files a new run names, checked before its directory exists: a run that
     failed on them later would leave a directory that a rerun is told to --resume."""
     from alphallm.lm.loading import resolve_model_path
+    from alphallm.lm.served import is_served
 
     config = loop.config
     models = {"policy": config.policy, "search.anchor": config.search.anchor}
     models["evaluate.search.anchor"] = config.evaluate.search.anchor
+    if is_served(config.policy):
+        raise UserError(f"policy: {config.policy} is served; the loop trains its policy, which must be local")
     for key, name in models.items():
         if name is not None:
             try:

@@ -488,6 +488,26 @@ class TransformersLM:
             out.extend(self._score(pairs[start : start + self.max_batch_rows]))
         return out
 
+    @torch.no_grad()
+    def echo(self, texts: Sequence[str]) -> list[tuple[list[int], list[float | None]]]:
+        """Each text's token ids and each token's log-prob given the ones before it (None for the
+        first, which has no context): what an OpenAI-style server returns for ``echo`` (``lm/server.py``)."""
+        self.usage.calls += 1
+        encoded = [self.encode(t) for t in texts]
+        for ids in encoded:
+            self._check_fits(len(ids))
+        scored = [i for i, ids in enumerate(encoded) if len(ids) > 1]  # one token or none: nothing to score
+        out: list[tuple[list[int], list[float | None]]] = [(ids, [None] * len(ids)) for ids in encoded]
+        for start in range(0, len(scored), self.max_batch_rows):
+            chunk = scored[start : start + self.max_batch_rows]
+            for i, values in zip(chunk, self._score([(encoded[i][:1], encoded[i][1:]) for i in chunk])):
+                out[i] = (encoded[i], [None, *values])
+        return out
+
+    def piece(self, token_id: int) -> str:
+        """A token's text as decoded alone."""
+        return self._piece_table()[token_id] if 0 <= token_id < len(self._piece_table()) else ""
+
     def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
         ids, mask = self._left_pad([p + c for p, c in pairs])
         self.usage.prefill_tokens += int(mask.sum())

@@ -12,6 +12,7 @@ import torch
 
 from alphallm.errors import UserError
 from alphallm.io import atomic_dir, files_identity
+from alphallm.lm.served import is_served
 
 __all__ = [
     "DTYPES",
@@ -34,8 +35,11 @@ T = TypeVar("T")
 
 
 def resolve_model_path(name: str | Path) -> str:
-    """A shipped model name (``arith-base``), a local directory, or a hub id, in that order."""
+    """A shipped model name (``arith-base``), a local directory, or a hub id, in that order; a served
+    model's URL (``lm/served.py``) is itself."""
     name = str(name)
+    if is_served(name):
+        return name
     shipped = SHIPPED_MODELS_DIR / name
     if (shipped / "config.json").is_file():
         return str(shipped)
@@ -98,6 +102,11 @@ def load_causal_lm(
     """Model and tokenizer from a shipped name, a directory or a hub id; errors are one line."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if is_served(str(name)):
+        raise UserError(
+            f"{name}: a served model samples and scores over HTTP; what trains or reads weights needs a "
+            "local model (a directory, shipped name or hub id)"
+        )
     path = resolve_model_path(name)
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
@@ -169,4 +178,6 @@ def with_model_chat_template(task: T, model: str | Path) -> T:
     the tokenizer alone is loaded)."""
     from transformers import AutoTokenizer
 
+    if is_served(str(model)):
+        raise UserError(f"--chat-template: {model} is served, and its tokenizer's template is not here")
     return with_chat_template(task, AutoTokenizer.from_pretrained(resolve_model_path(model)))

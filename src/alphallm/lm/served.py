@@ -1,0 +1,257 @@
+"""A model behind an OpenAI-compatible ``/v1/completions`` server: vLLM, SGLang or ``alphallm serve``.
+
+``--model http://host:8000/v1`` (or ``http://host:8000/v1#served-name`` when the server holds several
+models) samples options and scores continuations over HTTP, so a search or an evaluation can use a
+GPU inference engine that holds the model in another process or on another machine. The engine does
+its own batching and prefix caching; this client sends each batch of states as a few requests at once.
+
+What the server must give (vLLM does): per-token log-probs of the sampled tokens before temperature
+(vLLM's default ``logprobs_mode``; eta-MCTS priors and the implicit-Q critic read them at temperature
+1), ``include_stop_str_in_output``, and ``echo`` with ``max_tokens: 0`` for scoring. ``stop_reason``
+(vLLM's) tells a stop string from the end of text; without it a text that ends with a stop string is
+taken as stopped there. Token ids come from ``return_token_ids`` where the server gives them.
+
+Compute is counted from the server's ``usage``: its prompt tokens (each prompt once, however many
+samples) less those its prefix cache held where it reports them (vLLM's ``prompt_tokens_details``,
+with ``--enable-prompt-tokens-details``), and its completion tokens. Forward passes are the server's
+business and are not counted.
+
+A seeded call sends each request its own seed. vLLM seeds every prompt of a request alike, so two
+identical states in one call with the same number of samples get the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from alphallm.errors import UserError
+from alphallm.lm.base import Completion, Usage
+
+__all__ = ["ServedLM", "is_served"]
+
+PROMPTS_PER_REQUEST = 64  # a batch's states go out in requests of at most this many prompts
+RETRIES = (1.0, 4.0)  # seconds before each retry of a request the server could not take
+
+
+def is_served(name: object) -> bool:
+    """True for a model named by its server's URL."""
+    return isinstance(name, str) and name.startswith(("http://", "https://"))
+
+
+class ServedLM:
+    """``LanguageModel`` over HTTP. ``name`` is ``<url>`` or ``<url>#<model>``; a URL without ``/v1``
+    gets it. The API key, where the server wants one, comes from ``OPENAI_API_KEY``."""
+
+    def __init__(self, name: str, *, timeout: float = 600.0, concurrency: int = 8) -> None:
+        url, _, model = name.partition("#")
+        url = url.rstrip("/")
+        self.base_url = url if url.endswith("/v1") else url + "/v1"
+        self.name = name
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.usage = Usage()
+        self.model = model or self._only_model()
+
+    # -- the contract ---------------------------------------------------------------------------
+    def sample(
+        self,
+        states: Sequence[str],
+        *,
+        n: int | Sequence[int] = 1,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        max_tokens: int = 64,
+        seed: int | None = None,
+    ) -> list[list[Completion]]:
+        counts = [n] * len(states) if isinstance(n, int) else list(n)
+        if len(counts) != len(states) or min(counts, default=1) < 1 or max_tokens < 1:
+            raise ValueError("n (one per state, or one for all) and max_tokens must be at least 1")
+        self.usage.calls += 1
+        stop = list(stop)
+        # One request holds prompts with one n: states group by their count, in their order.
+        groups: dict[int, list[int]] = {}
+        for i, count in enumerate(counts):
+            groups.setdefault(count, []).append(i)
+        requests = [
+            (count, members[start : start + PROMPTS_PER_REQUEST])
+            for count, members in groups.items()
+            for start in range(0, len(members), PROMPTS_PER_REQUEST)
+        ]
+        bodies = [
+            {
+                "model": self.model,
+                "prompt": [states[i] for i in members],
+                "n": count,
+                "temperature": temperature,
+                "top_p": top_p,
+                "max_tokens": max_tokens,
+                "stop": stop,
+                "logprobs": 0,
+                "include_stop_str_in_output": True,
+                "return_token_ids": True,
+                # Each request its own seed, so that a seeded call samples the same whatever the order.
+                **({"seed": seed + k} if seed is not None else {}),
+            }
+            for k, (count, members) in enumerate(requests)
+        ]
+        out: list[list[Completion]] = [[] for _ in states]
+        for (count, members), reply in zip(requests, self._post_all("completions", bodies)):
+            choices = sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
+            if len(choices) != count * len(members):
+                raise UserError(
+                    f"{self.name}: the server returned {len(choices)} completions for "
+                    f"{len(members)} prompts × {count}"
+                )
+            for k, i in enumerate(members):
+                out[i] = [_completion(c, stop) for c in choices[k * count : (k + 1) * count]]
+            self._count(reply)
+        return out
+
+    def logprobs(self, states: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        if len(states) != len(continuations):
+            raise ValueError("states and continuations must have the same length")
+        self.usage.calls += 1
+        pairs = list(zip(states, continuations))
+        chunks = [pairs[s : s + PROMPTS_PER_REQUEST] for s in range(0, len(pairs), PROMPTS_PER_REQUEST)]
+        bodies = [
+            {
+                "model": self.model,
+                "prompt": [s + c for s, c in chunk],
+                "max_tokens": 0,  # vLLM: echo the prompt with its log-probs, generate nothing
+                "echo": True,
+                "logprobs": 0,
+                "temperature": 1.0,
+            }
+            for chunk in chunks
+        ]
+        out: list[list[float]] = []
+        for chunk, reply in zip(chunks, self._post_all("completions", bodies)):
+            choices = sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
+            if len(choices) != len(chunk):
+                raise UserError(
+                    f"{self.name}: the server returned {len(choices)} scores for {len(chunk)} texts"
+                )
+            out.extend(_continuation_logprobs(choice, c, self.name) for choice, (_, c) in zip(choices, chunk))
+            self._count(reply)
+        return out
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def _only_model(self) -> str:
+        listed = [m.get("id") for m in self._request("models", None).get("data", []) if m.get("id")]
+        if len(listed) != 1:
+            names = ", ".join(map(str, listed)) or "none"
+            raise UserError(
+                f"{self.name}: the server holds {len(listed)} models ({names}); name one: {self.name}#<model>"
+            )
+        return str(listed[0])
+
+    def _count(self, reply: dict[str, Any]) -> None:
+        """The server's usage: prompt tokens less those its prefix cache held (where it says), and
+        completion tokens."""
+        usage = reply.get("usage") or {}
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        self.usage.prefill_tokens += int(usage.get("prompt_tokens", 0)) - int(cached)
+        self.usage.generated_tokens += int(usage.get("completion_tokens", 0))
+
+    def _post_all(self, path: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if len(bodies) == 1:
+            return [self._request(path, bodies[0])]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
+            return list(pool.map(lambda body: self._request(path, body), bodies))
+
+    def _request(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """One GET (no body) or POST, retried when the server is busy or the connection drops."""
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get("OPENAI_API_KEY"):
+            headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
+        data = None if body is None else json.dumps(body).encode()
+        url = f"{self.base_url}/{path}"
+        for wait in (*RETRIES, None):
+            request = urllib.request.Request(url, data=data, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    reply = json.loads(response.read())
+                if not isinstance(reply, dict):
+                    raise UserError(f"{url}: the server's reply is not a JSON object")
+                return reply
+            except urllib.error.HTTPError as exc:
+                if exc.code in (429, 502, 503, 504) and wait is not None:
+                    time.sleep(wait)
+                    continue
+                raise UserError(
+                    f"{url}: the server refused the request ({exc.code}: {_error_message(exc)})"
+                ) from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                if wait is not None:
+                    time.sleep(wait)
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise UserError(f"{url}: cannot reach the server ({reason})") from None
+            except json.JSONDecodeError:
+                raise UserError(
+                    f"{url}: the server's reply is not JSON (is this an OpenAI-compatible server?)"
+                ) from None
+        raise AssertionError("unreachable")
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    """The message of an error reply, in vLLM's and OpenAI's shapes, on one line."""
+    try:
+        reply = json.loads(exc.read() or b"{}")
+    except (json.JSONDecodeError, OSError):
+        return str(exc.reason)
+    error = reply.get("error", reply) if isinstance(reply, dict) else {}
+    message = error.get("message") if isinstance(error, dict) else error
+    return " ".join(str(message or exc.reason).split())[:300]
+
+
+def _completion(choice: dict[str, Any], stop: list[str]) -> Completion:
+    """Our ``Completion`` from one choice: the text ends with its stop string, EOS told from a stop."""
+    text = str(choice.get("text") or "")
+    logprobs = choice.get("logprobs") or {}
+    token_logprobs = [float(x) for x in logprobs.get("token_logprobs") or [] if x is not None]
+    token_ids = choice.get("token_ids")
+    if token_ids is None:  # a server without return_token_ids: the tokens, as many as log-probs
+        token_ids = [_token_id(t) for t in logprobs.get("tokens") or []]
+    finish = choice.get("finish_reason")
+    if finish == "length":
+        return Completion(text, list(token_ids), token_logprobs, "length")
+    reason = choice.get("stop_reason", "")
+    matched = reason if isinstance(reason, str) and reason in stop else None
+    if reason == "":  # no stop_reason at all (not vLLM): a text ending with a stop string stopped there
+        matched = next((s for s in stop if text.endswith(s)), None)
+    if matched is None:
+        return Completion(text, list(token_ids), token_logprobs, "eos")
+    if not text.endswith(matched):  # a server that left the stop string out of the text
+        text += matched
+    return Completion(text, list(token_ids), token_logprobs, "stop")
+
+
+def _token_id(token: str) -> int:
+    """vLLM's ``token_id:<n>`` form (``return_tokens_as_token_ids``); -1 where a token is only text."""
+    return int(token.split(":", 1)[1]) if token.startswith("token_id:") else -1
+
+
+def _continuation_logprobs(choice: dict[str, Any], continuation: str, name: str) -> list[float]:
+    """The echoed log-probs of the fewest last tokens whose text covers ``continuation`` (a token that
+    spans the boundary with the state belongs to the continuation, as ``encode_pair`` has it)."""
+    logprobs = choice.get("logprobs") or {}
+    tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    if len(tokens) != len(values) or (continuation and not tokens):
+        raise UserError(f"{name}: the server echoed no log-probs (does it take echo with max_tokens 0?)")
+    covered, first = 0, len(tokens)
+    while covered < len(continuation) and first > 0:
+        first -= 1
+        covered += len(tokens[first])
+    picked = values[first:]
+    if any(v is None for v in picked):  # the text's first token, which has no context
+        raise UserError(f"{name}: no log-prob for a continuation's first token (an empty state?)")
+    return [float(v) for v in picked]
