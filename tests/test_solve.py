@@ -38,6 +38,28 @@ def test_every_method_runs_and_counts_compute(tiny_lm, method: str) -> None:
         assert report.usage["rollout"]["generated_tokens"] == 0
 
 
+def test_the_implicit_q_critics_scoring_is_counted_apart_from_the_policys_sampling(
+    tiny_model_dir: Path,
+) -> None:
+    task = get_task("arith")
+    policy = load_lm(str(tiny_model_dir))  # its own, so that its usage is this search's alone
+    config = replace(
+        SolveConfig(batch_size=2, rollouts=1, weights={"implicit_q": 1.0}, anchor=str(tiny_model_dir)),
+        mcts=MCTSConfig(num_simulations=4, max_depth=3),
+    )
+    report = solve(task, task.problems("test")[:2], policy=policy, config=config)
+    scoring = report.usage["critic:implicit_q"]
+    assert scoring["calls"] > 0 and scoring["prefill_tokens"] > 0 and scoring["generated_tokens"] == 0
+    # The policy and the anchor (the same weights) score the same options: half the critic's tokens
+    # ran on the policy's model, whose whole use is the search's sampling plus that half.
+    spent = policy.usage.prefill_tokens
+    assert spent == (
+        report.usage["policy"]["prefill_tokens"]
+        + report.usage["rollout"]["prefill_tokens"]
+        + scoring["prefill_tokens"] // 2
+    )
+
+
 def test_max_tokens_bounds_rollouts_and_completions(tiny_lm) -> None:
     """``max_tokens`` replaces the task's limit for rollouts and completed read-outs (a policy that
     retries needs more room than the task's solutions): the random-weight model writes to the limit."""

@@ -91,7 +91,7 @@ class _Critics:
 
     scorers: list[Critic]
     outcome: Critic | None
-    metered: dict[str, LearnedCritic | ConsistencyCritic]
+    metered: dict[str, LearnedCritic | ConsistencyCritic | ImplicitQCritic]
 
 
 def _build_critics(
@@ -104,11 +104,12 @@ def _build_critics(
     learned = load_critics(config.critic_dirs, task=task, device=device)
     tool = ToolCritic(task, reachability=config.reachability)
     available: dict[str, Critic] = {"tool": tool, "oracle": OracleCritic(task), **learned}
+    metered: dict[str, LearnedCritic | ConsistencyCritic | ImplicitQCritic] = dict(learned)
     if config.weights.get("implicit_q", 0.0) > 0:
         if config.anchor is None:
             raise ValueError("the implicit_q critic needs an anchor model (SolveConfig.anchor)")
-        available["implicit_q"] = ImplicitQCritic(task, policy, load_lm(config.anchor, device=device))
-    metered: dict[str, LearnedCritic | ConsistencyCritic] = dict(learned)
+        implicit_q = ImplicitQCritic(task, policy, load_lm(config.anchor, device=device))
+        available["implicit_q"] = metered["implicit_q"] = implicit_q
     if config.weights.get("consistency", 0.0) > 0:
         consistency = ConsistencyCritic(
             task,

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from alphallm.critics.base import CriticInput
-from alphallm.lm.base import LanguageModel, Metered
+from alphallm.lm.base import LanguageModel, Metered, Usage
 from alphallm.tasks.base import Task
 
 __all__ = ["ImplicitQCritic", "split_last_option"]
@@ -54,6 +54,14 @@ class ImplicitQCritic:
         self.task, self.beta, self.scale = task, beta, scale
         self.policy, self.anchor = Metered(policy), Metered(anchor)
         self._siblings: dict[str, list[float]] = defaultdict(list)
+
+    @property
+    def usage(self) -> Usage:
+        """What scoring cost: the policy's and the anchor's passes over every option (a search
+        reports it as ``critic:implicit_q``, apart from the policy's sampling)."""
+        total = self.policy.usage.copy()
+        total.add(self.anchor.usage)
+        return total
 
     def rho(self, items: Sequence[CriticInput]) -> list[float | None]:
         """beta * sum of per-token log-ratios over each item's last option (None for the root)."""
