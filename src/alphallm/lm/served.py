@@ -1,4 +1,4 @@
-"""A model behind an OpenAI-compatible ``/v1/completions`` server: vLLM, SGLang or ``alphallm serve``.
+"""A model behind an OpenAI-compatible ``/v1/completions`` server, as vLLM and ``alphallm serve`` give one.
 
 ``--model http://host:8000/v1`` (or ``http://host:8000/v1#served-name`` when the server holds several
 models) samples options and scores continuations over HTTP, so a search or an evaluation can use a
