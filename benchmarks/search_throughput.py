@@ -7,13 +7,15 @@ backend. eta-MCTS pays for tree bookkeeping, critics, smaller batches and line-b
 Reports generated tokens per second of both, their ratio, and prefill tokens per generated token
 (prefix reuse keeps a node's text from being re-encoded for its children and rollouts).
 Prints a table and writes ``results/search_throughput-<task>.json`` (``-append-by-copy`` added with that
-flag, the decoding before ``lm/kv_room.py``, for a comparison on one machine).
+flag, the decoding before ``lm/kv_room.py``, for a comparison on one machine; ``-served`` with ``--served``,
+the same model behind ``alphallm serve`` in this process and read over HTTP by ``lm/served.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         help="decode as before lm/kv_room.py (transformers' DynamicLayer copies the whole cache at every "
         "token), to compare on the same machine",
     )
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="the model behind alphallm serve (a thread of this process), searched over HTTP",
+    )
     args = parser.parse_args(argv)
     if args.append_by_copy:
         import alphallm.lm.kv_room
@@ -63,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     task = get_task(args.task)
     problems = task.problems("test")[: args.problems]
     lm = load_lm(f"{args.task}-base")
+    if args.served:
+        from alphallm.lm.served import ServedLM
+        from alphallm.lm.server import make_server
+
+        server = make_server(lm, f"{args.task}-base", port=0)  # type: ignore[arg-type]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        lm = ServedLM(f"http://127.0.0.1:{server.server_address[1]}")
     raw_sampling(lm, task, problems[:4], 1, args.seed)  # warm-up
     raw = raw_sampling(lm, task, problems, args.samples, args.seed)
     config = replace(
@@ -91,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"search_throughput-{args.task}{'-append-by-copy' if args.append_by_copy else ''}.json"
+    suffix = "-append-by-copy" * args.append_by_copy + "-served" * args.served
+    name = f"search_throughput-{args.task}{suffix}.json"
     write_json(out / name, {"args": vars(args), "raw": raw, **rows})
     print(f"\nwrote {out / name}")
     return 0
