@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from alphallm.cli import main
@@ -101,6 +102,12 @@ def test_seeded_sampling_through_a_server_repeats(server: tuple[str, Transformer
     first = client.sample(states, n=[2, 3, 1, 3], temperature=1.0, stop=task.stop, max_tokens=40, seed=7)
     again = client.sample(states, n=[2, 3, 1, 3], temperature=1.0, stop=task.stop, max_tokens=40, seed=7)
     assert first == again
+    # numpy counts and seeds (a search's own) go out as JSON numbers, to the same samples
+    counts = list(np.array([2, 3, 1, 3]))
+    assert (
+        client.sample(states, n=counts, temperature=1.0, stop=task.stop, max_tokens=40, seed=np.int64(7))
+        == first
+    )
     texts = {c.text for c in first[1]}
     assert len(texts) > 1  # a state's samples differ from each other
     assert all(c.text.endswith("\n") for cs in first for c in cs if c.finish_reason == "stop")

@@ -89,16 +89,16 @@ class ServedLM:
             {
                 "model": self.model,
                 "prompt": [states[i] for i in members],
-                "n": count,
-                "temperature": temperature,
-                "top_p": top_p,
-                "max_tokens": max_tokens,
+                "n": int(count),
+                "temperature": float(temperature),
+                "top_p": float(top_p),
+                "max_tokens": int(max_tokens),
                 "stop": stop,
                 "logprobs": 0,
                 "include_stop_str_in_output": True,
                 "return_token_ids": True,
                 # Each request its own seed, so that a seeded call samples the same whatever the order.
-                **({"seed": seed + k} if seed is not None else {}),
+                **({"seed": int(seed) + k} if seed is not None else {}),
             }
             for k, (count, members) in enumerate(requests)
         ]
