@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Completion", "LanguageModel", "Metered", "Usage"]
+__all__ = ["Completion", "LanguageModel", "Metered", "Usage", "sample_counts"]
 
 
 @dataclass
@@ -83,6 +83,14 @@ class LanguageModel(Protocol):
     def logprobs(self, states: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         """Per-token log pi(continuation | state) for each pair, under the model at temperature 1."""
         ...
+
+
+def sample_counts(states: Sequence[str], n: int | Sequence[int], max_tokens: int) -> list[int]:
+    """``sample``'s ``n`` as one count per state, checked (a backend's first step)."""
+    counts = [int(c) for c in n] if isinstance(n, Sequence) else [int(n)] * len(states)
+    if len(counts) != len(states) or min(counts, default=1) < 1 or max_tokens < 1:
+        raise ValueError("n (one per state, or one for all) and max_tokens must be at least 1")
+    return counts
 
 
 class Metered:

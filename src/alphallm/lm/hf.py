@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from alphallm.errors import UserError
-from alphallm.lm.base import Completion, Usage
+from alphallm.lm.base import Completion, Usage, sample_counts
 from alphallm.lm.loading import load_causal_lm
 from alphallm.lm.prefix_cache import PrefixStore
 
@@ -272,9 +272,7 @@ class TransformersLM:
         max_tokens: int = 64,
         seed: int | None = None,
     ) -> list[list[Completion]]:
-        counts = [n] * len(states) if isinstance(n, int) else list(n)
-        if len(counts) != len(states) or min(counts, default=1) < 1 or max_tokens < 1:
-            raise ValueError("n (one per state, or one for all) and max_tokens must be at least 1")
+        counts = sample_counts(states, n, max_tokens)
         self.usage.calls += 1
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed() % (1 << 62))

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from alphallm.errors import UserError
-from alphallm.lm.base import Completion, Usage
+from alphallm.lm.base import Completion, Usage, sample_counts
 
 __all__ = ["ServedLM", "is_served"]
 
@@ -71,9 +71,7 @@ class ServedLM:
         max_tokens: int = 64,
         seed: int | None = None,
     ) -> list[list[Completion]]:
-        counts = [n] * len(states) if isinstance(n, int) else list(n)
-        if len(counts) != len(states) or min(counts, default=1) < 1 or max_tokens < 1:
-            raise ValueError("n (one per state, or one for all) and max_tokens must be at least 1")
+        counts = sample_counts(states, n, max_tokens)
         self.usage.calls += 1
         stop = list(stop)
         # One request holds prompts with one n: states group by their count, in their order.
@@ -89,7 +87,7 @@ class ServedLM:
             {
                 "model": self.model,
                 "prompt": [states[i] for i in members],
-                "n": int(count),
+                "n": count,
                 "temperature": float(temperature),
                 "top_p": float(top_p),
                 "max_tokens": int(max_tokens),
