@@ -129,6 +129,27 @@ def test_eval_and_search_take_a_served_model(server: tuple[str, TransformersLM],
     assert len(results["results"]) == 3 and results["usage"]["policy"]["generated_tokens"] > 0
 
 
+def test_a_served_model_takes_the_chat_template_of_the_tokenizer_named_after_the_hash(
+    tiny_chat_model_dir: Path, tmp_path: Path
+) -> None:
+    http = make_server(
+        TransformersLM.from_pretrained(str(tiny_chat_model_dir)), str(tiny_chat_model_dir), port=0
+    )
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{http.server_address[1]}#{tiny_chat_model_dir}"
+        args = ["eval", "--task", "arith", "--limit", "2", "--max-tokens", "24", "--chat-template"]
+        assert main([*args, "--model", url, "--out", str(tmp_path / "served.json")]) == 0
+        assert main([*args, "--model", str(tiny_chat_model_dir), "--out", str(tmp_path / "local.json")]) == 0
+    finally:
+        http.shutdown()
+        http.server_close()
+    served_run = json.loads((tmp_path / "served.json").read_text())
+    local_run = json.loads((tmp_path / "local.json").read_text())
+    assert served_run["records"] == local_run["records"]
+    assert served_run["usage"]["prefill_tokens"] == local_run["usage"]["prefill_tokens"] > 0
+
+
 def test_served_model_errors_are_one_line(
     server: tuple[str, TransformersLM],
     tmp_path: Path,

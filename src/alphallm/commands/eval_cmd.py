@@ -117,9 +117,11 @@ def run(args: argparse.Namespace) -> int:
     # Checked before the model runs: a bad path found after the decoding would lose all of it.
     out = check_out_file(args.out or default_out("eval", task.name, model, args.method, f"-n{n}" * (n > 1)))
     if args.chat_template and is_served(model):
-        raise UserError(f"--chat-template: {model} is served, and its tokenizer's template is not here")
+        from alphallm.lm.loading import with_model_chat_template
+
+        task = with_model_chat_template(task, model)  # before the server is asked anything
     lm = load_lm(model, device=args.device, dtype=args.dtype)
-    if args.chat_template:
+    if args.chat_template and not is_served(model):
         from alphallm.lm.loading import with_chat_template
 
         task = with_chat_template(task, lm.tokenizer)  # type: ignore[attr-defined]  # the HF backend

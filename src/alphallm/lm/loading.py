@@ -175,9 +175,20 @@ def with_chat_template(task: T, tokenizer: Any) -> T:
 
 def with_model_chat_template(task: T, model: str | Path) -> T:
     """``with_chat_template`` with the tokenizer of ``model`` (a shipped name, directory or hub id;
-    the tokenizer alone is loaded)."""
+    the tokenizer alone is loaded). A served model (``URL#name``) takes the tokenizer of the name
+    after ``#``, a directory or hub id here, as its server applies none to completions."""
     from transformers import AutoTokenizer
 
-    if is_served(str(model)):
-        raise UserError(f"--chat-template: {model} is served, and its tokenizer's template is not here")
-    return with_chat_template(task, AutoTokenizer.from_pretrained(resolve_model_path(model)))
+    name = str(model)
+    if is_served(name):
+        name = name.partition("#")[2]
+        if not name:
+            raise UserError(
+                f"--chat-template: after '#', name the served model's tokenizer ({model}#<dir or hub id>)"
+            )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    except (OSError, ValueError) as exc:  # not in the hub's cache, no tokenizer files
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--chat-template: no tokenizer for {name} ({first})") from None
+    return with_chat_template(task, tokenizer)
