@@ -118,6 +118,18 @@ def test_two_workers_one_crashing_equal_one_process_and_the_cli_resumes_from_dis
     assert saved == [{k: v for k, v in row.items() if k != "tree"} for row in _rows(single)]
 
 
+def test_a_model_the_workers_cannot_load_is_one_line_not_every_worker_dying(
+    cluster: Any, task: Any, problems: list[Any], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"  # a config.json, so the driver's name check passes; no weights, no tokenizer
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(UserError, match=r"^ray worker: .*broken: could not load model"):
+        solve_on_ray(
+            task, problems, model=str(broken), config=CONFIG, ray_config=TWO_WORKERS, out_dir=tmp_path / "c"
+        )
+
+
 def test_chunks_are_whole_batches_and_bad_settings_are_one_line() -> None:
     assert [(c.start, c.stop) for c in plan_chunks(7, batch_size=2, chunk_batches=2)] == [(0, 4), (4, 7)]
     with pytest.raises(ValueError, match="workers"):

@@ -160,8 +160,9 @@ def test_served_model_errors_are_one_line(
     monkeypatch.setattr(served, "RETRIES", (0.0,))
     with pytest.raises(UserError, match="cannot reach the server"):
         ServedLM("http://127.0.0.1:9")  # the discard port: nothing listens
-    with pytest.raises(UserError, match="404: The model `nope` does not exist"):
-        ServedLM(url + "#nope").sample(["1+2="], max_tokens=2)
+    with pytest.raises(UserError, match="the server holds no model 'nope' \\(it holds: arith-base\\)"):
+        ServedLM(url + "#nope")
+    assert _post(url, {"model": "nope", "prompt": "1+2=", "max_tokens": 2})[1]["error"]["code"] == 404
     with pytest.raises(UserError, match=r"400: a text of \d+ tokens does not fit"):
         ServedLM(url).sample(["1" * 600], max_tokens=2)
     assert _post(url, {"prompt": "1+1", "max_tokens": 0}) == (

@@ -97,10 +97,13 @@ def solve_on_ray(
     from an interrupted run of the same work are taken as they are. ``crash_once``: see SolveWorker.
     """
     from alphallm.lm.loading import resolve_model_path
+    from alphallm.lm.served import ServedLM, is_served
 
-    for name in (model, rollout_model):  # a bad name is one line here, not a dead actor later
+    for name in (model, rollout_model, config.anchor):  # a bad name is one line here, not a dead actor
         if name is not None:
             resolve_model_path(name)
+            if is_served(name):
+                ServedLM(name)  # the server answers and holds that model
     started = time.perf_counter()
     chunks = plan_chunks(len(problems), batch_size=config.batch_size, chunk_batches=ray_config.chunk_batches)
     store = ChunkStore(
@@ -277,6 +280,9 @@ def _run_chunks(
                 running[_when_ready(actor)] = (actor, None)
                 continue
             except RayError as exc:  # the actor died (a crash, a kill, an OOM)
+                refused = _user_error(exc)
+                if refused is not None:  # bad input (a model, a server): a restart would die of it again
+                    raise UserError(f"ray worker: {refused}") from None
                 if chunk is not None:
                     _check_attempts(chunk, attempts[chunk.index], ray_config.max_attempts, exc)
                     log.warning("ray: chunk %d lost with its worker; retrying it", chunk.index)
@@ -295,6 +301,14 @@ def _run_chunks(
     finally:
         for actor in actors:  # free the CPUs/GPUs for the next stage's actors
             ray.kill(actor, no_restart=True)
+
+
+def _user_error(exc: Exception) -> str | None:
+    """The message of the ``UserError`` that killed an actor (Ray ends its report with the error's
+    last line), or None for another death."""
+    last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+    prefix = f"{UserError.__module__}.{UserError.__name__}: "
+    return last.removeprefix(prefix) if last.startswith(prefix) else None
 
 
 def _when_ready(actor: Any) -> Any:

@@ -57,7 +57,7 @@ class ServedLM:
         self.timeout = timeout
         self.concurrency = concurrency
         self.usage = Usage()
-        self.model = model or self._only_model()
+        self.model = self._served_model(model)
 
     # -- the contract ---------------------------------------------------------------------------
     def sample(
@@ -142,14 +142,18 @@ class ServedLM:
         return out
 
     # -- HTTP -----------------------------------------------------------------------------------
-    def _only_model(self) -> str:
-        listed = [m.get("id") for m in self._request("models", None).get("data", []) if m.get("id")]
-        if len(listed) != 1:
-            names = ", ".join(map(str, listed)) or "none"
+    def _served_model(self, wanted: str) -> str:
+        """``wanted``, or the server's only model where none is named; checked against the server's
+        list, so that a wrong name or a dead server is one line before any work."""
+        listed = [str(m["id"]) for m in self._request("models", None).get("data", []) if m.get("id")]
+        names = ", ".join(listed) or "none"
+        if wanted and wanted not in listed:
+            raise UserError(f"{self.name}: the server holds no model {wanted!r} (it holds: {names})")
+        if not wanted and len(listed) != 1:
             raise UserError(
                 f"{self.name}: the server holds {len(listed)} models ({names}); name one: {self.name}#<model>"
             )
-        return str(listed[0])
+        return wanted or listed[0]
 
     def _count(self, reply: dict[str, Any]) -> None:
         """The server's usage: prompt tokens less those its prefix cache held (where it says), and
