@@ -56,8 +56,8 @@ def test_a_served_model_samples_and_scores_as_the_local_one(
     local = TransformersLM.from_pretrained("arith-base")
     client = ServedLM(url)
     assert client.model == "arith-base" and client.base_url == url + "/v1"
-    # Greedy, so that every sample of a state is its greedy option: one request per count, and
-    # three ways to end (a stop string, EOS, the token limit).
+    # Greedy, so that every sample of a state is its greedy option (asked for once: the server, as
+    # vLLM, refuses n > 1 when greedy), with three ways to end: a stop string, EOS, the token limit.
     cases = [(task.stop, task.max_option_tokens), ((), 300), (task.stop, 4)]
     finishes = set()
     for stop, max_tokens in cases:
@@ -179,6 +179,9 @@ def test_served_model_errors_are_one_line(
         load_causal_lm(url)
     assert _post(url, {"prompt": [1, 2], "max_tokens": 3})[0] == 400
     assert _post(url, {"prompt": "1+1", "n": 0})[0] == 400
+    assert _post(url, {"prompt": "1+1", "n": 2, "temperature": 0})[1]["error"]["message"] == (
+        "n must be 1 when using greedy sampling, got 2."
+    )
     for argv in (
         ["eval", "--task", "arith", "--model", url, "--chat-template", "--limit", "1"],
         ["serve", "--model", "arith-base", "--port", "70000"],

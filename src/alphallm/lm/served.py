@@ -74,9 +74,11 @@ class ServedLM:
         counts = sample_counts(states, n, max_tokens)
         self.usage.calls += 1
         stop = list(stop)
+        # vLLM refuses n > 1 when greedy, and every greedy sample of a state is the same: ask once.
+        wire = [1 if temperature <= 0 else count for count in counts]
         # One request holds prompts with one n: states group by their count, in their order.
         groups: dict[int, list[int]] = {}
-        for i, count in enumerate(counts):
+        for i, count in enumerate(wire):
             groups.setdefault(count, []).append(i)
         requests = [
             (count, members[start : start + PROMPTS_PER_REQUEST])
@@ -110,6 +112,12 @@ class ServedLM:
                 )
             for k, i in enumerate(members):
                 out[i] = [_completion(c, stop) for c in choices[k * count : (k + 1) * count]]
+                if counts[i] > count:  # greedy: the one completion, as many times as asked
+                    one = out[i][0]
+                    out[i] = [
+                        Completion(one.text, list(one.token_ids), list(one.logprobs), one.finish_reason)
+                        for _ in range(counts[i])
+                    ]
             self._count(reply)
         return out
 

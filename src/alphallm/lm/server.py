@@ -57,6 +57,10 @@ class CompletionServer:
         max_tokens = _number(body, "max_tokens", 16, int, low=0)
         temperature = _number(body, "temperature", 1.0, float, low=0.0)
         top_p = _number(body, "top_p", 1.0, float, low=0.0)
+        if temperature > 2.0 or not 0.0 < top_p <= 1.0:
+            raise RequestError(400, "temperature must be in [0, 2] and top_p in (0, 1]")
+        if temperature < 1e-5 and n > 1:  # vLLM's rule: greedy samples would all be the same
+            raise RequestError(400, f"n must be 1 when using greedy sampling, got {n}.")
         logprobs = body.get("logprobs")
         if logprobs is not None and (not isinstance(logprobs, int) or logprobs < 0):
             raise RequestError(400, "logprobs must be a non-negative integer")
