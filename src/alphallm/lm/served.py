@@ -9,7 +9,8 @@ What the server must give (vLLM does): per-token log-probs of the sampled tokens
 (vLLM's default ``logprobs_mode``; eta-MCTS priors and the implicit-Q critic read them at temperature
 1), ``include_stop_str_in_output``, and ``echo`` with ``max_tokens: 0`` for scoring. ``stop_reason``
 (vLLM's) tells a stop string from the end of text; without it a text that ends with a stop string is
-taken as stopped there. Token ids come from ``return_token_ids`` where the server gives them.
+taken as stopped there. Token ids come from ``return_token_ids``, or from vLLM's ``token_id:<n>`` tokens
+(``return_tokens_as_token_ids``) on versions before it.
 
 Compute is counted from the server's ``usage``: its prompt tokens (each prompt once, however many
 samples) less those its prefix cache held where it reports them (vLLM's ``prompt_tokens_details``,
@@ -97,6 +98,7 @@ class ServedLM:
                 "logprobs": 0,
                 "include_stop_str_in_output": True,
                 "return_token_ids": True,
+                "return_tokens_as_token_ids": True,  # vLLM before return_token_ids: ids in the tokens
                 # Each request its own seed, so that a seeded call samples the same whatever the order.
                 **({"seed": int(seed) + k} if seed is not None else {}),
             }
