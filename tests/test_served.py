@@ -4,6 +4,7 @@ reads it (``lm/served.py``): the same tokens, log-probs and results as the model
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -160,6 +161,11 @@ def test_served_model_errors_are_one_line(
     monkeypatch.setattr(served, "RETRIES", (0.0,))
     with pytest.raises(UserError, match="cannot reach the server"):
         ServedLM("http://127.0.0.1:9")  # the discard port: nothing listens
+    with socket.socket() as silent:  # takes connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(UserError, match=r"no answer within 0.5 s"):
+            ServedLM(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
     with pytest.raises(UserError, match="the server holds no model 'nope' \\(it holds: arith-base\\)"):
         ServedLM(url + "#nope")
     assert _post(url, {"model": "nope", "prompt": "1+2=", "max_tokens": 2})[1]["error"]["code"] == 404

@@ -48,9 +48,10 @@ def is_served(name: object) -> bool:
 
 class ServedLM:
     """``LanguageModel`` over HTTP. ``name`` is ``<url>`` or ``<url>#<model>``; a URL without ``/v1``
-    gets it. The API key, where the server wants one, comes from ``OPENAI_API_KEY``."""
+    gets it. The API key, where the server wants one, comes from ``OPENAI_API_KEY``. ``timeout``: the
+    seconds a request may take (a batch of long solutions on a loaded server takes minutes)."""
 
-    def __init__(self, name: str, *, timeout: float = 600.0, concurrency: int = 8) -> None:
+    def __init__(self, name: str, *, timeout: float = 1800.0, concurrency: int = 8) -> None:
         url, _, model = name.partition("#")
         url = url.rstrip("/")
         self.base_url = url if url.endswith("/v1") else url + "/v1"
@@ -201,7 +202,9 @@ class ServedLM:
                 raise UserError(
                     f"{url}: the server refused the request ({exc.code}: {_error_message(exc)})"
                 ) from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            except TimeoutError:  # the server took the request and is slow: sending it again adds load
+                raise UserError(f"{url}: no answer within {self.timeout:g} s") from None
+            except (urllib.error.URLError, ConnectionError) as exc:
                 if wait is not None:
                     time.sleep(wait)
                     continue
