@@ -222,3 +222,11 @@ def test_a_reply_in_vllm_or_openai_shape_ends_as_our_completions_do(
     assert (completion.text, completion.finish_reason) == want
     assert completion.token_ids == choice.get("token_ids", [7, 9])  # vLLM's token_id:<n> when no ids
     assert completion.logprobs == [-0.5, -1.5]
+
+
+def test_a_reply_that_ended_otherwise_is_refused_and_odd_tokens_have_no_id() -> None:
+    with pytest.raises(UserError, match="finish_reason 'abort'"):
+        served._completion({"text": "4=", "finish_reason": "abort"}, ["\n"])
+    logprobs = {"tokens": ["token_id:x", "4", "token_id:12"], "token_logprobs": [-1.0, -1.0, -1.0]}
+    completion = served._completion({"text": "4=", "finish_reason": "length", "logprobs": logprobs}, [])
+    assert completion.token_ids == [-1, -1, 12]

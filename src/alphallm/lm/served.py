@@ -23,6 +23,7 @@ identical states in one call with the same number of samples get the same sample
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -204,13 +205,13 @@ class ServedLM:
                 ) from None
             except TimeoutError:  # the server took the request and is slow: sending it again adds load
                 raise UserError(f"{url}: no answer within {self.timeout:g} s") from None
-            except (urllib.error.URLError, ConnectionError) as exc:
+            except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as exc:
                 if wait is not None:
                     time.sleep(wait)
                     continue
                 reason = getattr(exc, "reason", exc)
                 raise UserError(f"{url}: cannot reach the server ({reason})") from None
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or not text
                 raise UserError(
                     f"{url}: the server's reply is not JSON (is this an OpenAI-compatible server?)"
                 ) from None
@@ -237,6 +238,8 @@ def _completion(choice: dict[str, Any], stop: list[str]) -> Completion:
     if token_ids is None:  # a server without return_token_ids: the tokens, as many as log-probs
         token_ids = [_token_id(t) for t in logprobs.get("tokens") or []]
     finish = choice.get("finish_reason")
+    if finish not in ("stop", "length"):  # vLLM's "abort", OpenAI's "content_filter": not a text to search on
+        raise UserError(f"the server ended a completion with finish_reason {finish!r}")
     if finish == "length":
         return Completion(text, list(token_ids), token_logprobs, "length")
     reason = choice.get("stop_reason", "")
@@ -252,7 +255,8 @@ def _completion(choice: dict[str, Any], stop: list[str]) -> Completion:
 
 def _token_id(token: str) -> int:
     """vLLM's ``token_id:<n>`` form (``return_tokens_as_token_ids``); -1 where a token is only text."""
-    return int(token.split(":", 1)[1]) if token.startswith("token_id:") else -1
+    number = token.removeprefix("token_id:") if isinstance(token, str) else ""
+    return int(number) if number.isdigit() and number != token else -1
 
 
 def _continuation_logprobs(choice: dict[str, Any], continuation: str, name: str) -> list[float]:
