@@ -23,7 +23,7 @@ import torch
 from alphallm.errors import UserError
 from alphallm.lm.base import Completion, Usage, sample_counts
 from alphallm.lm.loading import load_causal_lm
-from alphallm.lm.prefix_cache import PrefixStore
+from alphallm.lm.prefix_cache import PrefixStore, stack_entries
 
 __all__ = [
     "TransformersLM",
@@ -337,7 +337,7 @@ class TransformersLM:
         cache = None
         cached_mask = torch.zeros((len(prompts), cached_width), dtype=torch.long, device=self.device)
         if cached_width:
-            cache = self._stack_entries(found, cached_width)
+            cache = stack_entries(found, cached_width)
             for row, length in enumerate(reused):
                 cached_mask[row, cached_width - length :] = 1
         ids, new_mask = self._left_pad([p[r:] for p, r in zip(prompts, reused)])
@@ -345,23 +345,6 @@ class TransformersLM:
         mask = torch.cat([cached_mask, new_mask], dim=1)
         logits, cache = self._forward(ids, mask, cache, keep_last=True)
         return logits, cache, mask
-
-    def _stack_entries(self, entries: list[Any], width: int) -> Any:
-        """A batched DynamicCache from stored per-row KV, left-padded to ``width``."""
-        from transformers import DynamicCache
-
-        reference = next(e for e in entries if e is not None).layers
-        cache = DynamicCache()
-        for layer, (k_ref, v_ref) in enumerate(reference):
-            keys = k_ref.new_zeros((len(entries), k_ref.shape[0], width, k_ref.shape[2]))
-            values = v_ref.new_zeros((len(entries), v_ref.shape[0], width, v_ref.shape[2]))
-            for row, entry in enumerate(entries):
-                if entry is not None:
-                    k, v = entry.layers[layer]
-                    keys[row, :, width - k.shape[1] :] = k
-                    values[row, :, width - v.shape[1] :] = v
-            cache.update(keys, values, layer)
-        return cache
 
     def _store_row(self, cache: Any, batch_row: int, mask_row: torch.Tensor, ids: list[int]) -> None:
         """Keeps one row's KV (its unmasked positions) under its token ids."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["PrefixStore"]
+__all__ = ["PrefixStore", "stack_entries"]
 
 _MOD = (1 << 61) - 1
 _BASE = 1_000_003
@@ -82,3 +83,22 @@ class PrefixStore:
         while self.bytes > self.max_bytes:
             _, old = self._entries.popitem(last=False)
             self.bytes -= old.nbytes
+
+
+def stack_entries(entries: Sequence[_Entry | None], width: int) -> Any:
+    """A batched ``DynamicCache`` from stored entries (None: a row with none), each row's KV
+    left-padded to ``width`` positions: the start of a prefill that reuses them."""
+    from transformers import DynamicCache
+
+    reference = next(e for e in entries if e is not None).layers
+    cache = DynamicCache()
+    for layer, (k_ref, v_ref) in enumerate(reference):
+        keys = k_ref.new_zeros((len(entries), k_ref.shape[0], width, k_ref.shape[2]))
+        values = v_ref.new_zeros((len(entries), v_ref.shape[0], width, v_ref.shape[2]))
+        for row, entry in enumerate(entries):
+            if entry is not None:
+                k, v = entry.layers[layer]
+                keys[row, :, width - k.shape[1] :] = k
+                values[row, :, width - v.shape[1] :] = v
+        cache.update(keys, values, layer)
+    return cache
