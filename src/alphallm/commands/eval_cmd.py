@@ -16,7 +16,11 @@ from alphallm.lm.served import is_served
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="accuracy of a model on a task (greedy or sampling)")
     p.add_argument("--task", required=True, help="arith, game24, gsm8k or math")
-    p.add_argument("--model", help="model directory, shipped model name or hub id (default: <task>-base)")
+    p.add_argument(
+        "--model",
+        help="model directory, shipped model name, hub id or a server's URL, http://HOST:PORT/v1[#name] "
+        "(default: <task>-base)",
+    )
     p.add_argument("--problems", help="JSONL file of your own problems (default: the task's split)")
     p.add_argument(
         "--split", choices=("train", "dev", "test"), help="built-in split (default test; not with --problems)"

@@ -18,7 +18,9 @@ def add_parser(sub: Any) -> None:
         "search", help="solve problems with eta-MCTS or a baseline (greedy, sc, bon, beam, bfs)"
     )
     p.add_argument("--task", required=True, help="arith, game24, gsm8k or math")
-    p.add_argument("--model", help="policy model (default: <task>-base)")
+    p.add_argument(
+        "--model", help="policy model, or a server's URL, http://HOST:PORT/v1[#name] (default: <task>-base)"
+    )
     p.add_argument(
         "--method",
         choices=("mcts", "greedy", "sc", "bon", "beam", "bfs"),
