@@ -4,7 +4,11 @@ reads it (``lm/served.py``): the same tokens, log-probs and results as the model
 from __future__ import annotations
 
 import json
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -149,6 +153,34 @@ def test_a_served_model_takes_the_chat_template_of_the_tokenizer_named_after_the
     local_run = json.loads((tmp_path / "local.json").read_text())
     assert served_run["records"] == local_run["records"]
     assert served_run["usage"]["prefill_tokens"] == local_run["usage"]["prefill_tokens"] > 0
+
+
+def test_alphallm_serve_prints_its_url_and_serves_until_stopped(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "alphallm",
+        "serve",
+        "--model",
+        "arith-base",
+        "--port",
+        "0",
+        "--name",
+        "a",
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # the first line, once it listens
+        match = re.fullmatch(r"serving a at (http://127\.0\.0\.1:\d+/v1) \(Ctrl-C stops\)\n", line)
+        assert match, line
+        out = tmp_path / "eval.json"
+        assert main(["eval", "--task", "arith", "--limit", "2", "--model", match[1], "--out", str(out)]) == 0
+        assert json.loads(out.read_text())["model"] == match[1]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    assert server.returncode == 130 and "alphallm: interrupted" in server.stderr.read()
 
 
 def test_served_model_errors_are_one_line(
