@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from alphallm.errors import UserError
 from alphallm.lm.served import is_served
@@ -80,7 +81,7 @@ def model_label(model: str) -> str:
     keeps its last part (``arith-base``), and a served model is ``served-<host>-<port>[-<model>]``."""
     if is_served(model):
         url, _, served = model.partition("#")
-        host = url.split("://", 1)[1].split("/", 1)[0].replace(":", "-")
+        host = urlsplit(url).netloc.replace(":", "-")
         return f"served-{host}" + (f"-{Path(served).name}" if served else "")
     path = Path(os.path.normpath(model))
     if not path.is_dir():
@@ -120,15 +121,11 @@ def run(args: argparse.Namespace) -> int:
     n = args.n
     # Checked before the model runs: a bad path found after the decoding would lose all of it.
     out = check_out_file(args.out or default_out("eval", task.name, model, args.method, f"-n{n}" * (n > 1)))
-    if args.chat_template and is_served(model):
+    if args.chat_template:  # as search does: the tokenizer alone, before the model loads or a server is asked
         from alphallm.lm.loading import with_model_chat_template
 
-        task = with_model_chat_template(task, model)  # before the server is asked anything
+        task = with_model_chat_template(task, model)
     lm = load_lm(model, device=args.device, dtype=args.dtype)
-    if args.chat_template and not is_served(model):
-        from alphallm.lm.loading import with_chat_template
-
-        task = with_chat_template(task, lm.tokenizer)  # type: ignore[attr-defined]  # the HF backend
     chunks = chunks_beside(out)  # rerunning a killed evaluation resumes there
     with progress_bar(f"eval {task.name} {args.method}", len(problems)) as advance:
         result = evaluate(

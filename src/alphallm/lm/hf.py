@@ -461,13 +461,7 @@ class TransformersLM:
         if len(states) != len(continuations):
             raise ValueError("states and continuations must have the same length")
         self.usage.calls += 1
-        pairs = [encode_pair(self.tokenizer, s, c) for s, c in zip(states, continuations)]
-        for prompt, continuation in pairs:
-            self._check_fits(len(prompt) + len(continuation))
-        out: list[list[float]] = []
-        for start in range(0, len(pairs), self.max_batch_rows):
-            out.extend(self._score(pairs[start : start + self.max_batch_rows]))
-        return out
+        return self._score_pairs([encode_pair(self.tokenizer, s, c) for s, c in zip(states, continuations)])
 
     @torch.no_grad()
     def echo(self, texts: Sequence[str]) -> list[tuple[list[int], list[float | None]]]:
@@ -475,14 +469,16 @@ class TransformersLM:
         first, which has no context): what an OpenAI-style server returns for ``echo`` (``lm/server.py``)."""
         self.usage.calls += 1
         encoded = [self.encode(t) for t in texts]
-        for ids in encoded:
-            self._check_fits(len(ids))
-        scored = [i for i, ids in enumerate(encoded) if len(ids) > 1]  # one token or none: nothing to score
-        out: list[tuple[list[int], list[float | None]]] = [(ids, [None] * len(ids)) for ids in encoded]
-        for start in range(0, len(scored), self.max_batch_rows):
-            chunk = scored[start : start + self.max_batch_rows]
-            for i, values in zip(chunk, self._score([(encoded[i][:1], encoded[i][1:]) for i in chunk])):
-                out[i] = (encoded[i], [None, *values])
+        scored = iter(self._score_pairs([(ids[:1], ids[1:]) for ids in encoded if ids]))
+        return [(ids, [None, *next(scored)]) if ids else ([], []) for ids in encoded]
+
+    def _score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        """Each continuation's token log-probs after its prompt, in batches of ``max_batch_rows``."""
+        for prompt, continuation in pairs:
+            self._check_fits(len(prompt) + len(continuation))
+        out: list[list[float]] = []
+        for start in range(0, len(pairs), self.max_batch_rows):
+            out.extend(self._score(pairs[start : start + self.max_batch_rows]))
         return out
 
     def piece(self, token_id: int) -> str:

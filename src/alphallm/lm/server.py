@@ -12,6 +12,7 @@ authentication, no streaming, no chat endpoint.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -154,7 +155,7 @@ class CompletionServer:
 
     def _logprobs(self, token_ids: Sequence[int], values: Sequence[float | None]) -> dict[str, Any]:
         tokens = [self.lm.piece(t) for t in token_ids]
-        offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+        offsets = [0, *itertools.accumulate(len(t) for t in tokens)][: len(tokens)]
         top = [None if v is None else {t: v} for t, v in zip(tokens, values)]
         return {"tokens": tokens, "token_logprobs": list(values), "top_logprobs": top, "text_offset": offsets}
 
