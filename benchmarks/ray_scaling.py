@@ -2,11 +2,12 @@
 
     python benchmarks/ray_scaling.py [--task arith] [--problems 48] [--simulations 8] [--workers 1 2]
 
-Starts a local Ray cluster with one CPU per worker (each worker is an actor with its own model and
-one torch thread), solves the same problems with every worker count, and checks that every run
-gives the same results as the single process. Two rates per run: end to end (actor start-up and
-model loading included) and steady (problems over the busiest worker's search time). Prints a
-table and writes ``ray_scaling.json``.
+Solves the problems in one plain process with one torch thread and with torch's default count (one per
+core, what a search without Ray gets). Then starts a local Ray cluster with one CPU per worker (each
+worker is an actor with its own model and one torch thread), solves the same problems with every worker
+count, and checks that every run gives the same results as the one-thread process. Two rates per run:
+end to end (actor start-up and model loading included) and steady (problems over the busiest worker's
+search time). Prints a table and writes ``ray_scaling-TASK.json``.
 """
 
 from __future__ import annotations
@@ -49,38 +50,45 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--task", default="arith")
+    parser.add_argument("--split", default="test", help="the task's split to draw the problems from")
     parser.add_argument("--problems", type=int, default=48)
     parser.add_argument("--simulations", type=int, default=8)
+    parser.add_argument("--rollouts", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=4, help="problems per batch (= per chunk)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     task = get_task(args.task)
-    problems = task.problems("test")[: args.problems]
+    problems = task.problems(args.split)[: args.problems]
     model = f"{args.task}-base"
     config = SolveConfig(
         method="mcts",
         batch_size=args.batch_size,
-        rollouts=1,
+        rollouts=args.rollouts,
         mcts=MCTSConfig(num_simulations=args.simulations),
         seed=args.seed,
     )
 
-    torch.set_num_threads(1)  # one core, like each worker
-    started = time.perf_counter()
-    reference = solve(task, problems, policy=load_lm(model, device="cpu"), config=config)
-    single_seconds = time.perf_counter() - started
-    runs: list[dict[str, Any]] = [
-        {
-            "mode": "one process (no Ray)",
-            "workers": 1,
-            "seconds": single_seconds,
-            "problems_per_minute": 60 * len(problems) / single_seconds,
-            "steady_problems_per_minute": 60 * len(problems) / reference.wall_seconds,
-            "same_results": True,
-        }
-    ]
+    runs: list[dict[str, Any]] = []
+    reports: list[SolveReport] = []
+    for threads in sorted({torch.get_num_threads(), 1}, reverse=True):  # the last, one core like a worker
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        reports.append(solve(task, problems, policy=load_lm(model, device="cpu"), config=config))
+        seconds = time.perf_counter() - started
+        runs.append(
+            {
+                "mode": f"one process, {threads} thread{'s' if threads > 1 else ''}",
+                "workers": 1,
+                "seconds": seconds,
+                "problems_per_minute": 60 * len(problems) / seconds,
+                "steady_problems_per_minute": 60 * len(problems) / reports[-1].wall_seconds,
+            }
+        )
+    reference = reports[-1]  # the workers run one thread each, as this process did last
+    for run, report in zip(runs, reports):
+        run["same_results"] = _rows(report) == _rows(reference)
     ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False)
     try:
         for workers in args.workers:
@@ -111,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
 
     print(
-        f"{len(problems)} {args.task} problems, eta-MCTS with {args.simulations} simulations, "
-        f"batches (= chunks) of {args.batch_size}"
+        f"{len(problems)} {args.task} {args.split} problems, eta-MCTS with {args.simulations} simulations and "
+        f"{args.rollouts} rollout(s), batches (= chunks) of {args.batch_size}; 'same': the results of the "
+        "one-thread process"
     )
     header = (
         f"{'mode':22s} {'workers':>7s} {'seconds':>8s} {'problems/min':>13s} {'steady/min':>11s} {'same':>5s}"
@@ -126,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"args": vars(args), "accuracy": reference.accuracy, "runs": runs}
-    write_json(out / "ray_scaling.json", record)
-    print(f"\nwrote {out / 'ray_scaling.json'}")
+    path = out / f"ray_scaling-{args.task}.json"
+    write_json(path, record)
+    print(f"\nwrote {path}")
     return 0 if all(run["same_results"] for run in runs) else 1
 
 
