@@ -71,6 +71,20 @@ def test_malformed_problems_file_is_one_line_error(tmp_path: Path, tiny_model_di
     assert f"{bad}:2:" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_problems_without_answers_are_refused_by_eval_and_search(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alphallm.cli import main
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"question": "What is 2+3?", "label": 5}\n')
+    for command in ("eval", "search"):
+        args = [command, "--task", "gsm8k", "--model", str(tiny_model_dir), "--problems", str(rows)]
+        assert main([*args, "--out", str(tmp_path / f"{command}.json")]) == 2
+        assert f"{rows}:1: no answer to score solutions against" in capsys.readouterr().err
+        assert not (tmp_path / f"{command}.json").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

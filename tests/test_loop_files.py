@@ -83,17 +83,27 @@ def test_gsm8k_runs_on_the_users_files_and_keeps_dev_and_test_items_out(
     assert [p.question for p in loop.split_problems("dev")] == [row["question"] for row in dev]
 
 
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ({"answer": "#### 3"}, "question"),
+        # a dev problem is scored by the gate; training problems may lack answers (the train file's does)
+        ({"question": "What is 1 plus 2?", "label": 3}, "no answer to score solutions against"),
+    ],
+)
 def test_a_bad_row_in_the_dev_file_stops_the_run_before_its_first_stage(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, bad_row: dict[str, object], message: str
 ) -> None:
+    unanswered = {"question": "What is 4 plus 5?"}
     files = {
-        "train": _write(tmp_path / "train.jsonl", _gsm8k_rows(range(1, 4))),
-        "dev": _write(tmp_path / "dev.jsonl", [*_gsm8k_rows(range(5, 7)), {"answer": "#### 3"}]),
+        "train": _write(tmp_path / "train.jsonl", [*_gsm8k_rows(range(1, 4)), unanswered]),
+        "dev": _write(tmp_path / "dev.jsonl", [*_gsm8k_rows(range(5, 7)), bad_row]),
     }
     loop = Loop(build(LoopConfig, _config(tmp_path, tiny_model_dir, **files)))
-    with pytest.raises(UserError, match=r"dev\.jsonl:3: .*question"):
+    with pytest.raises(UserError, match=rf"dev\.jsonl:3: .*{message}"):
         loop.run()
     assert not loop.round_dir(0).exists()
+    assert loop.split_problems("train")[-1].answer is None
 
 
 @pytest.mark.parametrize(

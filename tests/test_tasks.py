@@ -330,6 +330,22 @@ def test_problem_files_refuse_what_would_lose_or_misread_problems(tmp_path: Path
     assert [(p.id, p.answer) for p in load_problems(arith, bom)] == [("b", "3"), ("bom-2", "6")]
 
 
+def test_problems_to_score_need_an_answer_where_the_verifier_checks_answers(tmp_path: Path) -> None:
+    # Answers under a key the task does not read ("label") load as unanswered problems: fine for
+    # training, but scored they would all count as unsolved, and the file would read as accuracy 0.
+    rows = tmp_path / "gsm8k.jsonl"
+    rows.write_text('{"question": "What is 2+3?", "answer": "#### 5"}\n{"question": "2+2?", "label": 4}\n')
+    gsm8k = get_task("gsm8k")
+    assert [p.answer for p in load_problems(gsm8k, rows)] == ["5", None]
+    message = f"^{re.escape(str(rows))}:2: no answer to score solutions against \\(gsm8k checks answers"
+    with pytest.raises(UserError, match=message):
+        load_problems(gsm8k, rows, scored=True)
+    # game24 judges a solution by its moves, which need no answer.
+    puzzles = tmp_path / "game24.jsonl"
+    puzzles.write_text('{"numbers": [4, 9, 10, 13]}\n')
+    assert len(load_problems(get_task("game24"), puzzles, scored=True)) == 1
+
+
 @pytest.mark.parametrize("name", ["arith", "gsm8k", "math"])
 def test_a_problem_that_is_not_text_says_so(name: str) -> None:
     task = get_task(name)

@@ -97,7 +97,10 @@ class Loop:
         """A split's problems: the config's file for it (``split_files``) when given, else the task's own."""
         if split not in self._splits:
             path = self.split_files()[split]
-            self._splits[split] = load_problems(self.task, path) if path else self.task.problems(split)
+            if path:  # dev and test problems are scored; training problems may lack answers
+                self._splits[split] = load_problems(self.task, path, scored=split != "train")
+            else:
+                self._splits[split] = self.task.problems(split)
         return self._splits[split]
 
     def held_out(self) -> set[str]:

@@ -66,7 +66,10 @@ def select_problems(task: Any, args: argparse.Namespace) -> list[Any]:
 
     if args.problems and args.split:
         raise UserError("--problems and --split: give one (your file, or a built-in split)")
-    problems = load_problems(task, args.problems) if args.problems else task.problems(args.split or "test")
+    if args.problems:
+        problems = load_problems(task, args.problems, scored=True)
+    else:
+        problems = task.problems(args.split or "test")
     if args.limit is not None:
         if args.limit < 1:
             raise UserError("--limit must be at least 1")

@@ -243,11 +243,14 @@ class Task(ABC):
         return out
 
 
-def load_problems(task: Task, path: str | Path) -> list[Problem]:
+def load_problems(task: Task, path: str | Path, *, scored: bool = False) -> list[Problem]:
     """Reads a user's problems from a JSONL file; a bad row raises UserError naming ``file:line``.
 
     Ids must be distinct: they key the results and name the saved tree files, so a repeated one would
-    silently lose a problem's tree. A UTF-8 byte-order mark (Windows editors write one) is skipped."""
+    silently lose a problem's tree. A UTF-8 byte-order mark (Windows editors write one) is skipped.
+    ``scored``: every problem is to be scored, so a row whose solutions the verifier cannot judge (no
+    answer, where the task checks answers) is an error; it would otherwise count as unsolved, and a file
+    whose answers sit under another key would read as accuracy 0. Training problems may lack answers."""
     path = Path(path)
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
@@ -259,6 +262,11 @@ def load_problems(task: Task, path: str | Path) -> list[Problem]:
             problem = task.problem_from_row(row, default_id=f"{path.stem}-{lineno}")
         except (ValueError, TypeError, KeyError) as exc:
             raise UserError(f"{path}:{lineno}: {exc}") from None
+        if scored and problem.answer is None and task.checks_answers(problem):
+            raise UserError(
+                f"{path}:{lineno}: no answer to score solutions against ({task.name} checks answers; "
+                "problems to evaluate need one, training problems need not)"
+            )
         if problem.id in first_line:
             raise UserError(
                 f"{path}:{lineno}: duplicate id {problem.id!r} (first on line {first_line[problem.id]})"
