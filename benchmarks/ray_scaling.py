@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
 
     print(
-        f"{len(problems)} {args.task} {args.split} problems, eta-MCTS with {args.simulations} simulations and "
-        f"{args.rollouts} rollout(s), batches (= chunks) of {args.batch_size}; 'same': the results of the "
-        "one-thread process"
+        f"{len(problems)} {args.task} {args.split} problems, eta-MCTS with {args.simulations} simulations "
+        f"and {args.rollouts} rollout(s), batches (= chunks) of {args.batch_size}; 'same': the results of "
+        "the one-thread process"
     )
     header = (
         f"{'mode':22s} {'workers':>7s} {'seconds':>8s} {'problems/min':>13s} {'steady/min':>11s} {'same':>5s}"

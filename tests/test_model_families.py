@@ -5,6 +5,8 @@ SentencePiece-style tokenizers. Every model is a tiny random one built here (no 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +207,21 @@ def test_models_that_cannot_load_say_so_in_one_line(tmp_path: Path, tiny_model_d
         load_causal_lm(corrupt)
     with pytest.raises(UserError, match=r"config.json: a file, not a model directory"):
         load_causal_lm(tiny_model_dir / "config.json")
+    # A config that does not describe the weights beside it is refused before transformers builds what
+    # it describes (for a bare {"model_type": "llama"}, 6.7 B parameters: a process killed for memory).
+    wider = tmp_path / "wider"
+    shutil.copytree(tiny_model_dir, wider)
+    config = json.loads((wider / "config.json").read_text())
+    (wider / "config.json").write_text(json.dumps({**config, "hidden_size": 2 * config["hidden_size"]}))
+    embedding = [config["vocab_size"], config["hidden_size"]]
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            f"wider: config.json does not describe the saved weights (model.embed_tokens.weight is "
+            f"{[embedding[0], 2 * embedding[1]]} by the config, {embedding} in model.safetensors)"
+        ),
+    ):
+        load_causal_lm(wider)
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match=r"device 'cuda': this torch has no CUDA device"):
             load_causal_lm(tiny_model_dir, device="cuda")

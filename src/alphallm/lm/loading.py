@@ -18,6 +18,7 @@ __all__ = [
     "DTYPES",
     "SHIPPED_MODELS_DIR",
     "chat_prompt",
+    "check_config_fits_weights",
     "load_causal_lm",
     "model_files",
     "pick_device",
@@ -111,6 +112,7 @@ def load_causal_lm(
     target = pick_device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r}: this torch has no CUDA device (use cpu or auto)")
+    check_config_fits_weights(name, path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, target))
@@ -122,6 +124,41 @@ def load_causal_lm(
         raise UserError(f"{name}: no usable tokenizer (save the tokenizer files beside the model)")
     model.to(target)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
     return model, tokenizer
+
+
+def check_config_fits_weights(name: str | Path, path: str) -> None:
+    """A local directory whose config.json does not describe its safetensors weights stops here, in one
+    line naming a tensor. transformers would build the model the config describes before it compares
+    shapes: a config cut down to ``{"model_type": "llama"}`` beside 1.8 M saved parameters built a 6.7 B
+    model and was killed for memory. The config's model is built on the meta device (no memory; about
+    1 s for 7 B). Tensors the checkpoint names differently are not compared; a quantized checkpoint,
+    whose stored shapes are packed, or a config transformers cannot read, is left to the loader."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+    try:
+        config = AutoConfig.from_pretrained(path)
+        if not files or getattr(config, "quantization_config", None):
+            return
+        with torch.device("meta"):
+            expected = {
+                k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()
+            }
+        saved: dict[str, tuple[tuple[int, ...], str]] = {}
+        for file in files:
+            with safe_open(str(file), "pt") as weights:
+                for key in weights.keys():  # noqa: SIM118  (safe_open is no mapping)
+                    saved[key] = (tuple(weights.get_slice(key).get_shape()), file.name)
+    except Exception:  # the loader below reports what it cannot read, in its own line
+        return
+    for key, shape in expected.items():
+        if key in saved and saved[key][0] != shape:
+            stored, file_name = saved[key]
+            raise UserError(
+                f"{name}: config.json does not describe the saved weights ({key} is {list(shape)} by the "
+                f"config, {list(stored)} in {file_name})"
+            )
 
 
 def save_causal_lm(model: Any, tokenizer: Any, path: str | Path) -> None:
