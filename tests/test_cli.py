@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 import alphallm
 from alphallm.cli import main
+from alphallm.errors import UserError
 
 
 def test_eval_writes_json_and_log(
@@ -174,6 +176,20 @@ def test_train_critic_row_caps_take_zero_for_all_and_refuse_negatives(
     assert main([*train, "--max-rows", "0"]) == 0  # as --max-held-out-rows 0: no cap
     meta = json.loads((tmp_path / "critic" / "critic.json").read_text())
     assert meta["train_rows"] + meta["held_out_rows"] == 12
+    # The critic names its trees' task and refuses another task's texts, which it would score meaninglessly.
+    assert meta["task"] == "arith"
+    game24 = tmp_path / "game24.json"
+    root = {"id": 0, "parent": -1, "text": ""}
+    tree = {"task": "game24", "problem_id": "g", "root": "4 9 10 13\n", "nodes": [root]}
+    game24.write_text(json.dumps(tree))
+    assert main(["eval-critic", "--critic", str(tmp_path / "critic"), "--trees", str(game24)]) == 2
+    refused = f"{tmp_path / 'critic'}: a critic trained on arith trees, given game24 problems"
+    assert refused in capsys.readouterr().err
+    from alphallm.critics.learned import load_critics
+    from alphallm.tasks import get_task
+
+    with pytest.raises(UserError, match=re.escape(refused)):
+        load_critics({"value": str(tmp_path / "critic")}, task=get_task("game24"), device="cpu")
 
 
 def test_eval_refuses_a_batch_size_below_one(capsys: pytest.CaptureFixture[str]) -> None:

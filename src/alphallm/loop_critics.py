@@ -60,7 +60,7 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
                 checkpoint=checkpoint,
             )
         with atomic_dir(loop.critic_dir(k, kind)) as tmp:
-            model.save(tmp, tokenizer, {"base": loop.policy(k - 1), **metrics})
+            model.save(tmp, tokenizer, {"base": loop.policy(k - 1), "task": loop.task.name, **metrics})
         checkpoint.remove()
         out[kind] = metrics
         out["trained"].append(kind)

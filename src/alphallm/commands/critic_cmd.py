@@ -189,8 +189,10 @@ def run_train(args: argparse.Namespace) -> int:
             corrupt=corrupt,
             checkpoint=checkpoint,
         )
+    tasks = {tree.get("task") for tree in trees}
     meta = {
         "base": str(args.base),
+        "task": tasks.pop() if len(tasks) == 1 else None,  # the critic is checked against it when used
         "trees": [str(t) for t in args.trees],
         "trees_count": len(trees),
         **metrics,
@@ -256,9 +258,11 @@ def run_eval(args: argparse.Namespace) -> int:
             reachability=not args.no_reachability,
         )
     else:
-        from alphallm.critics.learned import CriticModel
+        from alphallm.critics.learned import CriticModel, check_critic_task
         from alphallm.train.critic_data import predict
 
+        for trees_task in sorted({str(tree["task"]) for tree in trees if tree.get("task")}):
+            check_critic_task(args.critic, trees_task)  # before its weights load
         model, tokenizer, meta = CriticModel.load(args.critic, device=args.device, dtype=args.dtype)
         kind, name = args.kind or meta["kind"], f"{meta['kind']} critic {Path(args.critic).name}"
         score = partial(predict, model, tokenizer)

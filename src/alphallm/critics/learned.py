@@ -54,6 +54,7 @@ __all__ = [
     "CriticModel",
     "FeatureCache",
     "LearnedCritic",
+    "check_critic_task",
     "confidence_features",
     "files_digest",
     "load_critics",
@@ -439,6 +440,15 @@ class LearnedCritic:
         return out
 
 
+def check_critic_task(directory: str | Path, task: str, meta: Mapping[str, Any] | None = None) -> None:
+    """A critic scores the texts of the task whose trees it learned from; on another task's texts its
+    scores mean nothing, and a search or evaluation would run on quietly. Critics saved before their
+    ``critic.json`` named a task pass. ``meta``: the critic.json already read."""
+    trained_on = (meta if meta is not None else _read_meta(Path(directory))).get("task")
+    if trained_on is not None and trained_on != task:
+        raise UserError(f"{directory}: a critic trained on {trained_on} trees, given {task} problems")
+
+
 def load_critics(
     directories: Mapping[str, str | Path], *, task: Any, device: str | None = None
 ) -> dict[str, LearnedCritic]:
@@ -448,9 +458,14 @@ def load_critics(
     for name, directory in directories.items():
         # A name that is a kind (search --critic prm=DIR) must be the critic's own kind: a value critic
         # loaded as the PRM would score latest steps it was never trained on. Other names are labels.
-        kind = _read_meta(Path(directory))["kind"]
+        meta = _read_meta(Path(directory))
+        kind = meta["kind"]
         if name in KINDS and kind != name:
-            raise UserError(f"{directory}: a {kind} critic (its critic.json), given as the {name} critic")
+            article = "an" if kind == "orm" else "a"
+            raise UserError(
+                f"{directory}: {article} {kind} critic (its critic.json), given as the {name} critic"
+            )
+        check_critic_task(directory, task.name, meta)
     files = {name: _weights_files(Path(d) / "backbone") for name, d in directories.items()}
     sizes = {name: tuple((f.name, f.stat().st_size) for f in paths) for name, paths in files.items()}
     alike = Counter(size for size in sizes.values() if size)
