@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from alphallm.errors import UserError
-from alphallm.loop import Loop
+from alphallm.loop import Loop, Quiet
 from alphallm.loop_config import LoopConfig, build
 from alphallm.tasks import get_task
 
@@ -23,6 +23,16 @@ def _gsm8k_rows(numbers: range) -> list[dict[str, str]]:
         }
         for n in numbers
     ]
+
+
+class _Recorder(Quiet):
+    """The loop's UI, keeping its messages."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.said.append(text)
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> str:
@@ -67,8 +77,20 @@ def test_gsm8k_runs_on_the_users_files_and_keeps_dev_and_test_items_out(
         "dev": _write(tmp_path / "dev.jsonl", dev),
         "test": _write(tmp_path / "test.jsonl", test),
     }
-    loop = Loop(build(LoopConfig, _config(tmp_path, tiny_model_dir, **files)))
+    loop = Loop(build(LoopConfig, _config(tmp_path, tiny_model_dir, **files)), ui=_Recorder())
     metrics = loop.run()
+
+    # As each stage ends, one line says what it did, from the record it wrote.
+    said = loop.ui.said  # type: ignore[attr-defined]
+    for k in (1, 2):
+        data = json.loads((loop.round_dir(k) / "data.json").read_text())
+        rows = f"{len(data['sft'])} SFT rows and {len(data['pairs'])} DPO pairs"
+        ended = [m for m in said if m.startswith(f"round {k}: data done in ")]
+        assert len(ended) == 1
+        assert ended[0].endswith(f": {rows} from {data['solved']} of {data['problems']} problems solved")
+        assert sum(m.startswith(f"round {k}: ") and " done in " in m for m in said) == 8
+    greedy = metrics[2]["greedy"]["accuracy"]
+    assert said[-1].startswith("round 2: evaluate done in ") and f"greedy {greedy:.3f}" in said[-1]
 
     rounds = [[json.loads(line) for line in (loop.round_dir(k) / "problems.jsonl").open()] for k in (1, 2)]
     # Round 1 draws 5 of the file's 8 training problems; round 2, new ones only, gets the 3 left.

@@ -34,6 +34,7 @@ from alphallm.io import dumps, exclusive, remove_temporary_files, write_json, wr
 from alphallm.loop_config import LoopConfig, load_config
 from alphallm.loop_meta import write_run_record
 from alphallm.loop_solve import evaluate_policy, solve_with
+from alphallm.report.stage_lines import stage_line
 from alphallm.solve_config import SolveConfig
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem, load_problems
@@ -190,8 +191,10 @@ class Loop:
         self.read_problem_files()
         if not (self.round_dir(0) / "eval.json").exists():
             self.ui.message("round 0: evaluating the starting policy")
-            write_json(self.round_dir(0) / "eval.json", self._evaluate(self.policy(0), {}, round_=0))
+            record = self._evaluate(self.policy(0), {}, round_=0)
+            write_json(self.round_dir(0) / "eval.json", record)
             _drop_chunks(self.round_dir(0))
+            self.ui.message(f"round 0: evaluated: {stage_line('evaluate', record)}")
         self._write_metrics()
         for k in range(1, self.config.rounds + 1):
             for stage in STAGES:
@@ -204,6 +207,11 @@ class Loop:
                 result["seconds"] = round(time.perf_counter() - started, 1)
                 write_json(output, result)  # written last: the stage is done
                 _drop_chunks(self.round_dir(k))
+                summary = stage_line(stage, result)
+                self.ui.message(
+                    f"round {k}: {stage} done in {result['seconds']:g} s"
+                    + (f": {summary}" if summary else "")
+                )
             self._write_metrics()
         return self.metrics()
 
