@@ -269,3 +269,55 @@ def test_default_result_names_tell_loop_rounds_apart(tmp_path: Path, monkeypatch
         "runs/search/arith-arith-base-mcts.json"
     )
     assert model_label("Qwen/Qwen2.5-0.5B") == "Qwen2.5-0.5B"
+
+
+def test_a_missing_optional_dependency_names_the_extra_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alphallm.extras import missing_extra
+
+    # The extras are read from the package's metadata (pyproject.toml), not from a second list.
+    assert [missing_extra(m) for m in ("peft", "trl.trainer", "ray", "matplotlib", "numpy", None)] == [
+        "train",
+        "train",
+        "ray",
+        "plot",
+        None,
+        None,
+    ]
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: importing it fails
+    args = ["search", "--task", "arith", "--limit", "2", "--ray", "--out", str(tmp_path / "r.json")]
+    assert main(args) == 2
+    assert capsys.readouterr().err == "alphallm: error: this needs ray: pip install 'alphallm[ray]'\n"
+    # A loop config that needs an extra says so when it loads, not at its first training stage.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name))
+    from alphallm.loop_config import LoopConfig, build
+
+    needs = "learn.sft.lora_r: needs peft (pip install 'alphallm[train]')"
+    with pytest.raises(UserError, match=re.escape(needs)):
+        build(LoopConfig, {"task": "arith", "learn": {"sft": {"lora_r": 4}}})
+    monkeypatch.setitem(sys.modules, "numpy", None)  # a core dependency: a broken install, shown whole
+    with pytest.raises(ModuleNotFoundError):
+        main(["search", "--task", "arith", "--limit", "2", "--out", str(tmp_path / "n.json")])
+
+
+def test_the_report_is_written_without_plots_when_matplotlib_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from alphallm.report.run_report import write_report
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *rest: object) -> object:
+        return None if name == "matplotlib" else real(name, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    metrics = [{"round": 0, "greedy": {"accuracy": 0.5, "tokens_per_problem": 10.0}}]
+    page = write_report(tmp_path, metrics, policies={0: "arith-base"})
+    assert "No plots: matplotlib is not installed" in page.read_text()
+    assert not (tmp_path / "report" / "accuracy.png").exists()

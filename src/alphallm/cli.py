@@ -68,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("alphallm: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        from alphallm.extras import install_hint, missing_extra
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+        if missing_extra(exc.name) is None:  # not an optional dependency: a broken install or a bug
+            raise
+        print(f"alphallm: error: this needs {exc.name}: {install_hint([str(exc.name)])}", file=sys.stderr)
+        return 2

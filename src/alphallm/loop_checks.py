@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from alphallm.extras import install_hint, missing_modules
 from alphallm.lm.loading import DTYPES
 from alphallm.search.config import type_problem
 
 if TYPE_CHECKING:
     from alphallm.loop_config import LearnSettings, LoopConfig
 
-__all__ = ["TRAINERS", "check_difficulty", "check_train_dtype", "check_trainer"]
+__all__ = ["TRAINERS", "check_difficulty", "check_installed", "check_train_dtype", "check_trainer"]
 
 TRAINERS = ("lean", "trl")
 
@@ -23,16 +24,32 @@ def check_trainer(learn: LearnSettings) -> None:
         raise ValueError(f"learn.trainer must be one of {TRAINERS}, not {learn.trainer!r}")
     if learn.trainer != "trl":
         return
-    import importlib.util
-
-    missing = [name for name in ("trl", "datasets", "peft") if importlib.util.find_spec(name) is None]
+    missing = missing_modules(("trl", "datasets", "peft"))
     if missing:
-        raise ValueError(f"learn.trainer: trl needs {', '.join(missing)} (pip install 'alphallm[train]')")
+        raise ValueError(f"learn.trainer: trl needs {', '.join(missing)} ({install_hint(missing)})")
     if learn.use_dpo and learn.dpo_span == "step":
         raise ValueError(
             "learn.trainer: trl appends EOS to both sides of every DPO pair, which would teach a single step "
             "to end the solution; use learn.dpo_span: completion, or the lean trainer for step pairs"
         )
+
+
+def check_installed(config: LoopConfig) -> None:
+    """LoRA needs peft and Ray scale-out needs ray, both extras: without them a run would stop at its
+    first training stage or search, after the round-0 evaluation."""
+    lora = [
+        f"{name}.lora_r"
+        for name, lora_r in (
+            ("learn.sft", config.learn.sft.lora_r),
+            ("learn.dpo", config.learn.dpo.lora_r if config.learn.use_dpo else 0),
+            ("critics.train", config.critics.train.lora_r if config.critics.kinds else 0),
+        )
+        if lora_r
+    ]
+    for needed, by in ((("peft",), lora), (("ray",), ["ray.enabled"] if config.ray.enabled else [])):
+        missing = missing_modules(needed) if by else []
+        if missing:
+            raise ValueError(f"{', '.join(by)}: needs {', '.join(missing)} ({install_hint(missing)})")
 
 
 def check_train_dtype(config: LoopConfig) -> None:

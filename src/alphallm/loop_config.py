@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
-from alphallm.loop_checks import check_difficulty, check_train_dtype, check_trainer
+from alphallm.loop_checks import check_difficulty, check_installed, check_train_dtype, check_trainer
 from alphallm.search.config import type_problem
 from alphallm.search.readout import READOUTS
 from alphallm.solve_config import SolveConfig
@@ -375,6 +375,7 @@ class LoopConfig:
         if not self.out_dir.strip():
             raise ValueError("out_dir must not be empty (.: the current directory)")
         check_train_dtype(self)
+        check_installed(self)
         if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
             raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
         from alphallm.tasks import get_task
