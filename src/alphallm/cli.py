@@ -75,3 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"alphallm: error: this needs {exc.name}: {install_hint([str(exc.name)])}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

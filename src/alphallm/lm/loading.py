@@ -137,9 +137,11 @@ def check_config_fits_weights(name: str | Path, path: str) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+    if not files:  # a hub id (its config is the hub's own) or another weights format
+        return
     try:
         config = AutoConfig.from_pretrained(path)
-        if not files or getattr(config, "quantization_config", None):
+        if getattr(config, "quantization_config", None):
             return
         with torch.device("meta"):
             expected = {
