@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from alphallm.cli import main as alphallm
-from alphallm.critics.learned import KINDS
+from alphallm.critics.critic_meta import KINDS
 from alphallm.io import write_json, write_text
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "search"

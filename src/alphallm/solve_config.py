@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from alphallm.critics.learned import KINDS
+from alphallm.critics.critic_meta import KINDS
 from alphallm.search import MCTSConfig
 from alphallm.search.config import check_field_types
 from alphallm.search.readout import READOUTS

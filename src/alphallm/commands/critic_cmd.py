@@ -258,7 +258,8 @@ def run_eval(args: argparse.Namespace) -> int:
             reachability=not args.no_reachability,
         )
     else:
-        from alphallm.critics.learned import CriticModel, check_critic_task
+        from alphallm.critics.critic_meta import check_critic_task
+        from alphallm.critics.learned import CriticModel
         from alphallm.train.critic_data import predict
 
         for trees_task in sorted({str(tree["task"]) for tree in trees if tree.get("task")}):

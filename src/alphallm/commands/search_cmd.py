@@ -203,7 +203,7 @@ def _pairs(items: list[str], flag: str, convert: Any) -> dict[str, Any]:
 def _check_learned_weights(config: Any) -> None:
     """A learned critic's weight with no critic of that kind to weigh would do nothing: refused. (The
     loop's configs name such weights before each round trains the critics; a search runs as given.)"""
-    from alphallm.critics.learned import KINDS
+    from alphallm.critics.critic_meta import KINDS
 
     for kind in KINDS:
         weight = config.weights.get(kind, 0.0)

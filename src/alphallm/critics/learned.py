@@ -33,7 +33,6 @@ of a 7B policy is then megabytes, and loading it needs that base where it was.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 from torch import nn
 
 from alphallm.critics.base import CriticInput
+from alphallm.critics.critic_meta import KINDS, check_critic_task, first_line, read_meta
 from alphallm.errors import UserError
 from alphallm.io import write_json
 from alphallm.lm.base import Usage
@@ -50,18 +50,14 @@ from alphallm.lm.hf import encode_batch, fitting_length, output_logits
 from alphallm.train.lora import is_peft_model, unwrap
 
 __all__ = [
-    "KINDS",
     "CriticModel",
     "FeatureCache",
     "LearnedCritic",
-    "check_critic_task",
     "confidence_features",
     "files_digest",
     "load_critics",
-    "lora_base",
 ]
 
-KINDS = ("value", "prm", "orm")
 N_CONFIDENCE = 4
 N_TOKEN_STATS = 4  # a token's log-prob, the top token's, the entropy, and the gap to the top
 MAX_TEXT_TOKENS = 1024  # the most tokens of a text a critic reads (fewer where its backbone has fewer)
@@ -259,7 +255,7 @@ class CriticModel(nn.Module):
         from alphallm.lm.loading import load_causal_lm, pick_device
 
         directory = Path(directory)
-        meta = _read_meta(directory)
+        meta = read_meta(directory)
         if not (directory / "head.safetensors").is_file():  # before the backbone, which takes longer
             raise UserError(f"{directory}: no head.safetensors")
         if backbone is None and (directory / "backbone" / "adapter_config.json").is_file():
@@ -277,7 +273,7 @@ class CriticModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(directory / "backbone")
         except Exception as exc:  # missing or corrupt tokenizer files
             raise UserError(
-                f"{directory}: could not load the backbone's tokenizer ({_first_line(exc)})"
+                f"{directory}: could not load the backbone's tokenizer ({first_line(exc)})"
             ) from None
         model = cls(
             backbone,
@@ -292,37 +288,6 @@ class CriticModel(nn.Module):
         return model, tokenizer, meta
 
 
-def lora_base(directory: str | Path) -> str | None:
-    """The base model a LoRA critic's adapters sit on (its ``critic.json``'s ``lora_base``), which
-    its scores depend on as much as on its own files; None for another critic or an unreadable one."""
-    directory = Path(directory)
-    if not (directory / "backbone" / "adapter_config.json").is_file():
-        return None
-    try:
-        base = json.loads((directory / "critic.json").read_text()).get("lora_base")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return base if isinstance(base, str) else None
-
-
-def _read_meta(directory: Path) -> dict[str, Any]:
-    """A critic directory's ``critic.json``, checked: the one file read before any weights."""
-    path = directory / "critic.json"
-    if not path.is_file():
-        raise UserError(f"{directory}: not a critic directory (no critic.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise UserError(f"{directory}: critic.json is not valid JSON ({_first_line(exc)})") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{directory}: critic.json is not a JSON object")
-    if meta.get("kind") not in KINDS:
-        raise UserError(
-            f"{directory}: critic.json kind {meta.get('kind')!r} is not one of {', '.join(KINDS)}"
-        )
-    return meta
-
-
 def _load_weights(module: nn.Module, path: Path) -> None:
     """A saved head into ``module``; a missing, truncated or mismatched file is a one-line error."""
     from safetensors import SafetensorError
@@ -334,13 +299,8 @@ def _load_weights(module: nn.Module, path: Path) -> None:
         module.load_state_dict(load_file(str(path)))
     except (SafetensorError, OSError, RuntimeError) as exc:  # RuntimeError: shapes or names differ
         raise UserError(
-            f"{path.parent}: {path.name} is unreadable or not this critic's ({_first_line(exc)})"
+            f"{path.parent}: {path.name} is unreadable or not this critic's ({first_line(exc)})"
         ) from None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _base_path(name: str) -> str:
@@ -440,15 +400,6 @@ class LearnedCritic:
         return out
 
 
-def check_critic_task(directory: str | Path, task: str, meta: Mapping[str, Any] | None = None) -> None:
-    """A critic scores the texts of the task whose trees it learned from; on another task's texts its
-    scores mean nothing, and a search or evaluation would run on quietly. Critics saved before their
-    ``critic.json`` named a task pass. ``meta``: the critic.json already read."""
-    trained_on = (meta if meta is not None else _read_meta(Path(directory))).get("task")
-    if trained_on is not None and trained_on != task:
-        raise UserError(f"{directory}: a critic trained on {trained_on} trees, given {task} problems")
-
-
 def load_critics(
     directories: Mapping[str, str | Path], *, task: Any, device: str | None = None
 ) -> dict[str, LearnedCritic]:
@@ -458,7 +409,7 @@ def load_critics(
     for name, directory in directories.items():
         # A name that is a kind (search --critic prm=DIR) must be the critic's own kind: a value critic
         # loaded as the PRM would score latest steps it was never trained on. Other names are labels.
-        meta = _read_meta(Path(directory))
+        meta = read_meta(Path(directory))
         kind = meta["kind"]
         if name in KINDS and kind != name:
             article = "an" if kind == "orm" else "a"

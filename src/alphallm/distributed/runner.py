@@ -211,7 +211,7 @@ def _work(
 
 def _inputs(model: str, rollout_model: str | None, config: SolveConfig) -> list[tuple[str, str | None]]:
     """Every model and critic directory a search reads, by role; a LoRA critic's base too."""
-    from alphallm.critics.learned import lora_base
+    from alphallm.critics.critic_meta import lora_base
 
     bases = [(f"{kind}.lora_base", lora_base(path)) for kind, path in config.critic_dirs.items()]
     return [
