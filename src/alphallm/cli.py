@@ -69,11 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("alphallm: interrupted", file=sys.stderr)
         return 130
     except ModuleNotFoundError as exc:
-        from alphallm.extras import install_hint, missing_extra
+        from alphallm.extras import install_hint
 
-        if missing_extra(exc.name) is None:  # not an optional dependency: a broken install or a bug
+        hint = install_hint([str(exc.name)])
+        if not hint:  # not an optional dependency: a broken install or a bug, with its traceback
             raise
-        print(f"alphallm: error: this needs {exc.name}: {install_hint([str(exc.name)])}", file=sys.stderr)
+        print(f"alphallm: error: this needs {exc.name}: {hint}", file=sys.stderr)
         return 2
 
 

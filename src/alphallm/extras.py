@@ -34,6 +34,6 @@ def missing_modules(modules: Iterable[str]) -> list[str]:
 
 
 def install_hint(modules: Iterable[str]) -> str:
-    """``pip install 'alphallm[train]'`` for the extras that install ``modules``."""
+    """``pip install 'alphallm[train]'`` for the extras that install ``modules``; "" if none does."""
     extras = sorted({extra for name in modules if (extra := missing_extra(name))})
-    return f"pip install 'alphallm[{','.join(extras)}]'" if extras else "install them"
+    return f"pip install 'alphallm[{','.join(extras)}]'" if extras else ""

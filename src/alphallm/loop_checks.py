@@ -18,16 +18,11 @@ TRAINERS = ("lean", "trl")
 
 
 def check_trainer(learn: LearnSettings) -> None:
-    """TRL is an extra, and its DPOTrainer appends EOS to both sides of every pair: a step pair would
-    teach the policy to stop after one step (papers/qstar.md §3.5)."""
+    """TRL's DPOTrainer appends EOS to both sides of every pair: a step pair would teach the policy to
+    stop after one step (papers/qstar.md §3.5). (That TRL is installed, ``check_installed``.)"""
     if learn.trainer not in TRAINERS:
         raise ValueError(f"learn.trainer must be one of {TRAINERS}, not {learn.trainer!r}")
-    if learn.trainer != "trl":
-        return
-    missing = missing_modules(("trl", "datasets", "peft"))
-    if missing:
-        raise ValueError(f"learn.trainer: trl needs {', '.join(missing)} ({install_hint(missing)})")
-    if learn.use_dpo and learn.dpo_span == "step":
+    if learn.trainer == "trl" and learn.use_dpo and learn.dpo_span == "step":
         raise ValueError(
             "learn.trainer: trl appends EOS to both sides of every DPO pair, which would teach a single step "
             "to end the solution; use learn.dpo_span: completion, or the lean trainer for step pairs"
@@ -35,8 +30,9 @@ def check_trainer(learn: LearnSettings) -> None:
 
 
 def check_installed(config: LoopConfig) -> None:
-    """LoRA needs peft and Ray scale-out needs ray, both extras: without them a run would stop at its
-    first training stage or search, after the round-0 evaluation."""
+    """The extras the config's settings need: TRL's trainers need trl, datasets and peft, LoRA needs peft,
+    Ray scale-out needs ray. Without them a run would stop at its first training stage or search, after
+    the round-0 evaluation."""
     lora = [
         f"{name}.lora_r"
         for name, lora_r in (
@@ -46,7 +42,12 @@ def check_installed(config: LoopConfig) -> None:
         )
         if lora_r
     ]
-    for needed, by in ((("peft",), lora), (("ray",), ["ray.enabled"] if config.ray.enabled else [])):
+    needs = (
+        (("trl", "datasets", "peft"), ["learn.trainer trl"] if config.learn.trainer == "trl" else []),
+        (("peft",), lora),
+        (("ray",), ["ray.enabled"] if config.ray.enabled else []),
+    )
+    for needed, by in needs:
         missing = missing_modules(needed) if by else []
         if missing:
             raise ValueError(f"{', '.join(by)}: needs {', '.join(missing)} ({install_hint(missing)})")
