@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib.util
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from alphallm.extras import install_hint, missing_modules
 from alphallm.io import write_text
 from alphallm.report.stats import binomial_se, round_changes
 from alphallm.report.tree_html import render_tree_html
@@ -25,7 +25,6 @@ from alphallm.report.tree_html import render_tree_html
 __all__ = ["credit_assignment", "critic_rounds", "write_report"]
 
 log = logging.getLogger(__name__)
-_NO_PLOTS = "No plots: matplotlib is not installed (<code>pip install 'alphallm[plot]'</code>)."
 
 METHOD_LABELS = {
     "greedy": "greedy",
@@ -197,12 +196,15 @@ def write_report(
     Returns the path of ``index.html``."""
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    plots = importlib.util.find_spec("matplotlib") is not None  # the optional "plot" extra
-    if plots:
+    missing = missing_modules(["matplotlib"])  # the optional "plot" extra
+    if missing:
+        why = f"matplotlib is not installed ({install_hint(missing)})"
+        log.warning("the report has no plots: %s", why)
+        figures = f"No plots: {html.escape(why)}."
+    else:
         _plot(metrics, "accuracy", "test accuracy", out / "accuracy.png")
         _plot(metrics, "tokens_per_problem", "generated tokens per problem", out / "tokens.png")
-    else:
-        log.warning("the report has no plots: matplotlib is not installed (pip install 'alphallm[plot]')")
+        figures = f"{_img(out / 'accuracy.png')} {_img(out / 'tokens.png')}"
     tree_links = []
     for round_dir in sorted(run_dir.glob("round-*"), key=lambda p: int(p.name.split("-")[1])):
         trees_path = round_dir / "trees.json"
@@ -225,7 +227,7 @@ img{{max-width:49%}}</style></head><body>
 <p><small>Under each accuracy: its change from the round before on the same test problems, and z, that
 change over its paired standard error (bold beyond 2). Error bars in the plot: one binomial standard
 error.</small></p>
-<p>{_img(out / "accuracy.png") + " " + _img(out / "tokens.png") if plots else _NO_PLOTS}</p>
+<p>{figures}</p>
 <h2>Search trees</h2><ul>{"".join(tree_links) or "<li>none</li>"}</ul>
 {credit}
 </body></html>"""
