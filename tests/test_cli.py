@@ -299,7 +299,12 @@ def test_a_missing_optional_dependency_names_the_extra_that_installs_it(
     needs = "learn.sft.lora_r: needs peft (pip install 'alphallm[train]')"
     with pytest.raises(UserError, match=re.escape(needs)):
         build(LoopConfig, {"task": "arith", "learn": {"sft": {"lora_r": 4}}})
-    monkeypatch.setitem(sys.modules, "numpy", None)  # a core dependency: a broken install, shown whole
+    # A core dependency missing is a broken install, shown whole. (Raised where the command runs: an
+    # import of numpy may not run again in a process that has loaded alphallm's modules already.)
+    def broken(*args: object) -> None:
+        raise ModuleNotFoundError("No module named 'numpy'", name="numpy")
+
+    monkeypatch.setattr("alphallm.commands.eval_cmd.select_problems", broken)
     with pytest.raises(ModuleNotFoundError):
         main(["search", "--task", "arith", "--limit", "2", "--out", str(tmp_path / "n.json")])
 
