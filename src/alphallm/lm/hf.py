@@ -362,9 +362,9 @@ class TransformersLM:
                 "prefix store: %d cached positions for %d tokens; not stored", valid.numel(), len(ids)
             )
             return
+        # Indexing with a tensor of positions copies, so the stored KV owns its memory already.
         layers = [
-            (layer.keys[batch_row][:, valid].clone(), layer.values[batch_row][:, valid].clone())
-            for layer in cache.layers
+            (layer.keys[batch_row][:, valid], layer.values[batch_row][:, valid]) for layer in cache.layers
         ]
         self.prefix_store.put(ids, layers)
 
