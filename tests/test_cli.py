@@ -299,6 +299,7 @@ def test_a_missing_optional_dependency_names_the_extra_that_installs_it(
     needs = "learn.sft.lora_r: needs peft (pip install 'alphallm[train]')"
     with pytest.raises(UserError, match=re.escape(needs)):
         build(LoopConfig, {"task": "arith", "learn": {"sft": {"lora_r": 4}}})
+
     # A core dependency missing is a broken install, shown whole. (Raised where the command runs: an
     # import of numpy may not run again in a process that has loaded alphallm's modules already.)
     def broken(*args: object) -> None:

@@ -208,6 +208,24 @@ def test_a_resumed_run_records_changed_settings(tmp_path: Path) -> None:
     assert len(records) == 2 and records[1]["changes"] == ["evaluate.critics_readout: None -> 'vote'"]
 
 
+def test_a_run_does_not_resume_as_another_task_or_policy(tmp_path: Path) -> None:
+    """Every round is measured against round 0, the starting policy on this task: a resumed run given
+    another task or policy would mix two runs (it searched game24 with the arith run's policy)."""
+    from alphallm.errors import UserError
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))._write_meta()  # type: ignore[attr-defined]
+    saved = (tmp_path / "tiny" / "config.yaml").read_text()
+    for other in ({"task": "game24", "policy": "game24-base"}, {"policy": "game24-base"}):
+        loop = Loop(build(LoopConfig, {**TINY, **other, "out_dir": str(tmp_path)}))
+        key = next(iter(other))
+        with pytest.raises(UserError, match=f"a run of {key} 'arith.*' cannot resume as {key} 'game24"):
+            loop._write_meta()  # type: ignore[attr-defined]
+        assert (tmp_path / "tiny" / "config.yaml").read_text() == saved  # nothing of the run rewritten
+    assert "config_changes" not in json.loads((tmp_path / "tiny" / "meta.json").read_text())
+
+
 def test_a_run_resumed_with_other_code_records_the_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

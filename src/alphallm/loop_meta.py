@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from alphallm.errors import UserError
 from alphallm.io import write_json, write_text
 from alphallm.loop_config import LoopConfig
 
@@ -44,13 +45,29 @@ def write_run_record(
         meta.setdefault("code_changes", []).append({"at": now, **position(), "git": git})
         message(f"resuming with other code: git {git}")
     if resumed and config_path.exists():
+        before = yaml.safe_load(config_path.read_text()) or {}
+        _check_same_run(run_dir, before, resolved)
         defaults = yaml.safe_load(yaml.safe_dump(asdict(LoopConfig()), sort_keys=False))
-        changes = _changed(yaml.safe_load(config_path.read_text()) or {}, resolved, defaults)
+        changes = _changed(before, resolved, defaults)
         if changes:
             meta.setdefault("config_changes", []).append({"at": now, **position(), "changes": changes})
             message("resuming with changed settings: " + "; ".join(changes))
     write_json(meta_path, meta)
     write_text(config_path, text)
+
+
+# What a run is: its rounds are measured against round 0, the starting policy on this task. Other
+# settings may change on resume (the record says from where on); these would make another run.
+IDENTITY = ("task", "policy")
+
+
+def _check_same_run(run_dir: Path, before: dict[str, Any], after: dict[str, Any]) -> None:
+    for key in IDENTITY:
+        if key in before and before[key] != after.get(key):
+            raise UserError(
+                f"{run_dir}: a run of {key} {before[key]!r} cannot resume as {key} {after.get(key)!r}; "
+                "give the new run another --name (demo: --out-dir)"
+            )
 
 
 def _changed(before: Any, after: Any, defaults: Any, prefix: str = "") -> list[str]:
