@@ -98,6 +98,30 @@ def test_per_state_sample_counts(lm: TransformersLM) -> None:
         lm.sample(STATES, n=[1, 2], max_tokens=5)
 
 
+def test_a_state_with_more_samples_than_a_batch_holds_is_decoded_in_pieces(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """n beyond ``max_batch_rows`` (a client of ``alphallm serve`` asked for n=100000, and the server
+    took 9 GB in one batch) is decoded a batch at a time, each sample from its own state."""
+    model = load_lm(str(tiny_model_dir))
+    assert isinstance(model, TransformersLM)
+    model.max_batch_rows = 4
+    batches: list[int] = []
+    decode = model._decode
+
+    def counted(prompts: list[list[int]], counts: list[int], *args: object) -> object:
+        batches.append(sum(counts))
+        return decode(prompts, counts, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "_decode", counted)
+    out = model.sample(STATES, n=[9, 1, 6], temperature=1.0, stop=["\n"], max_tokens=6, seed=0)
+    assert [len(row) for row in out] == [9, 1, 6]
+    assert max(batches) <= 4 and sum(batches) == 16
+    greedy = model.sample(STATES, n=[9, 1, 6], temperature=0.0, max_tokens=6)
+    alone = [model.sample([state], temperature=0.0, max_tokens=6)[0][0].text for state in STATES]
+    assert [{c.text for c in row} for row in greedy] == [{text} for text in alone]
+
+
 def test_a_layer_with_room_holds_what_a_dynamic_layer_holds_through_every_operation() -> None:
     import torch
     from transformers.cache_utils import DynamicLayer

@@ -276,12 +276,18 @@ class TransformersLM:
         self.usage.calls += 1
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed() % (1 << 62))
-        out: list[list[Completion]] = []
-        for chunk in self._chunks(counts):
-            prompts = [self.encode(states[i]) for i in chunk]
+        # A state asked for more samples than a batch holds is decoded in pieces, one batch at a time.
+        pieces = [
+            (i, min(self.max_batch_rows, count - done))
+            for i, count in enumerate(counts)
+            for done in range(0, count, self.max_batch_rows)
+        ]
+        out: list[list[Completion]] = [[] for _ in states]
+        for chunk in self._chunks([count for _, count in pieces]):
+            prompts = [self.encode(states[pieces[j][0]]) for j in chunk]
             flat = self._decode(
                 prompts,
-                [counts[i] for i in chunk],
+                [pieces[j][1] for j in chunk],
                 temperature,
                 top_p,
                 tuple(stop),
@@ -289,9 +295,10 @@ class TransformersLM:
                 generator,
             )
             offset = 0
-            for i in chunk:
-                out.append(flat[offset : offset + counts[i]])
-                offset += counts[i]
+            for j in chunk:
+                i, count = pieces[j]
+                out[i].extend(flat[offset : offset + count])
+                offset += count
         return out
 
     def _check_fits(self, tokens: int) -> None:
@@ -310,7 +317,7 @@ class TransformersLM:
         return min(max_tokens, self.max_positions - prompt_tokens)
 
     def _chunks(self, counts: list[int]) -> list[list[int]]:
-        """Consecutive state indices whose samples fit ``max_batch_rows`` (a state is never split)."""
+        """Consecutive indices whose sample counts (each at most ``max_batch_rows``) fit in one batch."""
         chunks: list[list[int]] = [[]]
         rows = 0
         for i, count in enumerate(counts):
