@@ -55,6 +55,33 @@ def test_viz_command_writes_html(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert [t["problem_id"] for t in json.loads(block.group(1))] == ["a", "b", "c"]
 
 
+def test_a_loop_run_or_round_gives_its_trees_not_the_records_beside_them(tmp_path: Path) -> None:
+    """``viz runs/<name>`` stopped at the run's meta.json ("not a search tree"): a loop run's directory
+    now gives each round's trees.json in round order, and a round's directory its own."""
+    from alphallm.trees import tree_files
+
+    run = tmp_path / "demo"
+    (run / "round-0").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: demo\n")
+    (run / "meta.json").write_text("{}")
+    (run / "round-0" / "eval.json").write_text("{}")
+    for k in (1, 2, 10):
+        (run / f"round-{k}").mkdir()
+        (run / f"round-{k}" / "search.json").write_text("{}")
+        (run / f"round-{k}" / "trees.json").write_text(json.dumps({"trees": [small_tree(f"p{k}")]}))
+    assert tree_files([run]) == [run / f"round-{k}" / "trees.json" for k in (1, 2, 10)]
+    assert tree_files([run / "round-2"]) == [run / "round-2" / "trees.json"]
+    assert viz_cmd.run(argparse.Namespace(trees=[str(run)], out=None)) == 0
+    block = DATA_BLOCK.search((run / "trees.html").read_text())
+    assert block is not None and [t["problem_id"] for t in json.loads(block.group(1))] == ["p1", "p2", "p10"]
+    with pytest.raises(UserError, match=r"round-0: no search trees .*round 0 only evaluates"):
+        tree_files([run / "round-0"])
+    plain = tmp_path / "round-3"  # named like a round, outside a run: a plain directory of trees
+    plain.mkdir()
+    (plain / "x.json").write_text(json.dumps(small_tree("x")))
+    assert tree_files([plain]) == [plain / "x.json"]
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [("missing.json", None), ("broken.json", "{not json"), ("nodeless.json", '{"root": "Q"}')],

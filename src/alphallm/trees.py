@@ -61,12 +61,14 @@ def _safe_stem(text: str) -> str:
 
 
 def tree_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """The JSON files named, or found in the directories named (sorted)."""
+    """The JSON files named, or found in the directories named (sorted). A loop run's directory gives
+    each round's ``trees.json``, and a round's directory its own, not the records beside them."""
     files: list[Path] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(path.glob("*.json"))
+            found = _loop_trees(path)
+            found = sorted(path.glob("*.json")) if found is None else found
             if not found:
                 raise UserError(f"{path}: no .json files in this directory")
             files.extend(found)
@@ -75,6 +77,29 @@ def tree_files(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise UserError(f"{path}: no such file or directory")
     return files
+
+
+def _loop_trees(path: Path) -> list[Path] | None:
+    """The trees a loop run (``runs/<name>``) or one of its rounds (``round-<k>``) saved, rounds in order;
+    None for any other directory."""
+    if _ROUND.fullmatch(path.name) and (path.parent / "config.yaml").is_file():
+        rounds = [path]
+    elif (path / "config.yaml").is_file() and any(_ROUND.fullmatch(p.name) for p in path.iterdir()):
+        rounds = sorted(
+            (p for p in path.iterdir() if _ROUND.fullmatch(p.name)), key=lambda p: int(p.name[6:])
+        )
+    else:
+        return None
+    found = [p / "trees.json" for p in rounds if (p / "trees.json").is_file()]
+    if not found:
+        raise UserError(
+            f"{path}: no search trees (a loop round saves them in trees.json after its search; "
+            "round 0 only evaluates)"
+        )
+    return found
+
+
+_ROUND = re.compile(r"round-\d+")
 
 
 def load_trees(path: Path) -> list[dict[str, Any]]:

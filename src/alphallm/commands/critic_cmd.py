@@ -20,7 +20,10 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("train-critic", help="train a value, PRM or ORM critic on saved search trees")
     p.add_argument("--kind", required=True, choices=("value", "prm", "orm"))
     p.add_argument(
-        "--trees", required=True, nargs="+", help="tree JSON files or directories (search --save-trees)"
+        "--trees",
+        required=True,
+        nargs="+",
+        help="tree JSON files or directories (search --save-trees; a loop run or round: its trees.json)",
     )
     p.add_argument("--base", required=True, help="backbone to start from (usually the policy model)")
     p.add_argument("--out", required=True, help="output critic directory")
@@ -80,7 +83,12 @@ def add_parsers(sub: Any) -> None:
         help="critic directory (train-critic --out), 'tool' for the task's tool verifier, or "
         "'consistency' for the share of --model's sampled solutions reaching each solution's answer",
     )
-    e.add_argument("--trees", required=True, nargs="+", help="held-out tree JSON files or directories")
+    e.add_argument(
+        "--trees",
+        required=True,
+        nargs="+",
+        help="held-out tree JSON files or directories (a loop run or round: its trees.json)",
+    )
     e.add_argument(
         "--kind",
         choices=("value", "prm", "orm"),

@@ -15,7 +15,8 @@ def add_parser(sub: Any) -> None:
         "trees",
         nargs="+",
         metavar="TREES",
-        help="tree JSON files (from search --save-trees) or directories of them",
+        help="tree JSON files (from search --save-trees) or directories of them; a loop run (runs/NAME) or "
+        "one of its rounds: the trees its searches saved",
     )
     p.add_argument(
         "--out",
