@@ -21,7 +21,13 @@ def test_each_stage_says_what_it_did_in_a_line() -> None:
         "sft": {"rows": 530, "steps": 136},
         "dpo": {"pairs": 5, "steps": 2, "final": {"margin": 1.1034}},
         "critics": {"trained": ["orm"], "kept": {"orm": "x"}, "value": {"skipped": "only 3 labels"}},
-        "gate": {"kept": "sft", "metric": "greedy", "dev_accuracy": 0.0952, "previous_dev_accuracy": 0.0397},
+        "gate": {
+            "accepted": True,
+            "kept": "sft",
+            "metric": "greedy",
+            "dev_accuracy": 0.0952,
+            "previous_dev_accuracy": 0.0397,
+        },
         "evaluate": {"policy": "round-1/sft", "greedy": {"accuracy": 0.11}, "mcts": {"accuracy": 0.66}},
     }
     assert [stage_line(stage, records[stage]) for stage in STAGES] == [
@@ -35,6 +41,16 @@ def test_each_stage_says_what_it_did_in_a_line() -> None:
         "kept sft (greedy dev accuracy 0.095, 0.040 before)",
         "greedy 0.110, mcts 0.660",
     ]
+    # A candidate the gate turns down is named, but the policy before the round stays (it read "kept").
+    rejected = {**records["gate"], "accepted": False, "dev_accuracy": 0.6, "previous_dev_accuracy": 0.7}
+    assert stage_line("gate", rejected) == (
+        "none kept, the policy before stays: sft (greedy dev accuracy 0.600, 0.700 before)"
+    )
+    guard = {"candidates": {"sft": {"accuracy": 0.5, "reference": {"accuracy": 0.62}, "passed": False}}}
+    assert stage_line("gate", {**rejected, "dev_accuracy": 0.8, "search_guard": guard}) == (
+        "none kept, the policy before stays: sft (greedy dev accuracy 0.800, 0.700 before), "
+        "dev search 0.500 against 0.620"
+    )
     assert stage_line("sft", {"rows": 0}) == "no rows: the policy stays as it was"
     assert stage_line("dpo", {"pairs": 0, "skipped": True}) == "0 pairs: skipped"
 

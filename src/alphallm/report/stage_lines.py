@@ -77,10 +77,19 @@ def _critics(record: Record) -> str:
 def _gate(record: Record) -> str:
     metric = record.get("metric", "dev")
     now, before = record.get("dev_accuracy"), record.get("previous_dev_accuracy")
-    line = f"kept {record.get('kept', '?')}"
+    scores = ""
     if now is not None:
-        line += f" ({metric} dev accuracy {now:.3f}"
-        line += f", {before:.3f} before)" if before is not None else ")"
+        scores = f" ({metric} dev accuracy {now:.3f}" + (
+            f", {before:.3f} before)" if before is not None else ")"
+        )
+    if record.get("accepted", True):
+        return f"kept {record.get('kept', '?')}{scores}"
+    # Not accepted: "kept" names the best candidate, and the policy before the round goes on.
+    line = f"none kept, the policy before stays: {record.get('kept', '?')}{scores}"
+    guard = (record.get("search_guard") or {}).get("candidates") or {}
+    first: Record = next(iter(guard.values()), {})
+    if "accuracy" in first and "accuracy" in first.get("reference", {}):
+        line += f", dev search {first['accuracy']:.3f} against {first['reference']['accuracy']:.3f}"
     return line
 
 
