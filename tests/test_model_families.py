@@ -225,3 +225,11 @@ def test_models_that_cannot_load_say_so_in_one_line(tmp_path: Path, tiny_model_d
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match=r"device 'cuda': this torch has no CUDA device"):
             load_causal_lm(tiny_model_dir, device="cuda")
+    if not torch.backends.mps.is_available():  # a traceback from the first tensor moved there, before
+        with pytest.raises(UserError, match=r"device 'mps': this torch has no MPS device"):
+            load_causal_lm(tiny_model_dir, device="mps")
+    with pytest.raises(UserError, match=r"device 'meta' holds no data"):
+        load_causal_lm(tiny_model_dir, device="meta")
+    if not torch.xpu.is_available():
+        with pytest.raises(UserError, match=r"device 'xpu': not available here \(.+\); use cpu or auto"):
+            load_causal_lm(tiny_model_dir, device="xpu")

@@ -110,8 +110,7 @@ def load_causal_lm(
         )
     path = resolve_model_path(name)
     target = pick_device(device)
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r}: this torch has no CUDA device (use cpu or auto)")
+    _check_available(target, device)
     check_config_fits_weights(name, path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -124,6 +123,22 @@ def load_causal_lm(
         raise UserError(f"{name}: no usable tokenizer (save the tokenizer files beside the model)")
     model.to(target)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
     return model, tokenizer
+
+
+def _check_available(target: torch.device, asked: str | None) -> None:
+    """A device this torch or machine lacks (cuda without CUDA, cuda:3 on one GPU, mps off a Mac, xpu) is
+    one line here, not a traceback from the first tensor moved there."""
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {asked!r}: this torch has no CUDA device (use cpu or auto)")
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {asked!r}: this torch has no MPS device (use cpu or auto)")
+    if target.type == "meta":
+        raise UserError(f"device {asked!r} holds no data to compute with (use cpu or auto)")
+    try:
+        torch.empty(0, device=target)
+    except (RuntimeError, AssertionError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"device {asked!r}: not available here ({first}); use cpu or auto") from None
 
 
 def check_config_fits_weights(name: str | Path, path: str) -> None:
