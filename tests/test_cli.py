@@ -87,6 +87,29 @@ def test_problems_without_answers_are_refused_by_eval_and_search(
         assert not (tmp_path / f"{command}.json").exists()
 
 
+def test_a_problem_longer_than_the_models_positions_is_refused_by_name_before_any_is_solved(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It stopped the batch it fell in with "a text of 805 tokens does not fit the model's 512
+    positions", naming no problem, after the batches before it had run."""
+    from alphallm.cli import main
+
+    rows = tmp_path / "rows.jsonl"
+    short = {"id": "short", "question": "1+2", "answer": "3"}
+    rows.write_text(
+        json.dumps(short)
+        + "\n"
+        + json.dumps({"id": "long", "question": "+".join("1" * 400), "answer": "400"})
+    )
+    for command in ("eval", "search"):
+        out = tmp_path / f"{command}.json"
+        args = [command, "--task", "arith", "--model", str(tiny_model_dir), "--problems", str(rows)]
+        assert main([*args, "--batch-size", "1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "problem 'long': its prompt is 80" in err and "the model has 512 positions" in err
+        assert not out.exists() and not list(tmp_path.glob("*.chunks/*"))
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.chunks import Chunk, ChunkStore
+from alphallm.errors import UserError
 from alphallm.lm.base import Completion, LanguageModel, Usage
 from alphallm.tasks.base import Problem, Task
 
-__all__ = ["EvalResult", "SampleRecord", "eval_store", "evaluate", "finish_solution"]
+__all__ = ["EvalResult", "SampleRecord", "check_prompts_fit", "eval_store", "evaluate", "finish_solution"]
 
 
 @dataclass
@@ -101,6 +102,22 @@ def _majority_correct(task: Task, problem: Problem, records: Sequence[SampleReco
     return any(r.correct for r in records if r.answer == top)
 
 
+def check_prompts_fit(task: Task, problems: Sequence[Problem], policy: LanguageModel) -> None:
+    """A problem whose prompt fills the model's positions is refused by name before any is searched;
+    otherwise the batch it falls in stops the run with "a text of N tokens does not fit", naming none.
+    (Models that do not say their positions or tokens, such as a served one, are left to the server.)"""
+    limit, encode = getattr(policy, "max_positions", None), getattr(policy, "encode", None)
+    if not limit or encode is None:
+        return
+    for problem in problems:
+        tokens = len(encode(task.format_prompt(problem)))
+        if tokens >= limit:
+            raise UserError(
+                f"problem {problem.id!r}: its prompt is {tokens} tokens, and the model has {limit} positions "
+                "(max_position_embeddings): none are left for a solution"
+            )
+
+
 def evaluate(
     task: Task,
     lm: LanguageModel,
@@ -128,6 +145,7 @@ def evaluate(
     if method not in ("greedy", "sample"):
         raise ValueError(f"unknown method {method!r}; expected 'greedy' or 'sample'")
     n = 1 if method == "greedy" else n
+    check_prompts_fit(task, problems, lm)
     start_time = time.perf_counter()
     per_problem: list[list[SampleRecord]] = []
     usage: Counter[str] = Counter()

@@ -15,7 +15,7 @@ from alphallm.critics.base import Critic
 from alphallm.critics.consistency import ConsistencyCritic
 from alphallm.critics.implicit_q import ImplicitQCritic
 from alphallm.critics.learned import LearnedCritic, load_critics
-from alphallm.evaluation import finish_solution
+from alphallm.evaluation import check_prompts_fit, finish_solution
 from alphallm.lm import load_lm
 from alphallm.lm.base import LanguageModel, Metered
 from alphallm.lm.expand import make_expand_fn
@@ -314,6 +314,7 @@ def solve(
     """
     if offset % config.batch_size:
         raise ValueError("offset must be a multiple of batch_size (shards are whole batches)")
+    check_prompts_fit(task, problems, policy)
     critics = _build_critics(task, problems, config, policy, device)
     policy_view = Metered(policy)
     rollout_view = Metered(rollout_lm if rollout_lm is not None else policy)

@@ -24,6 +24,7 @@ from alphallm.chunks import Chunk, ChunkStore, chunk_payload, plan_chunks
 from alphallm.distributed.config import RayConfig
 from alphallm.distributed.worker import SolveWorker
 from alphallm.errors import UserError
+from alphallm.evaluation import check_prompts_fit
 from alphallm.lm.base import LanguageModel
 from alphallm.lm.loading import model_files, pick_device
 from alphallm.solve import ProblemResult, SolveReport, solve
@@ -154,6 +155,7 @@ def solve_in_chunks(
     batch is seeded by its position) and the same chunk files as ``solve_on_ray`` with as many batches
     per chunk. ``model``, ``rollout_model`` and ``dtype`` name what ``policy`` and ``rollout_lm`` were
     loaded from, for the chunks' fingerprint."""
+    check_prompts_fit(task, problems, policy)  # all of them, before the first chunk is searched
     started = time.perf_counter()
     chunks = plan_chunks(len(problems), batch_size=config.batch_size, chunk_batches=chunk_batches)
     store = ChunkStore(
