@@ -98,6 +98,14 @@ def test_per_state_sample_counts(lm: TransformersLM) -> None:
         lm.sample(STATES, n=[1, 2], max_tokens=5)
 
 
+def test_sample_batches_keep_a_states_samples_together_where_they_fit() -> None:
+    from alphallm.lm.batches import sample_batches
+
+    assert sample_batches([2, 1, 1, 3], 4) == [[(0, 2), (1, 1), (2, 1)], [(3, 3)]]
+    assert sample_batches([9, 1, 6], 4) == [[(0, 4)], [(0, 4)], [(0, 1), (1, 1)], [(2, 4)], [(2, 2)]]
+    assert sample_batches([], 4) == []
+
+
 def test_a_state_with_more_samples_than_a_batch_holds_is_decoded_in_pieces(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from alphallm.errors import UserError
 from alphallm.lm.base import Completion, Usage, sample_counts
+from alphallm.lm.batches import sample_batches
 from alphallm.lm.loading import load_causal_lm
 from alphallm.lm.prefix_cache import PrefixStore, stack_entries
 
@@ -276,18 +277,12 @@ class TransformersLM:
         self.usage.calls += 1
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed() % (1 << 62))
-        # A state asked for more samples than a batch holds is decoded in pieces, one batch at a time.
-        pieces = [
-            (i, min(self.max_batch_rows, count - done))
-            for i, count in enumerate(counts)
-            for done in range(0, count, self.max_batch_rows)
-        ]
         out: list[list[Completion]] = [[] for _ in states]
-        for chunk in self._chunks([count for _, count in pieces]):
-            prompts = [self.encode(states[pieces[j][0]]) for j in chunk]
+        for batch in sample_batches(counts, self.max_batch_rows):
+            prompts = [self.encode(states[i]) for i, _ in batch]
             flat = self._decode(
                 prompts,
-                [pieces[j][1] for j in chunk],
+                [count for _, count in batch],
                 temperature,
                 top_p,
                 tuple(stop),
@@ -295,8 +290,7 @@ class TransformersLM:
                 generator,
             )
             offset = 0
-            for j in chunk:
-                i, count = pieces[j]
+            for i, count in batch:
                 out[i].extend(flat[offset : offset + count])
                 offset += count
         return out
@@ -315,18 +309,6 @@ class TransformersLM:
         if self.max_positions is None:
             return max_tokens
         return min(max_tokens, self.max_positions - prompt_tokens)
-
-    def _chunks(self, counts: list[int]) -> list[list[int]]:
-        """Consecutive indices whose sample counts (each at most ``max_batch_rows``) fit in one batch."""
-        chunks: list[list[int]] = [[]]
-        rows = 0
-        for i, count in enumerate(counts):
-            if chunks[-1] and rows + count > self.max_batch_rows:
-                chunks.append([])
-                rows = 0
-            chunks[-1].append(i)
-            rows += count
-        return [c for c in chunks if c]
 
     def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """Encodes the prompts, starting each from the longest stored prefix of its tokens.
