@@ -25,12 +25,12 @@ def add_parsers(sub: Any) -> None:
     add_ray_arguments(p)
     p.set_defaults(run=run_improve)
 
-    d = sub.add_parser("demo", help="one round of the whole loop on a shipped model (6 to 10 min on 2 cores)")
+    d = sub.add_parser("demo", help="one round of the whole loop on a shipped model (6 to 12 min on 2 cores)")
     d.add_argument(
         "--task",
         choices=DEMO_TASKS,
         default=DEMO_TASKS[0],
-        help="game24: the rules-only model learns strategy (6 to 10 min); arith: about 5 min",
+        help="game24: the rules-only model learns strategy (6 to 12 min); arith: about 5 min",
     )
     d.add_argument("--out-dir", default="runs", help="parent directory of the demo run (runs/demo-TASK)")
     d.add_argument("--resume", action="store_true", help="continue an interrupted demo")
