@@ -4,6 +4,7 @@ reads it (``lm/served.py``): the same tokens, log-probs and results as the model
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -158,6 +159,8 @@ def test_a_served_model_takes_the_chat_template_of_the_tokenizer_named_after_the
 def test_alphallm_serve_prints_its_url_and_serves_until_stopped(tmp_path: Path) -> None:
     command = [
         sys.executable,
+        "-X",
+        "faulthandler",
         "-m",
         "alphallm",
         "serve",
@@ -179,7 +182,12 @@ def test_alphallm_serve_prints_its_url_and_serves_until_stopped(tmp_path: Path) 
         assert json.loads(out.read_text())["model"] == match[1]
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # say what the server was doing (it happened once in CI)
+            os.kill(server.pid, signal.SIGABRT)  # -X faulthandler prints every thread's stack
+            _, err = server.communicate(timeout=30)
+            pytest.fail(f"the server did not stop within 30 s of Ctrl-C; its stderr:\n{err[-3000:]}")
     assert server.returncode == 130 and "alphallm: interrupted" in server.stderr.read()
 
 
