@@ -157,20 +157,15 @@ def test_a_served_model_takes_the_chat_template_of_the_tokenizer_named_after_the
 
 
 def test_alphallm_serve_prints_its_url_and_serves_until_stopped(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-X",
-        "faulthandler",
-        "-m",
-        "alphallm",
-        "serve",
-        "--model",
-        "arith-base",
-        "--port",
-        "0",
-        "--name",
-        "a",
-    ]
+    # Ctrl-C as a terminal delivers it. A process a non-interactive shell started in the background (a CI
+    # job under nohup ... &) inherits SIGINT ignored, and so would the server: it then served on, and the
+    # test failed on the job's way of starting, not on the server.
+    start = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from alphallm.cli import main; sys.exit(main())"
+    )
+    command = [sys.executable, "-X", "faulthandler", "-c", start]
+    command += ["serve", "--model", "arith-base", "--port", "0", "--name", "a"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
