@@ -179,7 +179,7 @@ def test_alphallm_serve_prints_its_url_and_serves_until_stopped(tmp_path: Path) 
         server.send_signal(signal.SIGINT)
         try:
             server.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # say what the server was doing (it happened once in CI)
+        except subprocess.TimeoutExpired:  # say what the server was doing instead
             os.kill(server.pid, signal.SIGABRT)  # -X faulthandler prints every thread's stack
             _, err = server.communicate(timeout=30)
             pytest.fail(f"the server did not stop within 30 s of Ctrl-C; its stderr:\n{err[-3000:]}")
