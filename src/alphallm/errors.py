@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "first_line"]
 
 
 class UserError(Exception):
@@ -10,3 +10,10 @@ class UserError(Exception):
 
     The CLI prints ``alphallm: error: <message>`` and exits with status 2, without a traceback.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message in one line of at most 200 characters (its type when it has none): what a
+    one-line error quotes of a library's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

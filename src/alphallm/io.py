@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alphallm.errors import UserError
+from alphallm.errors import UserError, first_line
 
 __all__ = [
     "InUseError",
@@ -421,7 +421,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of settings")
     return data

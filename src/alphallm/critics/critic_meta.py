@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from alphallm.errors import UserError
+from alphallm.errors import UserError, first_line
 
-__all__ = ["KINDS", "check_critic_task", "first_line", "lora_base", "read_meta"]
+__all__ = ["KINDS", "check_critic_task", "lora_base", "read_meta"]
 
 KINDS = ("value", "prm", "orm")
 
@@ -54,9 +54,3 @@ def lora_base(directory: str | Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return base if isinstance(base, str) else None
-
-
-def first_line(exc: Exception) -> str:
-    """An exception's message in one line of at most 200 characters (its type when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

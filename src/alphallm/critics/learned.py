@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from alphallm.critics.base import CriticInput
-from alphallm.critics.critic_meta import KINDS, check_critic_task, first_line, read_meta
-from alphallm.errors import UserError
+from alphallm.critics.critic_meta import KINDS, check_critic_task, read_meta
+from alphallm.errors import UserError, first_line
 from alphallm.io import write_json
 from alphallm.lm.base import Usage
 from alphallm.lm.hf import encode_batch, fitting_length, output_logits

@@ -23,7 +23,7 @@ from typing import Any
 from alphallm.chunks import Chunk, ChunkStore, chunk_payload, plan_chunks
 from alphallm.distributed.config import RayConfig
 from alphallm.distributed.worker import SolveWorker
-from alphallm.errors import UserError
+from alphallm.errors import UserError, first_line
 from alphallm.evaluation import check_prompts_fit
 from alphallm.lm.base import LanguageModel
 from alphallm.lm.loading import model_files, pick_device
@@ -55,7 +55,7 @@ def ray_session(config: RayConfig) -> Iterator[None]:
     try:
         ray.init(address=config.address, **options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UserError(f"ray: cannot join {config.address!r} ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"ray: cannot join {config.address!r} ({first_line(exc)})") from None
     try:
         yield
     finally:
@@ -323,7 +323,7 @@ def _check_attempts(chunk: Chunk, attempts: int, limit: int, exc: Exception) -> 
     if attempts >= limit:
         raise RuntimeError(
             f"ray: chunk {chunk.index} (problems {chunk.start}-{chunk.stop - 1}) failed {attempts} "
-            f"times; last: {str(exc).splitlines()[0]}"
+            f"times; last: {first_line(exc)}"
         ) from None
 
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from alphallm.errors import UserError
+from alphallm.errors import UserError, first_line
 from alphallm.io import atomic_dir, files_identity
 from alphallm.lm.served import is_served
 
@@ -116,8 +116,7 @@ def load_causal_lm(
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, target))
     except Exception as exc:  # missing or corrupt files, an unknown model_type, an invalid config
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise UserError(f"{name}: could not load model ({type(exc).__name__}: {first})") from None
+        raise UserError(f"{name}: could not load model ({type(exc).__name__}: {first_line(exc)})") from None
     if len(tokenizer) < 2 or not tokenizer("a b")["input_ids"]:
         # AutoTokenizer builds an empty tokenizer from a directory without tokenizer files.
         raise UserError(f"{name}: no usable tokenizer (save the tokenizer files beside the model)")
@@ -137,8 +136,9 @@ def _check_available(target: torch.device, asked: str | None) -> None:
     try:
         torch.empty(0, device=target)
     except (RuntimeError, AssertionError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"device {asked!r}: not available here ({first}); use cpu or auto") from None
+        raise UserError(
+            f"device {asked!r}: not available here ({first_line(exc)}); use cpu or auto"
+        ) from None
 
 
 def check_config_fits_weights(name: str | Path, path: str) -> None:
@@ -243,6 +243,5 @@ def with_model_chat_template(task: T, model: str | Path) -> T:
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
     except (OSError, ValueError) as exc:  # not in the hub's cache, no tokenizer files
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--chat-template: no tokenizer for {name} ({first})") from None
+        raise UserError(f"--chat-template: no tokenizer for {name} ({first_line(exc)})") from None
     return with_chat_template(task, tokenizer)
