@@ -11,7 +11,15 @@ from typing import Any, TypeGuard
 from alphallm.errors import UserError
 from alphallm.io import atomic_dir, read_json, write_json, write_text
 
-__all__ = ["SETTINGS_FILE", "load_trees", "read_trees", "safe_file_names", "tree_files", "write_trees"]
+__all__ = [
+    "SETTINGS_FILE",
+    "load_trees",
+    "read_trees",
+    "round_dirs",
+    "safe_file_names",
+    "tree_files",
+    "write_trees",
+]
 
 # Beside the trees: the search settings that made them, as a ``search --config`` file (seed included).
 SETTINGS_FILE = "search.yaml"
@@ -79,16 +87,23 @@ def tree_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+_ROUND = re.compile(r"round-\d+")
+
+
+def round_dirs(run_dir: Path) -> list[Path]:
+    """A loop run's ``round-<k>`` directories, in round order."""
+    rounds = [p for p in run_dir.iterdir() if p.is_dir() and _ROUND.fullmatch(p.name)]
+    return sorted(rounds, key=lambda p: int(p.name[len("round-") :]))
+
+
 def _loop_trees(path: Path) -> list[Path] | None:
     """The trees a loop run (``runs/<name>``) or one of its rounds (``round-<k>``) saved, rounds in order;
     None for any other directory."""
     if _ROUND.fullmatch(path.name) and (path.parent / "config.yaml").is_file():
         rounds = [path]
-    elif (path / "config.yaml").is_file() and any(_ROUND.fullmatch(p.name) for p in path.iterdir()):
-        rounds = sorted(
-            (p for p in path.iterdir() if _ROUND.fullmatch(p.name)), key=lambda p: int(p.name[6:])
-        )
     else:
+        rounds = round_dirs(path) if (path / "config.yaml").is_file() else []
+    if not rounds:
         return None
     found = [p / "trees.json" for p in rounds if (p / "trees.json").is_file()]
     if not found:
@@ -97,9 +112,6 @@ def _loop_trees(path: Path) -> list[Path] | None:
             "round 0 only evaluates)"
         )
     return found
-
-
-_ROUND = re.compile(r"round-\d+")
 
 
 def load_trees(path: Path) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from alphallm.extras import install_hint, missing_modules
 from alphallm.io import write_text
 from alphallm.report.stats import binomial_se, round_changes
 from alphallm.report.tree_html import render_tree_html
+from alphallm.trees import round_dirs
 
 __all__ = ["credit_assignment", "critic_rounds", "write_report"]
 
@@ -206,7 +207,7 @@ def write_report(
         _plot(metrics, "tokens_per_problem", "generated tokens per problem", out / "tokens.png")
         figures = f"{_img(out / 'accuracy.png')} {_img(out / 'tokens.png')}"
     tree_links = []
-    for round_dir in sorted(run_dir.glob("round-*"), key=lambda p: int(p.name.split("-")[1])):
+    for round_dir in round_dirs(run_dir):
         trees_path = round_dir / "trees.json"
         if trees_path.exists():
             trees = json.loads(trees_path.read_text())["trees"][:tree_examples]
