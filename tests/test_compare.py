@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from alphallm.cli import main
+from alphallm.errors import UserError
 
 
 def _run_dir(tmp_path: Path, rounds: list[list[int]]) -> Path:
@@ -66,6 +67,22 @@ def test_compare_pairs_only_shared_problems_and_a_runs_rounds(tmp_path: Path) ->
     # Results on partly different problems compare on the ones both have.
     [row] = compare({"m": {"a": 0.0, "b": 1.0, "c": 0.0}}, {"m": {"b": 1.0, "c": 1.0, "d": 0.0}})
     assert row["problems"] == 2 and row["before"] == 0.5 and row["after"] == 1.0
+
+
+def test_a_result_pairs_with_each_round_of_a_run_by_its_method(tmp_path: Path) -> None:
+    from alphallm.report.compare import compare, load_outcomes
+
+    run = _run_dir(tmp_path, [[0, 0, 1, 1], [1, 1, 1, 0]])
+    result = tmp_path / "e.json"
+    records = [{"problem_id": f"p{i}", "correct": c} for i, c in enumerate([True, False, True, True])]
+    result.write_text(json.dumps({"method": "greedy", "records": records}))
+    rows = compare(load_outcomes(result), load_outcomes(run))
+    assert [row["label"] for row in rows] == ["greedy / round 0 greedy", "greedy / round 1 greedy"]
+    assert [row["after"] - row["before"] for row in rows] == pytest.approx([-0.25, 0.0])
+    # A method the run lacks still says what each side has.
+    result.write_text(json.dumps({"method": "mcts", "records": records}))
+    with pytest.raises(UserError, match="nothing to compare"):
+        compare(load_outcomes(result), load_outcomes(run))
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
         "b",
         metavar="B",
         nargs="?",
-        help="the same kind of input; omitted with a run directory: each round against the one before",
+        help="another result or run; a result against a run pairs with each of the run's rounds of its "
+        "method; omitted with a run directory: each round against the one before",
     )
     p.set_defaults(run=run)
 

@@ -64,15 +64,24 @@ def check_same_task(a: str | Path, b: str | Path) -> None:
 
 
 def compare(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """One row per label both inputs have (or, when each has a single label, those two): their
-    accuracies on the shared problems and B's paired change over A."""
+    """One row per label both inputs have (else per pair of one method, a result's ``greedy`` with a
+    run's ``round <k> greedy``; else, when each has a single label, those two): their accuracies on the
+    shared problems and B's paired change over A."""
     pairs = [(label, label) for label in a if label in b]
+    if not pairs:  # a result against a run: its method against the run's rounds of that method
+        pairs = [(x, y) for x in a for y in b if _method(x) == _method(y)]
     if not pairs and len(a) == len(b) == 1:
         pairs = [(next(iter(a)), next(iter(b)))]
     if not pairs:
         raise UserError(f"nothing to compare: A has {sorted(a)}, B has {sorted(b)}")
     rows = [_row(x if x == y else f"{x} / {y}", a[x], b[y]) for x, y in pairs]
     return _found(rows, "the inputs share no problem")
+
+
+def _method(label: str) -> str:
+    """A label's method: a run's ``round 2 mcts`` is ``mcts``, as a search or eval result names it."""
+    words = label.split(" ", 2)
+    return words[2] if len(words) == 3 and words[0] == "round" and words[1].isdigit() else label
 
 
 def round_by_round(run: str | Path) -> list[dict[str, Any]]:
