@@ -292,6 +292,14 @@ def test_default_result_names_tell_loop_rounds_apart(tmp_path: Path, monkeypatch
         "runs/search/arith-arith-base-mcts.json"
     )
     assert model_label("Qwen/Qwen2.5-0.5B") == "Qwen2.5-0.5B"
+    # A run's kept-policy link is named after what it links to, so later rounds' results do not overwrite it.
+    from alphallm.lm.loading import SHIPPED_MODELS_DIR
+
+    (tmp_path / "runs" / "demo" / "kept-policy").symlink_to("round-2/policy")
+    assert model_label("runs/demo/kept-policy") == "demo-round-2-policy"
+    (tmp_path / "runs" / "demo" / "kept-policy").unlink()
+    (tmp_path / "runs" / "demo" / "kept-policy").symlink_to(SHIPPED_MODELS_DIR / "arith-base")
+    assert model_label("runs/demo/kept-policy") == "arith-base"
 
 
 def test_a_missing_optional_dependency_names_the_extra_that_installs_it(

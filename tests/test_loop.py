@@ -67,6 +67,7 @@ def test_killed_runs_resume_to_the_same_metrics(tmp_path: Path) -> None:
     expected = _metrics(tmp_path / "a" / "tiny")
     assert [m["round"] for m in expected] == [0, 1, 2]
     assert (tmp_path / "a" / "tiny" / "report" / "index.html").exists()
+    assert (tmp_path / "a" / "tiny" / "kept-policy" / "config.json").is_file()
     # Every method's record keeps its per-problem outcomes, so rounds can be compared problem by problem.
     greedy, mcts = expected[1]["greedy"], expected[1]["mcts"]
     assert len(greedy["solved"]) == TINY["evaluate"]["test_problems"]
@@ -224,6 +225,35 @@ def test_a_run_does_not_resume_as_another_task_or_policy(tmp_path: Path) -> None
             loop._write_meta()  # type: ignore[attr-defined]
         assert (tmp_path / "tiny" / "config.yaml").read_text() == saved  # nothing of the run rewritten
     assert "config_changes" not in json.loads((tmp_path / "tiny" / "meta.json").read_text())
+
+
+def test_the_run_links_the_policy_its_gates_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``runs/<name>/kept-policy`` is the policy to evaluate: a round's ``policy`` directory is only its SFT +
+    DPO candidate, which its gate may have rejected (evaluating it gave 0.10 where the run reported 0.11)."""
+    from alphallm.cli import main
+    from alphallm.lm.loading import SHIPPED_MODELS_DIR, resolve_model_path
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
+    loop._write_meta()  # type: ignore[attr-defined]
+    link = loop.dir / "kept-policy"
+    assert (
+        loop.link_kept_policy(0) == link and link.resolve() == (SHIPPED_MODELS_DIR / "arith-base").resolve()
+    )
+    for k, gate in ((1, {"accepted": True, "kept": "sft"}), (2, {"accepted": False, "kept": "policy"})):
+        for candidate in ("sft", "policy"):
+            (loop.round_dir(k) / candidate).mkdir(parents=True)
+            (loop.round_dir(k) / candidate / "config.json").write_text("{}")
+        (loop.round_dir(k) / "gate.json").write_text(json.dumps(gate))
+        loop.link_kept_policy(k)
+        assert link.readlink() == Path("round-1/sft")  # round 2's gate kept neither: round 1's stays
+    assert resolve_model_path(link) == str(link)
+    (loop.round_dir(0)).mkdir()
+    for given, hint in ((loop.dir, f"its kept policy is {link}"), (loop.round_dir(1), "its gate.json says")):
+        assert main(["eval", "--task", "arith", "--model", str(given)]) == 2
+        err = capsys.readouterr().err
+        assert "not a model directory" in err and hint in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_run_resumed_with_other_code_records_the_commit(

@@ -35,6 +35,7 @@ __all__ = [
     "read_json",
     "remove_temporary_files",
     "write_json",
+    "write_link",
     "write_text",
 ]
 
@@ -52,6 +53,20 @@ def write_text(path: str | Path, text: str) -> None:
         _write_text(path, text)
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({_why_not(path, exc)})") from None
+
+
+def write_link(path: str | Path, target: str | Path) -> None:
+    """Points the symbolic link ``path`` at ``target`` in one step (a new link renamed over the old), so
+    a reader never finds it missing. ``target`` relative to ``path``'s directory survives moving both."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot link to {target} ({_why_not(path, exc)})") from None
 
 
 def _write_text(path: Path, text: str) -> None:

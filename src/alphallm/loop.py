@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from alphallm.errors import UserError
-from alphallm.io import dumps, exclusive, remove_temporary_files, write_json, write_text
+from alphallm.io import dumps, exclusive, remove_temporary_files, write_json, write_link, write_text
 from alphallm.loop_config import LoopConfig, load_config
 from alphallm.loop_meta import write_run_record
 from alphallm.loop_solve import evaluate_policy, solve_with
@@ -142,6 +142,20 @@ class Loop:
         """Round k's candidate ``name`` (round 0's only candidate is the starting policy)."""
         return self.config.policy if k == 0 else str(self.round_dir(k) / name)
 
+    def link_kept_policy(self, k: int) -> Path | None:
+        """``runs/<name>/kept-policy``: a link to the policy kept after round k, the one to evaluate, serve
+        or train on (a round's ``sft`` and ``policy`` directories are its two candidates, and its gate may
+        keep either or neither). None, and no link, while that is a starting policy with no local
+        directory (a hub id)."""
+        from alphallm.lm.loading import KEPT_POLICY, resolve_model_path
+
+        made_in, name = self.origin(k)
+        target = Path(f"round-{made_in}/{name}") if made_in else Path(resolve_model_path(self.config.policy))
+        if not (self.dir / target).is_dir():
+            return None
+        write_link(self.dir / KEPT_POLICY, target if made_in else target.resolve())
+        return self.dir / KEPT_POLICY
+
     def gate(self, k: int) -> dict[str, Any]:
         """Round k's gate record (``gate.json``)."""
         return gate_record(self.round_dir(k) / "gate.json")
@@ -196,6 +210,7 @@ class Loop:
             _drop_chunks(self.round_dir(0))
             self.ui.message(f"round 0: evaluated: {stage_line('evaluate', record)}")
         self._write_metrics()
+        self.link_kept_policy(0)
         for k in range(1, self.config.rounds + 1):
             for stage in STAGES:
                 output = self.round_dir(k) / f"{stage}.json"
@@ -213,6 +228,7 @@ class Loop:
                     + (f": {summary}" if summary else "")
                 )
             self._write_metrics()
+            self.link_kept_policy(k)
         return self.metrics()
 
     def _write_metrics(self) -> list[dict[str, Any]]:

@@ -87,6 +87,11 @@ def model_label(model: str) -> str:
         host = urlsplit(url).netloc.replace(":", "-")
         return f"served-{host}" + (f"-{Path(served).name}" if served else "")
     path = Path(os.path.normpath(model))
+    if path.is_symlink():  # a run's kept-policy: named after the round's candidate it links to now
+        from alphallm.lm.loading import SHIPPED_MODELS_DIR
+
+        target = Path(os.path.normpath(path.parent / path.readlink()))
+        return target.name if target.parent == SHIPPED_MODELS_DIR else model_label(str(target))
     if not path.is_dir():
         return path.name
     parts = [part for part in path.parts if part not in (path.anchor, "..")]

@@ -54,6 +54,7 @@ class RichUI:
 def _run(config: Any, resume: bool) -> int:
     from alphallm.commands._ui import console, print_table
     from alphallm.io import InUseError
+    from alphallm.lm.loading import KEPT_POLICY
     from alphallm.loop import Loop
 
     started = config.run_dir.is_dir() and any(config.run_dir.iterdir())
@@ -96,6 +97,10 @@ def _run(config: Any, resume: bool) -> int:
     print_table(f"{config.name}: round 0 -> round {len(metrics) - 1} (test split)", rows)
     console.print(f"report: {report}")
     console.print(f"metrics: {config.run_dir / 'metrics.jsonl'}")
+    kept = config.run_dir / KEPT_POLICY
+    if kept.is_symlink():  # not while a starting policy from a hub is kept
+        made_in, name = loop.origin(len(metrics) - 1)
+        console.print(f"policy kept: {kept} -> " + (f"round-{made_in}/{name}" if made_in else config.policy))
     return 0
 
 

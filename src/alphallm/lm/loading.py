@@ -16,6 +16,7 @@ from alphallm.lm.served import is_served
 
 __all__ = [
     "DTYPES",
+    "KEPT_POLICY",
     "SHIPPED_MODELS_DIR",
     "chat_prompt",
     "check_config_fits_weights",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# In a loop run's directory (``runs/<name>/``): a link to the policy its gates kept last
+# (``Loop.link_kept_policy``).
+KEPT_POLICY = "kept-policy"
 DTYPES = ("float32", "bfloat16", "float16")
 T = TypeVar("T")
 
@@ -49,7 +53,7 @@ def resolve_model_path(name: str | Path) -> str:
         raise UserError(f"{name}: a file, not a model directory")
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise UserError(f"{name}: not a model directory (no config.json)")
+            raise UserError(f"{name}: not a model directory (no config.json){_in_a_run(local)}")
         return str(local)
     looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
     if not looks_like_hub_id:
@@ -58,6 +62,18 @@ def resolve_model_path(name: str | Path) -> str:
             f"{name}: no such model directory (shipped models: {', '.join(shipped_names) or 'none'})"
         )
     return name
+
+
+def _in_a_run(path: Path) -> str:
+    """Where the model is, for a loop run's directory or one of its rounds given as a model."""
+    if (path / "config.yaml").is_file() and (path / "round-0").is_dir():
+        return f"; {path} is a loop run: its kept policy is {path / KEPT_POLICY}"
+    if path.name.startswith("round-") and (path.parent / "config.yaml").is_file():
+        return (
+            f"; {path} is a loop round: its candidates are {path / 'sft'} (SFT) and {path / 'policy'} "
+            f"(SFT + DPO), its gate.json says which it kept, and {path.parent / KEPT_POLICY} is the run's"
+        )
+    return ""
 
 
 def model_files(name: str | Path) -> Any:
