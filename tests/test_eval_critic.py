@@ -122,6 +122,47 @@ def test_a_prm_scores_whole_solutions_through_its_steps() -> None:
     assert combine_steps(scores, [3, 2], "prod") == pytest.approx([0.144, 0.25])
 
 
+def test_eval_critic_on_the_trees_a_critic_trained_from_scores_its_held_out_problems_with_unseen(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scored on its own training trees a critic's figures are partly in-sample: eval-critic says so, and
+    ``--unseen`` scores only the problems it did not train on, as train-critic's held-out table does."""
+    from alphallm.cli import main
+
+    trees = tmp_path / "trees"
+    trees.mkdir()
+    for p in range(10):
+        nodes = [{"id": 0, "parent": -1, "text": ""}]
+        for i, verified in enumerate([True, False, p % 2 == 0, False]):
+            text = f"{p}+{i}={p + i} -> {p + i}\nAnswer: {p + i + (not verified)}\n"
+            nodes.append({"id": i + 1, "parent": 0, "text": text, "terminal": True, "verified": verified})
+        tree = {"task": "arith", "problem_id": f"q{p}", "root": f"Q: {p}+{p}\n", "nodes": nodes}
+        (trees / f"q{p}.json").write_text(json.dumps(tree))
+    critic = tmp_path / "orm"
+    train = ["train-critic", "--kind", "orm", "--trees", str(trees), "--base", str(tiny_model_dir)]
+    assert main([*train, "--out", str(critic), "--epochs", "1", "--holdout", "0.3"]) == 0
+    meta = json.loads((critic / "critic.json").read_text())
+    assert len(meta["trained_problems"]) == 7 and set(meta["trained_problems"]) < {f"q{p}" for p in range(10)}
+    capsys.readouterr()
+    scored = ["eval-critic", "--critic", str(critic), "--trees", str(trees)]
+    assert main([*scored, "--out", str(tmp_path / "all.json")]) == 0
+    assert "7 of these problems trained the critic" in capsys.readouterr().out
+    assert json.loads((tmp_path / "all.json").read_text())["in_sample_problems"] == 7
+    assert main([*scored, "--unseen", "--out", str(tmp_path / "unseen.json")]) == 0
+    unseen = json.loads((tmp_path / "unseen.json").read_text())
+    assert unseen["rows"] == meta["held_out_rows"] == 12 and unseen["in_sample_problems"] == 0
+    assert unseen["auc"] == pytest.approx(meta["held_out"]["auc"])
+    # No problem left, or no record of them: one line each.
+    for name in sorted(set(f"q{p}" for p in range(10)) - set(meta["trained_problems"])):
+        (trees / f"{name}.json").unlink()
+    assert main([*scored, "--unseen"]) == 2
+    assert "trained on every problem of these trees" in capsys.readouterr().err
+    del meta["trained_problems"]
+    (critic / "critic.json").write_text(json.dumps(meta))
+    assert main([*scored, "--unseen"]) == 2
+    assert "does not name the problems it trained on" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def value_critic(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     base, tokenizer = load_causal_lm(str(tiny_model_dir))

@@ -115,6 +115,12 @@ def add_parsers(sub: Any) -> None:
         "backs up when it prunes with the verifier",
     )
     e.add_argument(
+        "--unseen",
+        action="store_true",
+        help="with a learned critic: score only the trees' problems it did not train on (its critic.json "
+        "names them), so the trees it trained from give held-out figures",
+    )
+    e.add_argument(
         "--task",
         help="the task the trees were searched for, where they do not name it (trees saved before "
         "they recorded it, such as older loop rounds' trees.json); used by --critic tool and --dead-ends",
@@ -245,6 +251,12 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError("--critic consistency needs --model (the policy whose samples vote), and only it")
     trees = read_trees(args.trees)
     score: Callable[[list[Any]], list[float]]
+    trained: set[str] | None = None  # the problems a learned critic trained on, where it records them
+    if args.unseen and args.critic in ("consistency", "tool"):
+        raise UserError(
+            f"--unseen leaves out the problems a learned critic trained on; --critic {args.critic} "
+            "trained on none"
+        )
     if args.critic == "consistency":
         if args.dead_ends:
             raise UserError("--dead-ends adds the tool verifier to a learned critic, not to consistency")
@@ -275,7 +287,12 @@ def run_eval(args: argparse.Namespace) -> int:
         model, tokenizer, meta = CriticModel.load(args.critic, device=args.device, dtype=args.dtype)
         kind, name = args.kind or meta["kind"], f"{meta['kind']} critic {Path(args.critic).name}"
         score = partial(predict, model, tokenizer)
+        trained = set(meta["trained_problems"]) if "trained_problems" in meta else None
     rows = label_rows(kind, trees, args.min_samples)
+    in_sample = len({row.group for row in rows} & trained) if trained else 0
+    if args.unseen:
+        rows = _unseen(rows, trained, args.critic)
+        name += ", on the problems it did not train on"
     if args.steps == "last" or not rows:
         scores = score(rows) if rows else []
     else:
@@ -293,10 +310,38 @@ def run_eval(args: argparse.Namespace) -> int:
         dead, name = tool.count(0.0), name + ", 0 on the verifier's dead ends"
     metrics = critic_metrics(kind, scores, rows) | ({"dead_ends": dead} if args.dead_ends else {})
     print_table(f"{name} on the {kind} labels of {len(trees)} trees", metrics)
+    if in_sample and not args.unseen:
+        console.print(
+            f"note: {in_sample} of these problems trained the critic, so these figures are partly in-sample; "
+            "--unseen scores only the others"
+        )
     if args.out:
-        write_json(args.out, {"critic": args.critic, "kind": kind, "trees": args.trees, **metrics})
+        in_sample = 0 if args.unseen else in_sample
+        write_json(
+            args.out,
+            {
+                "critic": args.critic,
+                "kind": kind,
+                "trees": args.trees,
+                **metrics,
+                "in_sample_problems": in_sample,
+            },
+        )
         console.print(f"metrics: {args.out}")
     return 0
+
+
+def _unseen(rows: list[Any], trained: set[str] | None, critic: str) -> list[Any]:
+    """The rows of problems the critic did not train on (``--unseen``)."""
+    if trained is None:
+        raise UserError(
+            f"--unseen: {critic}/critic.json does not name the problems it trained on (a critic trained "
+            "before it recorded them); score it on other trees"
+        )
+    unseen = [row for row in rows if row.group not in trained]
+    if rows and not unseen:
+        raise UserError(f"--unseen: the critic {critic} trained on every problem of these trees")
+    return unseen
 
 
 def _consistency_scorer(args: argparse.Namespace, task: Task) -> Callable[[list[Any]], list[float]]:

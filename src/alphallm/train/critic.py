@@ -284,7 +284,9 @@ def train_critic(
             _check_finite(value, f"the training loss at epoch {epoch + 1}, step {resume.step + 1}")
             if on_step is not None:
                 on_step(resume.step, value)
-        held_loss = data.held_out_loss(model) if held_rows else float(-epoch)
+        if not held_rows:  # nothing to choose an epoch by: the last one's weights stay
+            continue
+        held_loss = data.held_out_loss(model)
         _check_finite(held_loss, f"the held-out loss after epoch {epoch + 1}")
         resume.kept["history"].append({"epoch": epoch, "held_out_loss": held_loss})
         if held_loss < resume.kept["best"][0]:
@@ -302,6 +304,8 @@ def train_critic(
         "train_rows": len(train_rows),
         "negatives": len(negatives),
         "held_out_rows": len(held_rows),
+        # What eval-critic calls in-sample: the problems (tree problem ids) its training rows came from.
+        "trained_problems": sorted({row.group for row in train_rows}),
         "trainable_parameters": sum(p.numel() for p in params),
         "history": history,
         "train_seconds": round(resume.seconds(), 1),
