@@ -256,6 +256,37 @@ def test_the_run_links_the_policy_its_gates_kept(tmp_path: Path, capsys: pytest.
         assert "not a model directory" in err and hint in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_run_started_from_another_runs_kept_policy_keeps_its_policy_when_the_link_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alphallm.commands.improve_cmd import _pin_links
+    from alphallm.errors import UserError
+    from alphallm.lm.loading import SHIPPED_MODELS_DIR
+    from alphallm.loop import Loop
+    from alphallm.loop_config import LoopConfig, build
+
+    monkeypatch.chdir(tmp_path)
+    for k in (1, 2):
+        (tmp_path / "runs" / "old" / f"round-{k}" / "sft").mkdir(parents=True)
+    link = Path("runs/old/kept-policy")
+    link.symlink_to("round-1/sft")
+    given = {**TINY, "policy": str(link), "out_dir": "runs", "name": "new"}
+    given["search"] = {**TINY["search"], "anchor": str(tmp_path / link)}
+    config = _pin_links(build(LoopConfig, given))
+    assert config.policy == "runs/old/round-1/sft"  # relative as given
+    assert config.search.anchor == str(tmp_path / "runs/old/round-1/sft")
+    assert config.evaluate.search.anchor is None
+    Loop(config)._write_meta()  # type: ignore[attr-defined]
+    assert yaml.safe_load(Path("runs/new/config.yaml").read_text())["policy"] == "runs/old/round-1/sft"
+    link.unlink()
+    link.symlink_to("round-2/sft")  # the old run went on: resuming the new one from its config is refused
+    with pytest.raises(UserError, match="cannot resume as policy 'runs/old/round-2/sft'"):
+        Loop(_pin_links(build(LoopConfig, given)))._write_meta()  # type: ignore[attr-defined]
+    link.unlink()
+    link.symlink_to(SHIPPED_MODELS_DIR / "arith-base")  # a shipped model goes by its name
+    assert _pin_links(build(LoopConfig, given)).policy == "arith-base"
+
+
 def test_a_run_resumed_with_other_code_records_the_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -57,6 +57,7 @@ def _run(config: Any, resume: bool) -> int:
     from alphallm.lm.loading import KEPT_POLICY
     from alphallm.loop import Loop
 
+    config = _pin_links(config)
     started = config.run_dir.is_dir() and any(config.run_dir.iterdir())
     if started and not resume:
         raise UserError(
@@ -102,6 +103,28 @@ def _run(config: Any, resume: bool) -> int:
         made_in, name = loop.origin(len(metrics) - 1)
         console.print(f"policy kept: {kept} -> " + (f"round-{made_in}/{name}" if made_in else config.policy))
     return 0
+
+
+def _pin_links(config: Any) -> Any:
+    """The config with each model given as a link (another run's ``kept-policy``) named by what it links
+    to now: a run resumed after that run moved on starts from the same policy."""
+    from dataclasses import replace
+
+    from alphallm.commands._ui import console
+    from alphallm.lm.loading import pinned_model_path
+
+    policy = pinned_model_path(config.policy)
+    if policy != config.policy:
+        console.print(f"policy: {config.policy} links to {policy}, which this run starts from")
+    anchors = {}
+    for key, search in (("search", config.search), ("evaluate.search", config.evaluate.search)):
+        if search.anchor is not None and pinned_model_path(search.anchor) != search.anchor:
+            anchors[key] = replace(search, anchor=pinned_model_path(search.anchor))
+            console.print(
+                f"{key}.anchor: {search.anchor} links to {anchors[key].anchor}, which this run uses"
+            )
+    evaluate = replace(config.evaluate, search=anchors.get("evaluate.search", config.evaluate.search))
+    return replace(config, policy=policy, search=anchors.get("search", config.search), evaluate=evaluate)
 
 
 def _check_inputs(loop: Any) -> None:

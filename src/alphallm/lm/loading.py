@@ -4,6 +4,7 @@ and the chat templates that wrap a task's prompts for instruction-tuned models."
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ __all__ = [
     "model_files",
     "pick_device",
     "pick_dtype",
+    "pinned_model_path",
     "resolve_model_path",
     "save_causal_lm",
     "training_dtype",
@@ -62,6 +64,18 @@ def resolve_model_path(name: str | Path) -> str:
             f"{name}: no such model directory (shipped models: {', '.join(shipped_names) or 'none'})"
         )
     return name
+
+
+def pinned_model_path(name: str) -> str:
+    """What a link to a model directory (a run's ``kept-policy``) points at now, relative where ``name``
+    was; any other name as it is. A run started from a link must not change model when the link moves."""
+    path = Path(name).expanduser()
+    if not path.is_symlink():
+        return name
+    real = os.path.realpath(path)
+    if Path(real).parent == SHIPPED_MODELS_DIR.resolve():
+        return Path(real).name  # a shipped model, by its name
+    return real if path.is_absolute() else os.path.relpath(real)
 
 
 def _in_a_run(path: Path) -> str:
