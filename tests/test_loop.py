@@ -227,7 +227,9 @@ def test_a_run_does_not_resume_as_another_task_or_policy(tmp_path: Path) -> None
     assert "config_changes" not in json.loads((tmp_path / "tiny" / "meta.json").read_text())
 
 
-def test_the_run_links_the_policy_its_gates_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_run_links_the_policy_its_gates_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``runs/<name>/kept-policy`` is the policy to evaluate: a round's ``policy`` directory is only its SFT +
     DPO candidate, which its gate may have rejected (evaluating it gave 0.10 where the run reported 0.11)."""
     from alphallm.cli import main
@@ -254,6 +256,19 @@ def test_the_run_links_the_policy_its_gates_kept(tmp_path: Path, capsys: pytest.
         assert main(["eval", "--task", "arith", "--model", str(given)]) == 2
         err = capsys.readouterr().err
         assert "not a model directory" in err and hint in err and len(err.strip().splitlines()) == 1
+    # Where links cannot be made the run goes on, and says where its policy is.
+    messages: list[str] = []
+    loop.ui = type("Recorder", (), {"message": lambda self, text: messages.append(text)})()
+
+    def refused(self: Path, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    link.unlink()
+    monkeypatch.setattr(Path, "symlink_to", refused)
+    assert loop.link_kept_policy(2) is None and not link.is_symlink()
+    [message] = messages
+    assert message.startswith(f"no kept-policy link: {link}: cannot link to round-1/sft (")
+    assert message.endswith(f"; the policy kept is {loop.dir / 'round-1/sft'}")
 
 
 def test_a_run_started_from_another_runs_kept_policy_keeps_its_policy_when_the_link_moves(

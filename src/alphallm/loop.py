@@ -146,14 +146,18 @@ class Loop:
         """``runs/<name>/kept-policy``: a link to the policy kept after round k, the one to evaluate, serve
         or train on (a round's ``sft`` and ``policy`` directories are its two candidates, and its gate may
         keep either or neither). None, and no link, while that is a starting policy with no local
-        directory (a hub id)."""
+        directory (a hub id), or where links cannot be made: a convenience, it never stops a run."""
         from alphallm.lm.loading import KEPT_POLICY, resolve_model_path
 
         made_in, name = self.origin(k)
         target = Path(f"round-{made_in}/{name}") if made_in else Path(resolve_model_path(self.config.policy))
         if not (self.dir / target).is_dir():
             return None
-        write_link(self.dir / KEPT_POLICY, target if made_in else target.resolve())
+        try:
+            write_link(self.dir / KEPT_POLICY, target if made_in else target.resolve())
+        except UserError as exc:  # a file system without symbolic links
+            self.ui.message(f"no {KEPT_POLICY} link: {exc}; the policy kept is {self.dir / target}")
+            return None
         return self.dir / KEPT_POLICY
 
     def gate(self, k: int) -> dict[str, Any]:
