@@ -62,9 +62,8 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
         with atomic_dir(loop.critic_dir(k, kind)) as tmp:
             model.save(tmp, tokenizer, {"base": loop.policy(k - 1), "task": loop.task.name, **metrics})
         checkpoint.remove()
-        out[kind] = {
-            key: value for key, value in metrics.items() if key != "trained_problems"
-        }  # critic.json has them
+        # The stage record leaves out the critic's trained problems (its critic.json has them).
+        out[kind] = {key: value for key, value in metrics.items() if key != "trained_problems"}
         out["trained"].append(kind)
         out["kept"][kind] = k
         if settings.gate and kind in in_use:

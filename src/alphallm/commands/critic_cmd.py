@@ -289,10 +289,10 @@ def run_eval(args: argparse.Namespace) -> int:
         score = partial(predict, model, tokenizer)
         trained = set(meta["trained_problems"]) if "trained_problems" in meta else None
     rows = label_rows(kind, trees, args.min_samples)
-    in_sample = len({row.group for row in rows} & trained) if trained else 0
     if args.unseen:
         rows = _unseen(rows, trained, args.critic)
         name += ", on the problems it did not train on"
+    in_sample = len({row.group for row in rows} & trained) if trained else 0
     if args.steps == "last" or not rows:
         scores = score(rows) if rows else []
     else:
@@ -310,23 +310,14 @@ def run_eval(args: argparse.Namespace) -> int:
         dead, name = tool.count(0.0), name + ", 0 on the verifier's dead ends"
     metrics = critic_metrics(kind, scores, rows) | ({"dead_ends": dead} if args.dead_ends else {})
     print_table(f"{name} on the {kind} labels of {len(trees)} trees", metrics)
-    if in_sample and not args.unseen:
+    if in_sample:
         console.print(
             f"note: {in_sample} of these problems trained the critic, so these figures are partly in-sample; "
             "--unseen scores only the others"
         )
     if args.out:
-        in_sample = 0 if args.unseen else in_sample
-        write_json(
-            args.out,
-            {
-                "critic": args.critic,
-                "kind": kind,
-                "trees": args.trees,
-                **metrics,
-                "in_sample_problems": in_sample,
-            },
-        )
+        record = {"critic": args.critic, "kind": kind, "trees": args.trees, **metrics}
+        write_json(args.out, record | {"in_sample_problems": in_sample})
         console.print(f"metrics: {args.out}")
     return 0
 
