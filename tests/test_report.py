@@ -77,10 +77,15 @@ def test_the_report_page_holds_the_table_plots_trees_and_credit_view(
         },
     ]
 
+    (run / "kept-policy").symlink_to("round-1/policy")
     index = write_report(run, metrics, policies={0: str(tiny_model_dir), 1: str(round_1 / "policy")})
     page = index.read_text()
     assert "0.200" in page and "0.800" in page and "<b>+0.600 (z +3.7)</b>" in page
     assert "yes: SFT + DPO" in page  # the gate kept the DPO candidate
+    assert (
+        "The policy kept after round 1: <code>round-1/policy</code> (the run directory's <code>kept-policy"
+        in page
+    )
     assert page.count('src="data:image/png;base64,') == 2
     assert (index.parent / "accuracy.png").stat().st_size > 0 and (index.parent / "tokens.png").exists()
     assert 'href="trees-round-1.html"' in page and (index.parent / "trees-round-1.html").exists()

@@ -223,7 +223,7 @@ def write_report(
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 .tokens{{font-family:monospace;white-space:normal;line-height:1.8;border:1px solid #ddd;padding:8px}}
 img{{max-width:49%}}</style></head><body>
-<h1>alphallm run: {html.escape(run_dir.name)}</h1>
+<h1>alphallm run: {html.escape(run_dir.name)}</h1>{_kept_policy(run_dir, metrics, policies)}
 <h2>Accuracy by round</h2>{_table(metrics, _gates(run_dir, metrics))}
 <p><small>Under each accuracy: its change from the round before on the same test problems, and z, that
 change over its paired standard error (bold beyond 2). Error bars in the plot: one binomial standard
@@ -235,6 +235,20 @@ error.</small></p>
     index = out / "index.html"
     write_text(index, body)
     return index
+
+
+def _kept_policy(run_dir: Path, metrics: list[dict[str, Any]], policies: dict[int, str]) -> str:
+    """Which policy the run kept last: a round's ``policy`` directory is only its SFT + DPO candidate."""
+    last = metrics[-1]["round"] if metrics else None
+    if last not in policies:
+        return ""
+    where = Path(policies[last])
+    shown = where.relative_to(run_dir) if where.is_relative_to(run_dir) else where
+    from alphallm.lm.loading import KEPT_POLICY
+
+    linked = (run_dir / KEPT_POLICY).is_symlink()
+    link = f" (the run directory's <code>{KEPT_POLICY}</code> links to it)" if linked else ""
+    return f"<p>The policy kept after round {last}: <code>{html.escape(str(shown))}</code>{link}.</p>"
 
 
 def _gates(run_dir: Path, metrics: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
