@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
     rows.update({f"{k} tokens": v for k, v in result.usage.items() if k.endswith("tokens")})
     rows["wall seconds"] = round(result.wall_seconds, 2)
     print_table(
-        f"{task.name} / {Path(model).name} / {args.method}" + (f" n={result.n}" if result.n > 1 else ""), rows
+        f"{task.name} / {model_label(model)} / {args.method}" + (f" n={result.n}" if result.n > 1 else ""),
+        rows,
     )
     summary = {"model": model, "argv": vars(args) | {"run": None}, **result.to_dict()}
     write_json(out, result.to_dict(with_records=True) | {"model": model})

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alphallm.commands.eval_cmd import add_model_arguments
+from alphallm.commands.eval_cmd import add_model_arguments, model_label
 from alphallm.errors import UserError
 from alphallm.io import read_yaml_mapping
 
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     for name, accuracy in summary.get("compared_readouts", {}).items():
         rows[f"accuracy, read out by {name}"] = accuracy
     rows["wall seconds"] = round(report.wall_seconds, 2)
-    print_table(f"{task.name} / {Path(model).name} / {config.method}", rows)
+    print_table(f"{task.name} / {model_label(model)} / {config.method}", rows)
     results = [{k: v for k, v in vars(r).items() if k != "tree"} for r in report.results]
     write_json(
         out, {"task": task.name, "model": model, **summary, "config": report.config, "results": results}
