@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -292,14 +293,30 @@ def test_default_result_names_tell_loop_rounds_apart(tmp_path: Path, monkeypatch
         "runs/search/arith-arith-base-mcts.json"
     )
     assert model_label("Qwen/Qwen2.5-0.5B") == "Qwen2.5-0.5B"
-    # A run's kept-policy link is named after what it links to, so later rounds' results do not overwrite it.
+
+
+def test_a_runs_kept_policy_is_evaluated_and_named_as_what_it_links_to(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link moves on as the run does: results named after it would be overwritten by a later round's."""
+    from alphallm.cli import main
     from alphallm.lm.loading import SHIPPED_MODELS_DIR
 
-    (tmp_path / "runs" / "demo" / "kept-policy").symlink_to("round-2/policy")
-    assert model_label("runs/demo/kept-policy") == "demo-round-2-policy"
-    (tmp_path / "runs" / "demo" / "kept-policy").unlink()
-    (tmp_path / "runs" / "demo" / "kept-policy").symlink_to(SHIPPED_MODELS_DIR / "arith-base")
-    assert model_label("runs/demo/kept-policy") == "arith-base"
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "runs" / "demo" / "round-2" / "sft")
+    link = Path("runs/demo/kept-policy")
+    link.symlink_to("round-2/sft")
+    for command in ("eval", "search"):
+        assert (
+            main([command, "--task", "arith", "--model", str(link), "--limit", "2", "--method", "greedy"])
+            == 0
+        )
+        result = Path(f"runs/{command}/arith-demo-round-2-sft-greedy.json")
+        assert json.loads(result.read_text())["model"] == "runs/demo/round-2/sft"
+    link.unlink()
+    link.symlink_to(SHIPPED_MODELS_DIR / "arith-base")  # the starting policy, kept: by its shipped name
+    assert main(["eval", "--task", "arith", "--model", str(link), "--limit", "2"]) == 0
+    assert json.loads(Path("runs/eval/arith-arith-base-greedy.json").read_text())["model"] == "arith-base"
 
 
 def test_a_missing_optional_dependency_names_the_extra_that_installs_it(

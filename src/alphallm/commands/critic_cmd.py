@@ -143,7 +143,7 @@ def add_parsers(sub: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from alphallm.commands._ui import console, print_table, progress_bar
     from alphallm.io import atomic_dir, check_out_dir
-    from alphallm.lm.loading import load_causal_lm, model_files, training_dtype
+    from alphallm.lm.loading import load_causal_lm, model_files, pinned_model_path, training_dtype
     from alphallm.train.checkpoint import checkpoint_beside, steps_to
     from alphallm.train.critic import (
         CriticTrainConfig,
@@ -205,7 +205,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
     tasks = {tree.get("task") for tree in trees}
     meta = {
-        "base": str(args.base),
+        "base": pinned_model_path(str(args.base)),  # a link by what it links to now
         "task": tasks.pop() if len(tasks) == 1 else None,  # the critic is checked against it when used
         "trees": [str(t) for t in args.trees],
         "trees_count": len(trees),

@@ -87,11 +87,6 @@ def model_label(model: str) -> str:
         host = urlsplit(url).netloc.replace(":", "-")
         return f"served-{host}" + (f"-{Path(served).name}" if served else "")
     path = Path(os.path.normpath(model))
-    if path.is_symlink():  # a run's kept-policy: named after the round's candidate it links to now
-        from alphallm.lm.loading import SHIPPED_MODELS_DIR
-
-        target = Path(os.path.normpath(path.parent / path.readlink()))
-        return target.name if target.parent == SHIPPED_MODELS_DIR else model_label(str(target))
     if not path.is_dir():
         return path.name
     parts = [part for part in path.parts if part not in (path.anchor, "..")]
@@ -109,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from alphallm.evaluation import eval_store, evaluate
     from alphallm.io import check_out_file, write_json
     from alphallm.lm import load_lm
+    from alphallm.lm.loading import pinned_model_path
     from alphallm.tasks import get_task
 
     if args.n < 1:
@@ -125,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--temperature must be at least 0")
     task = get_task(args.task)
     problems = select_problems(task, args)
-    model = args.model or f"{task.name}-base"
+    # A link (a run's kept-policy) by what it links to: results named and recorded by that round's candidate.
+    model = pinned_model_path(args.model or f"{task.name}-base")
     n = args.n
     # Checked before the model runs: a bad path found after the decoding would lose all of it.
     out = check_out_file(args.out or default_out("eval", task.name, model, args.method, f"-n{n}" * (n > 1)))

@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from alphallm.commands.eval_cmd import default_out, select_problems
     from alphallm.io import check_out_dir, check_out_file, write_json
     from alphallm.lm import load_lm
+    from alphallm.lm.loading import pinned_model_path
     from alphallm.tasks import get_task
 
     config = build_config(args)
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     distributed = ray_config(args)
     task = get_task(args.task)
     problems = select_problems(task, args)
-    model = args.model or f"{task.name}-base"
+    model = pinned_model_path(args.model or f"{task.name}-base")  # as eval names it
     if args.chat_template:
         from alphallm.lm.loading import with_model_chat_template
 
