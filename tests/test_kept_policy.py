@@ -15,8 +15,8 @@ from test_loop import TINY
 def test_the_run_links_the_policy_its_gates_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``runs/<name>/kept-policy`` is the policy to evaluate: a round's ``policy`` directory is only its SFT +
-    DPO candidate, which its gate may have rejected (evaluating it gave 0.10 where the run reported 0.11)."""
+    """The link follows the gates (evaluating the demo's rejected ``round-1/policy`` gave 0.10 where the run
+    reported 0.11, for its kept ``round-1/sft``), and a run or round given as a model says where they are."""
     from alphallm.cli import main
     from alphallm.lm.loading import SHIPPED_MODELS_DIR, resolve_model_path
     from alphallm.loop import Loop
@@ -36,7 +36,7 @@ def test_the_run_links_the_policy_its_gates_kept(
         loop.link_kept_policy(k)
         assert link.readlink() == Path("round-1/sft")  # round 2's gate kept neither: round 1's stays
     assert resolve_model_path(link) == str(link)
-    (loop.round_dir(0)).mkdir()
+    loop.round_dir(0).mkdir()
     for given, hint in ((loop.dir, f"its kept policy is {link}"), (loop.round_dir(1), "its gate.json says")):
         assert main(["eval", "--task", "arith", "--model", str(given)]) == 2
         err = capsys.readouterr().err
