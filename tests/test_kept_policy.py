@@ -36,6 +36,14 @@ def test_the_run_links_the_policy_its_gates_kept(
         loop.link_kept_policy(k)
         assert link.readlink() == Path("round-1/sft")  # round 2's gate kept neither: round 1's stays
     assert resolve_model_path(link) == str(link)
+    # A starting policy given relative to where the run was started, not to the run directory.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start" / "config.json").write_text("{}")
+    started = Loop(build(LoopConfig, {**TINY, "policy": "start", "out_dir": str(tmp_path), "name": "rel"}))
+    started._write_meta()  # type: ignore[attr-defined]
+    assert started.link_kept_policy(0) == tmp_path / "rel" / "kept-policy"
+    assert (tmp_path / "rel" / "kept-policy").resolve() == tmp_path / "start"
     loop.round_dir(0).mkdir()
     for given, hint in ((loop.dir, f"its kept policy is {link}"), (loop.round_dir(1), "its gate.json says")):
         assert main(["eval", "--task", "arith", "--model", str(given)]) == 2

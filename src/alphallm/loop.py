@@ -150,11 +150,15 @@ class Loop:
         from alphallm.lm.loading import KEPT_POLICY, resolve_model_path
 
         made_in, name = self.origin(k)
-        target = Path(f"round-{made_in}/{name}") if made_in else Path(resolve_model_path(self.config.policy))
-        if not (self.dir / target).is_dir():
-            return None
+        if made_in:
+            target = Path(f"round-{made_in}/{name}")  # relative: the run directory may move
+        else:  # the starting policy: a directory named from where the run was started, or a hub id
+            start = Path(resolve_model_path(self.config.policy))
+            if not start.is_dir():
+                return None
+            target = start.resolve()
         try:
-            write_link(self.dir / KEPT_POLICY, target if made_in else target.resolve())
+            write_link(self.dir / KEPT_POLICY, target)
         except UserError as exc:  # a file system without symbolic links
             self.ui.message(f"no {KEPT_POLICY} link: {exc}; the policy kept is {self.dir / target}")
             return None
