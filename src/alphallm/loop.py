@@ -38,6 +38,7 @@ from alphallm.report.stage_lines import stage_line
 from alphallm.solve_config import SolveConfig
 from alphallm.tasks import get_task
 from alphallm.tasks.base import Problem, load_problems
+from alphallm.trees import is_loop_run
 
 __all__ = ["STAGES", "Loop", "Quiet", "gate_record"]
 
@@ -81,7 +82,7 @@ class Loop:
     def open(cls, run_dir: str | Path) -> Loop:
         """The loop of an existing run directory, with the settings it last ran with (``config.yaml``)."""
         run = Path(run_dir)
-        if not (run / "config.yaml").is_file():
+        if not is_loop_run(run):
             raise UserError(f"{run}: not a loop run (no config.yaml)")
         return cls(load_config(run / "config.yaml", {"out_dir": str(run.parent), "name": run.name}))
 

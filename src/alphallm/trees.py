@@ -13,6 +13,8 @@ from alphallm.io import atomic_dir, read_json, write_json, write_text
 
 __all__ = [
     "SETTINGS_FILE",
+    "is_loop_round",
+    "is_loop_run",
     "load_trees",
     "read_trees",
     "round_dirs",
@@ -90,6 +92,16 @@ def tree_files(inputs: Sequence[str | Path]) -> list[Path]:
 _ROUND = re.compile(r"round-\d+")
 
 
+def is_loop_run(path: Path) -> bool:
+    """A loop run's directory (``runs/<name>``): it holds the settings the run last ran with."""
+    return (path / "config.yaml").is_file()
+
+
+def is_loop_round(path: Path) -> bool:
+    """One of a loop run's ``round-<k>`` directories."""
+    return bool(_ROUND.fullmatch(path.name)) and is_loop_run(path.parent)
+
+
 def round_dirs(run_dir: Path) -> list[Path]:
     """A loop run's ``round-<k>`` directories, in round order."""
     rounds = [p for p in run_dir.iterdir() if p.is_dir() and _ROUND.fullmatch(p.name)]
@@ -99,10 +111,7 @@ def round_dirs(run_dir: Path) -> list[Path]:
 def _loop_trees(path: Path) -> list[Path] | None:
     """The trees a loop run (``runs/<name>``) or one of its rounds (``round-<k>``) saved, rounds in order;
     None for any other directory."""
-    if _ROUND.fullmatch(path.name) and (path.parent / "config.yaml").is_file():
-        rounds = [path]
-    else:
-        rounds = round_dirs(path) if (path / "config.yaml").is_file() else []
+    rounds = [path] if is_loop_round(path) else round_dirs(path) if is_loop_run(path) else []
     if not rounds:
         return None
     found = [p / "trees.json" for p in rounds if (p / "trees.json").is_file()]

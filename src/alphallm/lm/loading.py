@@ -80,9 +80,11 @@ def pinned_model_path(name: str) -> str:
 
 def _in_a_run(path: Path) -> str:
     """Where the model is, for a loop run's directory or one of its rounds given as a model."""
-    if (path / "config.yaml").is_file() and (path / "round-0").is_dir():
+    from alphallm.trees import is_loop_round, is_loop_run
+
+    if is_loop_run(path):
         return f"; {path} is a loop run: its kept policy is {path / KEPT_POLICY}"
-    if path.name.startswith("round-") and (path.parent / "config.yaml").is_file():
+    if is_loop_round(path):
         return (
             f"; {path} is a loop round: its candidates are {path / 'sft'} (SFT) and {path / 'policy'} "
             f"(SFT + DPO), its gate.json says which it kept, and {path.parent / KEPT_POLICY} is the run's"
