@@ -305,7 +305,7 @@ def train_critic(
         "negatives": len(negatives),
         "held_out_rows": len(held_rows),
         # What eval-critic calls in-sample: the problems (tree problem ids) its training rows came from.
-        "trained_problems": sorted({row.group for row in train_rows}),
+        "trained_problems": sorted(trained_groups(rows, config)),
         "trainable_parameters": sum(p.numel() for p in params),
         "history": history,
         "train_seconds": round(resume.seconds(), 1),
