@@ -77,6 +77,14 @@ def select_problems(task: Any, args: argparse.Namespace) -> list[Any]:
     return problems
 
 
+def chosen_model(model: str | None, task: str) -> str:
+    """``--model``, or the task's shipped base. A link (a run's kept-policy) is taken as what it links to
+    now, so that results are named and recorded by that round's candidate, not by a link that moves on."""
+    from alphallm.lm.loading import pinned_model_path
+
+    return pinned_model_path(model or f"{task}-base")
+
+
 def model_label(model: str) -> str:
     """``model`` as a part of a default output file name. A local directory gets its last three path
     parts (``runs/X/round-2/policy`` -> ``X-round-2-policy``): its last part alone is the same for every
@@ -104,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
     from alphallm.evaluation import eval_store, evaluate
     from alphallm.io import check_out_file, write_json
     from alphallm.lm import load_lm
-    from alphallm.lm.loading import pinned_model_path
     from alphallm.tasks import get_task
 
     if args.n < 1:
@@ -121,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--temperature must be at least 0")
     task = get_task(args.task)
     problems = select_problems(task, args)
-    # A link (a run's kept-policy) by what it links to: results named and recorded by that round's candidate.
-    model = pinned_model_path(args.model or f"{task.name}-base")
+    model = chosen_model(args.model, task.name)
     n = args.n
     # Checked before the model runs: a bad path found after the decoding would lose all of it.
     out = check_out_file(args.out or default_out("eval", task.name, model, args.method, f"-n{n}" * (n > 1)))

@@ -217,10 +217,9 @@ def _check_learned_weights(config: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from alphallm.chunks import chunks_beside
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
-    from alphallm.commands.eval_cmd import default_out, select_problems
+    from alphallm.commands.eval_cmd import chosen_model, default_out, select_problems
     from alphallm.io import check_out_dir, check_out_file, write_json
     from alphallm.lm import load_lm
-    from alphallm.lm.loading import pinned_model_path
     from alphallm.tasks import get_task
 
     config = build_config(args)
@@ -228,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     distributed = ray_config(args)
     task = get_task(args.task)
     problems = select_problems(task, args)
-    model = pinned_model_path(args.model or f"{task.name}-base")  # as eval names it
+    model = chosen_model(args.model, task.name)
     if args.chat_template:
         from alphallm.lm.loading import with_model_chat_template
 
