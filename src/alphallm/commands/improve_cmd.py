@@ -54,7 +54,7 @@ class RichUI:
 def _run(config: Any, resume: bool) -> int:
     from alphallm.commands._ui import console, print_table
     from alphallm.io import InUseError
-    from alphallm.lm.loading import KEPT_POLICY
+    from alphallm.lm.loading import KEPT_POLICY, pinned_model_path
     from alphallm.loop import Loop
 
     config = _pin_links(config)
@@ -103,8 +103,7 @@ def _run(config: Any, resume: bool) -> int:
     console.print(f"metrics: {config.run_dir / 'metrics.jsonl'}")
     kept = config.run_dir / KEPT_POLICY
     if kept.is_symlink():  # not while a starting policy from a hub is kept
-        made_in, name = loop.origin(len(metrics) - 1)
-        console.print(f"policy kept: {kept} -> " + (f"round-{made_in}/{name}" if made_in else config.policy))
+        console.print(f"policy kept: {kept} -> {pinned_model_path(str(kept))}")
     return 0
 
 
@@ -116,18 +115,18 @@ def _pin_links(config: Any) -> Any:
     from alphallm.commands._ui import console
     from alphallm.lm.loading import pinned_model_path
 
-    policy = pinned_model_path(config.policy)
-    if policy != config.policy:
-        console.print(f"policy: {config.policy} links to {policy}, which this run starts from")
-    anchors = {}
-    for key, search in (("search", config.search), ("evaluate.search", config.evaluate.search)):
-        if search.anchor is not None and pinned_model_path(search.anchor) != search.anchor:
-            anchors[key] = replace(search, anchor=pinned_model_path(search.anchor))
-            console.print(
-                f"{key}.anchor: {search.anchor} links to {anchors[key].anchor}, which this run uses"
-            )
-    evaluate = replace(config.evaluate, search=anchors.get("evaluate.search", config.evaluate.search))
-    return replace(config, policy=policy, search=anchors.get("search", config.search), evaluate=evaluate)
+    def pinned(key: str, name: str | None) -> str | None:
+        if name is None or pinned_model_path(name) == name:
+            return name
+        console.print(f"{key}: {name} links to {pinned_model_path(name)}, which this run uses")
+        return pinned_model_path(name)
+
+    def anchored(key: str, search: Any) -> Any:
+        return replace(search, anchor=pinned(f"{key}.anchor", search.anchor))
+
+    evaluate = replace(config.evaluate, search=anchored("evaluate.search", config.evaluate.search))
+    policy = pinned("policy", config.policy)
+    return replace(config, policy=policy, search=anchored("search", config.search), evaluate=evaluate)
 
 
 def _check_inputs(loop: Any) -> None:
