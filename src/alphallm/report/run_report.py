@@ -239,13 +239,13 @@ error.</small></p>
 
 def _kept_policy(run_dir: Path, metrics: list[dict[str, Any]], policies: dict[int, str]) -> str:
     """Which policy the run kept last: a round's ``policy`` directory is only its SFT + DPO candidate."""
+    from alphallm.lm.loading import KEPT_POLICY
+
     last = metrics[-1]["round"] if metrics else None
     if last not in policies:
         return ""
     where = Path(policies[last])
     shown = where.relative_to(run_dir) if where.is_relative_to(run_dir) else where
-    from alphallm.lm.loading import KEPT_POLICY
-
     linked = (run_dir / KEPT_POLICY).is_symlink()
     link = f" (the run directory's <code>{KEPT_POLICY}</code> links to it)" if linked else ""
     return f"<p>The policy kept after round {last}: <code>{html.escape(str(shown))}</code>{link}.</p>"
