@@ -295,6 +295,33 @@ def test_default_result_names_tell_loop_rounds_apart(tmp_path: Path, monkeypatch
     assert model_label("Qwen/Qwen2.5-0.5B") == "Qwen2.5-0.5B"
 
 
+def test_a_run_on_other_or_fewer_problems_keeps_the_test_splits_results(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quick check on the dev split, a few problems or a file of one's own once overwrote the test split's
+    results, which `compare` then read as the model's test accuracy."""
+    from alphallm.commands.eval_cmd import model_label
+    from alphallm.tasks import ArithTask
+
+    monkeypatch.chdir(tmp_path)
+    Path("mine.jsonl").write_text('{"problem": "2+3"}\n')
+    model = ["--model", str(tiny_model_dir), "--max-tokens", "4"]
+    runs = [[], ["--split", "dev", "--limit", "2"], ["--limit", "3"], ["--problems", "mine.jsonl"]]
+    for command in ("eval", "search"):
+        for flags in runs:
+            limit = [] if flags or command == "eval" else ["--limit", "5"]  # a short search: its own label
+            assert main([command, "--task", "arith", "--method", "greedy", *model, *limit, *flags]) == 0
+        named = {p.name: json.loads(p.read_text())["problems"] for p in Path("runs", command).glob("*.json")}
+        whole = len(ArithTask().problems("test")) if command == "eval" else 5
+        name = f"arith-{model_label(str(tiny_model_dir))}-greedy"
+        assert named == {
+            name + ("" if command == "eval" else "-first5") + ".json": whole,
+            f"{name}-dev-first2.json": 2,
+            f"{name}-first3.json": 3,
+            f"{name}-mine.json": 1,
+        }
+
+
 def test_a_runs_kept_policy_is_evaluated_and_named_as_what_it_links_to(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -311,12 +338,13 @@ def test_a_runs_kept_policy_is_evaluated_and_named_as_what_it_links_to(
             main([command, "--task", "arith", "--model", str(link), "--limit", "2", "--method", "greedy"])
             == 0
         )
-        result = Path(f"runs/{command}/arith-demo-round-2-sft-greedy.json")
+        result = Path(f"runs/{command}/arith-demo-round-2-sft-greedy-first2.json")
         assert json.loads(result.read_text())["model"] == "runs/demo/round-2/sft"
     link.unlink()
     link.symlink_to(SHIPPED_MODELS_DIR / "arith-base")  # the starting policy, kept: by its shipped name
     assert main(["eval", "--task", "arith", "--model", str(link), "--limit", "2"]) == 0
-    assert json.loads(Path("runs/eval/arith-arith-base-greedy.json").read_text())["model"] == "arith-base"
+    result = Path("runs/eval/arith-arith-base-greedy-first2.json")
+    assert json.loads(result.read_text())["model"] == "arith-base"
 
 
 def test_a_missing_optional_dependency_names_the_extra_that_installs_it(

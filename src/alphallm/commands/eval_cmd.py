@@ -41,8 +41,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--out",
         help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json, "
-        "with -n<N> before .json when --n is above 1; <model> is a local model directory's last "
-        "three path parts joined by '-', as in X-round-2-policy)",
+        "with -n<N> before .json when --n is above 1, then -dev, -train or -<problems file stem> "
+        "and -first<N> with --limit; <model> is a local model directory's last three path parts "
+        "joined by '-', as in X-round-2-policy)",
     )
     p.set_defaults(run=run)
 
@@ -101,6 +102,17 @@ def model_label(model: str) -> str:
     return "-".join(parts[-3:]) or path.resolve().name
 
 
+def problems_label(args: argparse.Namespace) -> str:
+    """The problems a run takes, as the end of a default output file name: nothing for the task's test
+    split, else ``-dev``, ``-train`` or ``-<problems file stem>``, and ``-first<N>`` with ``--limit N``.
+    Named by the flags alone, so a quick run on a few or other problems never overwrites the results of
+    the whole test split, and the name says which problems a file holds."""
+    label = f"-{Path(args.problems).stem}" if args.problems else ""
+    if args.split and args.split != "test":
+        label += f"-{args.split}"
+    return label + (f"-first{args.limit}" if args.limit is not None else "")
+
+
 def default_out(kind: str, task: str, model: str, method: str, suffix: str = "") -> Path:
     """``runs/<kind>/<task>-<model>-<method><suffix>.json``, the results file when ``--out`` is not given."""
     return Path("runs", kind, f"{task}-{model_label(model)}-{method}{suffix}.json")
@@ -131,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     model = chosen_model(args.model, task.name)
     n = args.n
     # Checked before the model runs: a bad path found after the decoding would lose all of it.
-    out = check_out_file(args.out or default_out("eval", task.name, model, args.method, f"-n{n}" * (n > 1)))
+    suffix = f"-n{n}" * (n > 1) + problems_label(args)
+    out = check_out_file(args.out or default_out("eval", task.name, model, args.method, suffix))
     if args.chat_template:  # as search does: the tokenizer alone, before the model loads or a server is asked
         from alphallm.lm.loading import with_model_chat_template
 

@@ -81,7 +81,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--save-trees", metavar="DIR", help="write every tree as JSON (one file per problem)")
     p.add_argument(
         "--out",
-        help="JSON results (default runs/search/<task>-<model>-<method>.json; <model> is a local model "
+        help="JSON results (default runs/search/<task>-<model>-<method>.json, with -dev, -train or "
+        "-<problems file stem> and -first<N> with --limit before .json; <model> is a local model "
         "directory's last three path parts joined by '-', as in X-round-2-policy)",
     )
     add_ray_arguments(p)
@@ -217,7 +218,7 @@ def _check_learned_weights(config: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from alphallm.chunks import chunks_beside
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
-    from alphallm.commands.eval_cmd import chosen_model, default_out, select_problems
+    from alphallm.commands.eval_cmd import chosen_model, default_out, problems_label, select_problems
     from alphallm.io import check_out_dir, check_out_file, write_json
     from alphallm.lm import load_lm
     from alphallm.tasks import get_task
@@ -233,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
 
         task = with_model_chat_template(task, model)
     # Both outputs are checked before the search: a bad path found after it would lose all of it.
-    out = check_out_file(args.out or default_out("search", task.name, model, config.method))
+    out = check_out_file(
+        args.out or default_out("search", task.name, model, config.method, problems_label(args))
+    )
     if args.save_trees:
         check_out_dir(args.save_trees, what="trees", flag="--save-trees")
     # Finished chunks stream into <out>.chunks/, so that rerunning a killed search resumes there; the
