@@ -17,7 +17,7 @@ def test_config_errors_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixtur
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({**TINY, "learn": {"sft": {"epocs": 2}}}))
     assert main(["improve", "--config", str(config)]) == 2
-    assert "learn.sft: unknown setting(s): epocs" in capsys.readouterr().err
+    assert "learn.sft: unknown setting(s): epocs (did you mean 'epochs'?)" in capsys.readouterr().err
     config.write_text(yaml.safe_dump({**TINY, "rounds": 0}))
     assert main(["improve", "--config", str(config)]) == 2
     assert "rounds must be at least 1" in capsys.readouterr().err

@@ -222,9 +222,12 @@ def test_search_cli_rejects_bad_settings(tmp_path: Path, capsys: pytest.CaptureF
     config.write_text("mcts:\n  num_simulations: 0\n")
     assert main(["search", "--task", "arith", "--config", str(config)]) == 2
     assert "num_simulations must be at least 1" in capsys.readouterr().err
-    config.write_text("sampels: 3\n")
+    config.write_text("sampels: 3\nzzz: 1\n")
     assert main(["search", "--task", "arith", "--config", str(config)]) == 2
-    assert "unknown search setting(s): sampels" in capsys.readouterr().err
+    assert "unknown search setting(s): sampels (did you mean 'samples'?), zzz\n" in capsys.readouterr().err
+    config.write_text("mcts: {c_utc: 1}\n")
+    assert main(["search", "--task", "arith", "--config", str(config)]) == 2
+    assert "mcts: unknown search setting(s): c_utc (did you mean 'c_uct'?)" in capsys.readouterr().err
     assert main(["search", "--task", "arith", "--max-tokens", "0"]) == 2
     assert "invalid search settings: max_tokens must be at least 1" in capsys.readouterr().err
     config.write_text("compare_readouts: [vote, votes]\n")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
 from alphallm.loop_checks import check_difficulty, check_installed, check_train_dtype, check_trainer
-from alphallm.search.config import type_problem
+from alphallm.search.config import type_problem, unknown_keys
 from alphallm.search.readout import READOUTS
 from alphallm.solve_config import SolveConfig
 from alphallm.train.critic import CriticTrainConfig
@@ -416,10 +416,9 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     if not isinstance(data, dict):
         raise UserError(f"{where or cls.__name__}: expected a mapping, not {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(str(key) for key in set(data) - names)
+    unknown = unknown_keys(data, cls)
     if unknown:
-        raise UserError(f"{where or cls.__name__}: unknown setting(s): {', '.join(unknown)}")
+        raise UserError(f"{where or cls.__name__}: unknown setting(s): {unknown}")
     values = {}
     for key, value in data.items():
         kind, dotted = hints[key], f"{where}.{key}" if where else key

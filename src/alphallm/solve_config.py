@@ -5,12 +5,12 @@ read and write it."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from alphallm.critics.critic_meta import KINDS
 from alphallm.search import MCTSConfig
-from alphallm.search.config import check_field_types
+from alphallm.search.config import check_field_types, unknown_keys
 from alphallm.search.readout import READOUTS
 
 __all__ = ["CRITIC_NAMES", "METHODS", "PRUNING_CRITICS", "SolveConfig"]
@@ -178,10 +178,9 @@ class SolveConfig:
             mcts_config = MCTSConfig.from_dict(dict(mcts or {}))
         except ValueError as exc:
             raise ValueError(f"mcts: {exc}") from None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(key) for key in set(data) - known)
+        unknown = unknown_keys(data, cls)
         if unknown:
-            raise ValueError(f"unknown search setting(s): {', '.join(unknown)}")
+            raise ValueError(f"unknown search setting(s): {unknown}")
         return cls(**data, mcts=mcts_config)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import types
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-__all__ = ["MCTSConfig", "check_field_types", "type_problem"]
+__all__ = ["MCTSConfig", "check_field_types", "type_problem", "unknown_keys"]
 
 SELECTIONS = ("uct", "puct")
 MERGE_MODES = ("off", "resample", "merge")
@@ -89,11 +90,23 @@ class MCTSConfig:
     def from_dict(cls, data: dict[str, Any]) -> MCTSConfig:
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a mapping of search settings, not {data!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(key) for key in set(data) - known)
+        unknown = unknown_keys(data, cls)
         if unknown:
-            raise ValueError(f"unknown search setting(s): {', '.join(unknown)}")
+            raise ValueError(f"unknown search setting(s): {unknown}")
         return cls(**data)
+
+
+def unknown_keys(data: Mapping[Any, Any], cls: Any) -> str:
+    """The keys of ``data`` that name no field of the config dataclass ``cls``, each with the field it
+    most looks like (``epocs (did you mean 'epochs'?)``), or "" when every key is a field."""
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(str(key) for key in data if key not in names)
+    return ", ".join(key + _did_you_mean(key, names) for key in unknown)
+
+
+def _did_you_mean(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_field_types(config: Any) -> None:
