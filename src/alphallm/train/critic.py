@@ -211,7 +211,7 @@ def critic_metrics(
             "its weights are broken (a float16 full fine-tune?); retrain it"
         )
     targets = [r.target for r in rows]
-    metrics = {"rows": float(len(rows)), "auc": auc(scores, targets), "brier": brier(scores, targets)}
+    metrics = {"rows": len(rows), "auc": auc(scores, targets), "brier": brier(scores, targets)}
     metrics["auc_within"] = auc_within(scores, targets, [r.group for r in rows])
     if kind == "value":
         metrics["spearman"] = spearman(scores, targets)
