@@ -29,8 +29,8 @@ from alphallm.report.stats import paired_change
 
 def candidate(loop: Loop, k: int) -> str:
     """The policy round k kept, or the candidate its gate rejected (the one a gate decides about)."""
-    if k == 0 or not (loop.round_dir(k) / "gate.json").is_file():
-        return loop.policy(k)
+    if k == 0 or not (loop.round_dir(k) / "gate.json").is_file() or loop.gate(k)["kept"] is None:
+        return loop.policy(k)  # the start, a round not gated yet, or one with nothing trained
     return str(loop.round_dir(k) / loop.gate(k)["kept"])
 
 

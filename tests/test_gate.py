@@ -22,14 +22,20 @@ def _scores(dev: float | list[int]) -> tuple[float, dict[str, float]]:
     return score, {f"p{i}": float(v) for i, v in enumerate(by_problem)}
 
 
+def _trained(round_dir: Path, *, dpo_ran: bool) -> None:
+    """The records of a round whose SFT had rows (and whose DPO ran, or was skipped): it has candidates."""
+    round_dir.mkdir(parents=True, exist_ok=True)
+    (round_dir / "data.json").write_text(json.dumps({"sft": [["Q: 1+1\n", "Answer: 2\n"]], "pairs": []}))
+    (round_dir / "dpo.json").write_text(json.dumps({} if dpo_ran else {"skipped": True}))
+
+
 def _gate_loop(tmp_path: Path, dev: dict[str, Any], *, dpo_ran: bool = True) -> Any:
     """A Loop whose round-1 dev scores are given per policy directory name (see ``_scores``)."""
     from alphallm.loop import Loop
     from alphallm.loop_config import LoopConfig, build
 
     loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path)}))
-    (loop.round_dir(1)).mkdir(parents=True)
-    (loop.round_dir(1) / "dpo.json").write_text(json.dumps({} if dpo_ran else {"skipped": True}))
+    _trained(loop.round_dir(1), dpo_ran=dpo_ran)
     loop.dev_scores = lambda policy: _scores(dev[Path(policy).name])  # type: ignore[method-assign]
     return loop
 
@@ -68,8 +74,7 @@ def test_gate_keeps_the_best_candidate_of_the_round(
     (loop.round_dir(1) / "gate.json").write_text(json.dumps(gate))  # type: ignore[attr-defined]
     assert loop.policy(1).endswith(policy)  # type: ignore[attr-defined]
     # Round 2 compares against the score round 1's gate recorded; it does not score that policy again.
-    loop.round_dir(2).mkdir()  # type: ignore[attr-defined]
-    (loop.round_dir(2) / "dpo.json").write_text(json.dumps({"skipped": True}))  # type: ignore[attr-defined]
+    _trained(loop.round_dir(2), dpo_ran=False)  # type: ignore[attr-defined]
     scored: list[str] = []
     loop.dev_scores = lambda p: scored.append(Path(p).name) or _scores(0.55)  # type: ignore[attr-defined]
     gate2 = loop._stage_gate(2)  # type: ignore[attr-defined]
@@ -140,7 +145,7 @@ def test_the_search_guard_keeps_only_a_candidate_whose_dev_search_holds_up(
     loop = Loop(build(LoopConfig, {**TINY, "out_dir": str(tmp_path), "evaluate": evaluate}))
     for k in (0, 1):
         loop.round_dir(k).mkdir(parents=True)
-    (loop.round_dir(1) / "dpo.json").write_text("{}")
+    _trained(loop.round_dir(1), dpo_ran=True)
     shutil.copytree(tiny_model_dir, loop.round_dir(1) / "policy")
     shutil.copytree(SHIPPED_MODELS_DIR / "arith-base", loop.round_dir(1) / "sft")
     dev = {"arith-base": 0.5, "policy": 0.7, "sft": 0.6}
@@ -167,8 +172,7 @@ def test_the_search_guard_keeps_only_a_candidate_whose_dev_search_holds_up(
     # policy (a tie of the base and round 1's SFT) is the later one.
     searched.clear()
     assert loop._stage_gate(1) == gate and searched == []
-    loop.round_dir(2).mkdir()
-    (loop.round_dir(2) / "dpo.json").write_text(json.dumps({"skipped": True}))
+    _trained(loop.round_dir(2), dpo_ran=False)
     shutil.copytree(tiny_model_dir, loop.round_dir(2) / "policy")
     dev["policy"] = 0.8
     gate2 = loop._stage_gate(2)

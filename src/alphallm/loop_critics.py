@@ -24,7 +24,7 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
     from alphallm.train.checkpoint import steps_to
     from alphallm.train.critic import critic_checkpoint, task_corrupter, train_critic, training_steps
     from alphallm.train.critic_gate import gate_retrained
-    from alphallm.train.labels import label_rows
+    from alphallm.train.labels import label_rows, unlearnable
 
     settings = loop.config.critics
     if not settings.kinds or (not settings.refresh and k > 1):
@@ -35,9 +35,10 @@ def critics_stage(loop: Loop, k: int) -> dict[str, Any]:
     out: dict[str, Any] = {"trained": [], "kept": {}}
     for kind in settings.kinds:
         rows = label_rows(kind, trees, settings.min_samples)
-        if len(rows) < 20:
-            out[kind] = {"skipped": f"only {len(rows)} labels"}
-            if kind in in_use:  # too few new labels: the critic in use stays
+        reason = unlearnable(rows, minimum=20)
+        if reason:
+            out[kind] = {"skipped": reason}
+            if kind in in_use:  # nothing new to learn from: the critic in use stays
                 out["kept"][kind] = in_use[kind]
             continue
         # Critics start from the policy that made the trees (the paper initialises them from the policy).

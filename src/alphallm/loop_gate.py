@@ -15,6 +15,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from alphallm.io import write_json
+from alphallm.loop_learn import nothing_to_learn
 from alphallm.loop_solve import (
     choose_beyond_noise,
     evaluation_searches,
@@ -38,6 +39,17 @@ def gate_stage(loop: Loop, k: int) -> dict[str, Any]:
     puzzles, 16 samples each) and its learned-critics search fell 0.37 -> 0.15 (benchmarks/README.md)."""
     settings = loop.config.evaluate
     previous = loop.kept_dev_accuracy(k - 1)
+    if nothing_to_learn(loop, k):  # no candidate: the policy before goes on, with its dev score
+        return {
+            "accepted": False,
+            "kept": None,
+            "nothing_trained": True,
+            "dev_accuracy": previous,
+            "candidates": {},
+            "previous_dev_accuracy": previous,
+            "dev_problems": settings.dev_problems,
+            "metric": settings.gate_score,
+        }
     names = ["policy"] if loop.read(k, "dpo").get("skipped") else ["policy", "sft"]
     scored = {name: loop.dev_scores(str(loop.round_dir(k) / name)) for name in names}
     scores = {name: score for name, (score, _) in scored.items()}

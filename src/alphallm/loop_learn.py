@@ -18,7 +18,14 @@ from alphallm.train.dpo import training_steps as dpo_steps
 if TYPE_CHECKING:
     from alphallm.loop import Loop
 
-__all__ = ["dpo_candidate", "dpo_stage", "sft_stage", "trainers"]
+__all__ = ["dpo_candidate", "dpo_stage", "nothing_to_learn", "sft_stage", "trainers"]
+
+
+def nothing_to_learn(loop: Loop, k: int) -> bool:
+    """Whether round k has no SFT row and no DPO pair to train on (its search verified nothing new). Such
+    a round writes no model: its candidates would be copies of a policy already kept, and a copy of a
+    7 B policy is 15 GB; its gate keeps the policy before without scoring a copy of it."""
+    return not loop.sft_rows(k) and not (loop.config.learn.use_dpo and loop.read(k, "data")["pairs"])
 
 
 def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
@@ -31,6 +38,8 @@ def sft_stage(loop: Loop, k: int) -> dict[str, Any]:
 
     learn = loop.config.learn
     rows = loop.sft_rows(k)
+    if nothing_to_learn(loop, k):
+        return {"rows": 0}
     retry: dict[str, Any] = {}
     # Retry traces first: their sampling model is let go before the model to train is loaded.
     if learn.retry_mix and rows:  # from the failed attempts of the policy before
@@ -70,6 +79,8 @@ def dpo_stage(loop: Loop, k: int) -> dict[str, Any]:
     from alphallm.lm.loading import load_causal_lm, save_causal_lm, training_dtype
 
     pairs = [Pair(**p) for p in loop.read(k, "data")["pairs"]]
+    if nothing_to_learn(loop, k):
+        return {"pairs": len(pairs), "skipped": True}
     if not (loop.config.learn.use_dpo and pairs):  # the SFT model, in the dtype SFT trained it in
         sft_dtype = training_dtype(loop.config.train_dtype, lora=loop.config.learn.sft.lora_r > 0)
         model, tokenizer = load_causal_lm(loop.round_dir(k) / "sft", dtype=sft_dtype)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alphallm.errors import UserError
-from alphallm.train.labels import label_rows
+from alphallm.train.labels import label_rows, unlearnable
 
 if TYPE_CHECKING:
     from alphallm.tasks.base import Task
@@ -177,9 +177,11 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(f"--negatives are wrong complete solutions, for an ORM (not --kind {args.kind})")
     trees = read_trees(args.trees)
     rows = label_rows(args.kind, trees, args.min_samples)
-    if len(rows) < 10:
+    reason = unlearnable(rows, minimum=10)
+    if reason:
         raise UserError(
-            f"only {len(rows)} {args.kind} labels in {len(trees)} trees: search more problems (with rollouts)"
+            f"{', '.join(args.trees)}: {reason} ({args.kind}, from {len(trees)} trees): a critic learns "
+            "from verified successes and failures both; search more problems, with rollouts"
         )
     corrupt = None
     if args.negatives:

@@ -145,6 +145,8 @@ def _kept(m: dict[str, Any], gate: dict[str, Any] | None) -> str:
         return f"yes: {kept}{versus}"
     if not gate:
         return "no"
+    if gate.get("nothing_trained"):
+        return "no: nothing to train on"
     guard = gate.get("search_guard", {}).get("candidates", {})
     if guard:  # a candidate passed the dev score; the first one tried is the best of them
         first = next(iter(guard.values()))

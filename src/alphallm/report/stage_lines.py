@@ -82,6 +82,8 @@ def _gate(record: Record) -> str:
         scores = f" ({metric} dev accuracy {now:.3f}" + (
             f", {before:.3f} before)" if before is not None else ")"
         )
+    if record.get("nothing_trained"):
+        return "nothing trained: the policy before stays"
     if record.get("accepted", True):
         return f"kept {record.get('kept', '?')}{scores}"
     # Not accepted: "kept" names the best candidate, and the policy before the round goes on.

@@ -20,7 +20,7 @@ rollouts). A node the tool verifier pruned counts as one verified failure: its s
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "rated_siblings",
     "sibling_pairs",
     "success_counts",
+    "unlearnable",
     "value_rows",
 ]
 
@@ -292,3 +293,14 @@ def label_rows(kind: str, trees: Iterable[Mapping[str, Any]], min_samples: int =
     if kind == "prm":
         return prm_rows(trees, min_samples=min_samples)
     return orm_rows(trees)
+
+
+def unlearnable(rows: Sequence[LabelRow], minimum: int) -> str | None:
+    """Why ``rows`` cannot train a critic, or None: fewer than ``minimum`` labels, or labels that all
+    agree (every solution failed, say), from which a head learns one constant and ranks nothing."""
+    if len(rows) < minimum:
+        return f"only {len(rows)} labels"
+    targets = {row.target for row in rows}
+    if len(targets) == 1:
+        return f"all {len(rows)} labels are {targets.pop():g}"
+    return None
