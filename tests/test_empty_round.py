@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,10 @@ class _Recorder(Quiet):
 
     def message(self, text: str) -> None:
         self.said.append(text)
+
+    def progress(self, description: str, total: int) -> Any:
+        self.said.append(f"progress: {description}")
+        return super().progress(description, total)
 
 
 def test_a_round_that_solves_nothing_trains_nothing_and_keeps_the_policy_before(
@@ -65,6 +70,31 @@ def test_a_round_that_solves_nothing_trains_nothing_and_keeps_the_policy_before(
     assert "orm skipped (all " in said
     evaluate = json.loads((loop.round_dir(1) / "evaluate.json").read_text())
     assert evaluate["policy"] == str(tiny_model_dir) and not evaluate["accepted"]
+    # The same policy, settings and critics (none) as round 0: its records are taken, not decoded again.
+    before = json.loads((loop.round_dir(0) / "eval.json").read_text())
+    assert evaluate["repeated"] == {"round": 0, "methods": ["greedy", "mcts"]}
+    assert {m: evaluate[m] for m in ("greedy", "mcts")} == {m: before[m] for m in ("greedy", "mcts")}
+    assert "progress: round 0 eval mcts" in said and "progress: round 1 eval" not in said  # no search ran
+
+
+def test_an_evaluation_is_repeated_only_with_the_same_settings_and_critics_for_the_critics_search() -> None:
+    from alphallm.loop_solve import repeated_methods
+
+    before = {"evaluation_key": "k1", "greedy": {"accuracy": 0.5}, "mcts": {}, "mcts_critics": {}, "sc": {}}
+    assert sorted(repeated_methods(before, key="k1", same_critics=True)) == [
+        "greedy",
+        "mcts",
+        "mcts_critics",
+        "sc",
+    ]
+    assert sorted(repeated_methods(before, key="k1", same_critics=False)) == ["greedy", "mcts", "sc"]
+    assert repeated_methods(before, key="k2", same_critics=True) == {}  # resumed with other settings
+    assert (
+        repeated_methods(
+            {k: v for k, v in before.items() if k != "evaluation_key"}, key="k1", same_critics=True
+        )
+        == {}
+    )
 
 
 def test_train_critic_on_trees_without_a_verified_success_says_so_in_one_line(

@@ -119,7 +119,6 @@ def test_a_new_run_with_bad_input_leaves_no_run_directory(
     """A rerun with the input fixed must not be told to --resume a run that never ran."""
     from alphallm.cli import main
     from alphallm.errors import UserError
-    from alphallm.loop import Loop
 
     config = tmp_path / "c.yaml"
     runs = tmp_path / "runs"
@@ -136,7 +135,7 @@ def test_a_new_run_with_bad_input_leaves_no_run_directory(
     def fail(*args: object, **kwargs: object) -> None:
         raise UserError("bad input found in the first stage")
 
-    monkeypatch.setattr(Loop, "_evaluate", fail)  # after the run's record is written
+    monkeypatch.setattr("alphallm.loop.evaluate_round", fail)  # after the run's record is written
     config.write_text(yaml.safe_dump({**TINY, "out_dir": str(runs)}))
     assert main(["improve", "--config", str(config)]) == 2
     assert "bad input found in the first stage" in capsys.readouterr().err

@@ -53,6 +53,13 @@ def test_each_stage_says_what_it_did_in_a_line() -> None:
     )
     assert stage_line("sft", {"rows": 0}) == "no rows: the policy stays as it was"
     assert stage_line("dpo", {"pairs": 0, "skipped": True}) == "0 pairs: skipped"
+    assert stage_line("gate", {"accepted": False, "kept": None, "nothing_trained": True}) == (
+        "nothing trained: the policy before stays"
+    )
+    repeated = {**records["evaluate"], "repeated": {"round": 1, "methods": ["greedy", "mcts"]}}
+    assert stage_line("evaluate", repeated) == (
+        "greedy 0.110, mcts 0.660 (greedy, mcts taken from round 1: the same policy)"
+    )
 
 
 @pytest.mark.parametrize("stage", [*STAGES, "no-such-stage"])

@@ -32,8 +32,9 @@ from typing import Any
 from alphallm.errors import UserError
 from alphallm.io import dumps, exclusive, remove_temporary_files, write_json, write_link, write_text
 from alphallm.loop_config import LoopConfig, load_config
+from alphallm.loop_evaluate import evaluate_round
 from alphallm.loop_meta import write_run_record
-from alphallm.loop_solve import evaluate_policy, solve_with
+from alphallm.loop_solve import solve_with
 from alphallm.report.stage_lines import stage_line
 from alphallm.solve_config import SolveConfig
 from alphallm.tasks import get_task
@@ -214,7 +215,7 @@ class Loop:
         self.read_problem_files()
         if not (self.round_dir(0) / "eval.json").exists():
             self.ui.message("round 0: evaluating the starting policy")
-            record = self._evaluate(self.policy(0), {}, round_=0)
+            record = evaluate_round(self, 0, {})
             write_json(self.round_dir(0) / "eval.json", record)
             _drop_chunks(self.round_dir(0))
             self.ui.message(f"round 0: evaluated: {stage_line('evaluate', record)}")
@@ -394,33 +395,13 @@ class Loop:
 
         return gate_stage(self, k)
 
-    def _evaluate(self, policy: str, critics: dict[str, str], round_: int) -> dict[str, Any]:
-        return evaluate_policy(
-            self.task,
-            self.split_problems("test"),
-            policy,
-            critics,
-            self.config.evaluate,
-            seed=self.config.seed,
-            ui=self.ui,
-            label=f"round {round_}",
-            ray=self.config.ray,
-            chunks=self.round_dir(round_) / "eval.chunks",
-        )
-
     def _stage_evaluate(self, k: int) -> dict[str, Any]:
-        critics = self.critics(k)
-        record = self._evaluate(self.policy(k), critics, round_=k)
-        return {
-            "policy": self._relative(self.policy(k)),
-            "accepted": self.gate(k)["accepted"],
-            # the round that trained each critic in use (the critic gate may have kept an earlier one)
-            "critics": {kind: j for kind, j in self.critic_rounds(k).items() if kind in critics},
-            **record,
-        }
+        from alphallm.loop_evaluate import evaluate_stage
+
+        return evaluate_stage(self, k)
 
     # -- helpers --------------------------------------------------------------------------------
-    def _relative(self, path: str) -> str:
+    def relative(self, path: str) -> str:
         """A path inside the run directory, relative to it (records do not depend on where runs live)."""
         try:
             return str(Path(path).relative_to(self.dir))

@@ -3,8 +3,10 @@ search streamed to disk chunk by chunk so that a killed stage of the loop resume
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ __all__ = [
     "choose_beyond_noise",
     "critic_search_gate",
     "evaluate_policy",
+    "evaluation_key",
     "evaluation_searches",
+    "repeated_methods",
     "solve_with",
     "solved_by_problem",
     "solved_share",
@@ -97,27 +101,35 @@ def evaluate_policy(
     label: str,
     ray: RayConfig | None = None,
     chunks: Path | None = None,
+    reuse: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Accuracy and compute of a policy on the ``test`` problems: greedy, eta-MCTS with the task's
     verifier, eta-MCTS with only the learned critics (no verifier), and self-consistency at eta-MCTS's
     token budget; each with its per-problem outcomes (``solved``: problem id -> 0 or 1).
-    With ``ray`` enabled the searches run on Ray actors (greedy decoding stays here: it is cheap)."""
+    With ``ray`` enabled the searches run on Ray actors (greedy decoding stays here: it is cheap).
+    A method in ``reuse`` (an earlier evaluation's record that this one would repeat) is taken as it is."""
     from alphallm.evaluation import eval_store, evaluate
     from alphallm.lm import load_lm
 
-    lm = load_lm(policy)
-    out: dict[str, Any] = {}
-    greedy_settings: dict[str, Any] = {"method": "greedy", "max_tokens": settings.max_tokens}
-    # Streamed to disk: a stage killed later, in its searches, does not decode them again.
-    store = eval_store(chunks / "greedy", task, test, policy, **greedy_settings) if chunks else None
-    greedy = evaluate(task, lm, test[: settings.test_problems], **greedy_settings, store=store)
-    out["greedy"] = {
-        "accuracy": greedy.metrics["accuracy"],
-        "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),
-        "solved": solved_by_problem(greedy.records),
-    }
+    reuse = dict(reuse or {})
+    searches = evaluation_searches(settings, critics, seed)
+    methods = ["greedy", *searches, *(["sc"] * settings.self_consistency)]
+    lm: Any = load_lm(policy) if set(methods) - set(reuse) else None  # none when all is reused
+    out: dict[str, Any] = {name: reuse[name] for name in methods if name in reuse}
+    if "greedy" not in out:
+        greedy_settings: dict[str, Any] = {"method": "greedy", "max_tokens": settings.max_tokens}
+        # Streamed to disk: a stage killed later, in its searches, does not decode them again.
+        store = eval_store(chunks / "greedy", task, test, policy, **greedy_settings) if chunks else None
+        greedy = evaluate(task, lm, test[: settings.test_problems], **greedy_settings, store=store)
+        out["greedy"] = {
+            "accuracy": greedy.metrics["accuracy"],
+            "tokens_per_problem": greedy.usage["generated_tokens"] / max(1, greedy.problems),
+            "solved": solved_by_problem(greedy.records),
+        }
     problems = test[: settings.search_problems]
-    for name, config in evaluation_searches(settings, critics, seed).items():
+    for name, config in searches.items():
+        if name in out:
+            continue
         with ui.progress(f"{label} eval {name}", len(problems)) as advance:
             report = solve_with(
                 task,
@@ -144,7 +156,7 @@ def evaluate_policy(
             }
         if name == "mcts_critics" and config.prune:  # the PRM as a soft verifier: say so in the record
             out[name]["prm_prunes_below"] = config.prune_below
-    if settings.self_consistency:
+    if settings.self_consistency and "sc" not in out:
         samples = max(
             2,
             min(64, round(out["mcts"]["tokens_per_problem"] / max(1.0, out["greedy"]["tokens_per_problem"]))),
@@ -166,7 +178,23 @@ def evaluate_policy(
             "samples": samples,
             "solved": solved_by_problem(report.results),
         }
-    return out
+    return {name: out[name] for name in methods}
+
+
+def evaluation_key(settings: Any, seed: int, test: list[Problem]) -> str:
+    """What an evaluation's outcomes depend on besides the policy and its critics: the evaluate settings,
+    the seed and the test problems. Two evaluations of one policy with the same key give the same records."""
+    what = [asdict(settings), seed, [(p.id, p.question, p.answer) for p in test]]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def repeated_methods(before: Mapping[str, Any], *, key: str, same_critics: bool) -> dict[str, Any]:
+    """The records of an evaluation of the same policy (``before``) that a new one would repeat: all of
+    them when it was made with the same ``key``, but the learned-critics search only with the same critics."""
+    if before.get("evaluation_key") != key:
+        return {}
+    methods = ("greedy", "mcts", "sc") + (("mcts_critics",) if same_critics else ())
+    return {name: before[name] for name in methods if name in before}
 
 
 def critic_search_gate(

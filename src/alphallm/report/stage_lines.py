@@ -101,7 +101,11 @@ def _evaluate(record: Record) -> str:
         for name, value in record.items()
         if isinstance(value, Mapping) and isinstance(value.get("accuracy"), (int, float))
     ]
-    return ", ".join(scores)
+    line = ", ".join(scores)
+    repeated: Record = record.get("repeated") or {}
+    if repeated.get("methods"):  # the same policy as the round before: its outcomes, not decoded again
+        line += f" ({', '.join(repeated['methods'])} taken from round {repeated['round']}: the same policy)"
+    return line
 
 
 def _accuracy(accuracy: Any, problems: Any) -> str:
