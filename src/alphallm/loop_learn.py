@@ -22,9 +22,10 @@ __all__ = ["dpo_candidate", "dpo_stage", "nothing_to_learn", "sft_stage", "train
 
 
 def nothing_to_learn(loop: Loop, k: int) -> bool:
-    """Whether round k has no SFT row and no DPO pair to train on (its search verified nothing new). Such
-    a round writes no model: its candidates would be copies of a policy already kept, and a copy of a
-    7 B policy is 15 GB; its gate keeps the policy before without scoring a copy of it."""
+    """Whether round k has no SFT row (its own, or with ``learn.replay`` any round's so far) and no DPO
+    pair to train on: its search verified nothing. Such a round writes no model, since its candidates
+    would be copies of a policy already kept (a copy of a 7 B policy is 15 GB), and its gate keeps the
+    policy before without scoring a copy of it."""
     return not loop.sft_rows(k) and not (loop.config.learn.use_dpo and loop.read(k, "data")["pairs"])
 
 
