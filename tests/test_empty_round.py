@@ -98,10 +98,11 @@ def test_an_evaluation_is_repeated_only_with_the_same_settings_and_critics_for_t
 
 
 def test_train_critic_on_trees_without_a_verified_success_says_so_in_one_line(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from alphallm.cli import main
 
+    monkeypatch.chdir(tmp_path)  # the search's results file goes to runs/search/ here
     trees = tmp_path / "trees"
     search = ["search", "--task", "arith", "--split", "train", "--limit", "4", "--model", str(tiny_model_dir)]
     assert main([*search, "--simulations", "4", "--max-tokens", "12", "--save-trees", str(trees)]) == 0
