@@ -42,8 +42,8 @@ def add_parser(sub: Any) -> None:
         "--out",
         help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json, "
         "with -n<N> before .json when --n is above 1, then -dev, -train or -<problems file stem> "
-        "and -first<N> with --limit; <model> is a local model directory's last three path parts "
-        "joined by '-', as in X-round-2-policy)",
+        "and -first<N> with --limit; <model> is a local model directory's absolute path's last three "
+        "parts joined by '-', as in X-round-2-policy)",
     )
     p.set_defaults(run=run)
 
@@ -87,19 +87,22 @@ def chosen_model(model: str | None, task: str) -> str:
 
 
 def model_label(model: str) -> str:
-    """``model`` as a part of a default output file name. A local directory gets its last three path
-    parts (``runs/X/round-2/policy`` -> ``X-round-2-policy``): its last part alone is the same for every
-    round of every loop run, and their results would overwrite each other. A shipped name or hub id
-    keeps its last part (``arith-base``), and a served model is ``served-<host>-<port>[-<model>]``."""
+    """``model`` as a part of a default output file name. A local directory gets the last three parts of
+    its absolute path (``runs/X/round-2/policy`` -> ``X-round-2-policy``): its last part alone is the same
+    for every round of every loop run, and their results would overwrite each other, and ``./arith-base``
+    (``pretrain``'s default output) would take the shipped model's name. A shipped name or hub id keeps
+    its last part (``arith-base``), and a served model is ``served-<host>-<port>[-<model>]``."""
+    from alphallm.lm.loading import is_shipped_name
+
     if is_served(model):
         url, _, served = model.partition("#")
         host = urlsplit(url).netloc.replace(":", "-")
         return f"served-{host}" + (f"-{Path(served).name}" if served else "")
     path = Path(os.path.normpath(model))
-    if not path.is_dir():
+    if not path.is_dir() or is_shipped_name(model):  # a shipped name or a hub id
         return path.name
-    parts = [part for part in path.parts if part not in (path.anchor, "..")]
-    return "-".join(parts[-3:]) or path.resolve().name
+    absolute = Path(os.path.abspath(model))
+    return "-".join(part for part in absolute.parts[-3:] if part != absolute.anchor)
 
 
 def problems_label(args: argparse.Namespace) -> str:

@@ -25,7 +25,10 @@ FLAGS = (
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("pretrain", help="train a tiny base model from the task's teacher (CPU, minutes)")
     p.add_argument("--task", required=True, choices=("arith", "game24"))
-    p.add_argument("--out", help="output directory (default ./<task>-base)")
+    p.add_argument(
+        "--out",
+        help="output directory (default ./<task>-base; --model ./<task>-base loads it, not the shipped one)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="optimizer steps (default: the shipped recipe's)")
     p.add_argument("--batch-size", type=int, help="documents per step")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {dest: getattr(args, dest) for _, dest in FLAGS}
     recipe = dict(RECIPES[args.task]) | {k: v for k, v in overrides.items() if v is not None}
     try:
-        config = PretrainConfig(task=args.task, out=args.out or f"{args.task}-base", seed=args.seed, **recipe)
+        config = PretrainConfig(task=args.task, out=_out(args), seed=args.seed, **recipe)
     except ValueError as exc:
         raise UserError(_as_flags(str(exc))) from None
     command = _command(args)
@@ -65,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _out(args: argparse.Namespace) -> str:
+    """``--out``, by default ``./<task>-base``: written with ``./``, since ``--model arith-base`` names the
+    shipped model and ``--model ./arith-base`` this directory."""
+    return args.out or f"./{args.task}-base"
+
+
 def _as_flags(message: str) -> str:
     """A config error that starts with a field name, starting with the flag that set it instead (the
     user typed ``--lr``, not ``lr``)."""
@@ -76,7 +85,7 @@ def _as_flags(message: str) -> str:
 def _command(args: argparse.Namespace) -> str:
     """The command that makes this model again, for its card: rebuilt from the parsed options, so it is
     exact however the CLI was started (``alphallm``, ``python -m alphallm`` or ``main([...])``)."""
-    words = ["alphallm", "pretrain", "--task", args.task, "--out", args.out or f"{args.task}-base"]
+    words = ["alphallm", "pretrain", "--task", args.task, "--out", _out(args)]
     if args.seed:
         words += ["--seed", str(args.seed)]
     for flag, dest in FLAGS:

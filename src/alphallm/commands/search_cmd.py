@@ -83,7 +83,7 @@ def add_parser(sub: Any) -> None:
         "--out",
         help="JSON results (default runs/search/<task>-<model>-<method>.json, with -dev, -train or "
         "-<problems file stem> and -first<N> with --limit before .json; <model> is a local model "
-        "directory's last three path parts joined by '-', as in X-round-2-policy)",
+        "directory's absolute path's last three parts joined by '-', as in X-round-2-policy)",
     )
     add_ray_arguments(p)
     p.set_defaults(run=run)

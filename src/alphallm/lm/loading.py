@@ -4,6 +4,8 @@ and the chat templates that wrap a task's prompts for instruction-tuned models."
 from __future__ import annotations
 
 import copy
+import functools
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ __all__ = [
     "SHIPPED_MODELS_DIR",
     "chat_prompt",
     "check_config_fits_weights",
+    "is_shipped_name",
     "load_causal_lm",
     "model_files",
     "pick_device",
@@ -39,18 +42,21 @@ SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 KEPT_POLICY = "kept-policy"
 DTYPES = ("float32", "bfloat16", "float16")
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def resolve_model_path(name: str | Path) -> str:
     """A shipped model name (``arith-base``), a local directory, or a hub id, in that order; a served
-    model's URL (``lm/served.py``) is itself."""
+    model's URL (``lm/served.py``) is itself. Only a bare name is a shipped model's: ``./arith-base``
+    (where ``alphallm pretrain --task arith`` writes by default) is that directory."""
     name = str(name)
     if is_served(name):
         return name
-    shipped = SHIPPED_MODELS_DIR / name
-    if (shipped / "config.json").is_file():
-        return str(shipped)
     local = Path(name).expanduser()
+    if is_shipped_name(name):
+        if (local / "config.json").is_file():
+            _say_shipped_first(name)
+        return str(SHIPPED_MODELS_DIR / name)
     if local.is_file():
         raise UserError(f"{name}: a file, not a model directory")
     if local.is_dir():
@@ -64,6 +70,17 @@ def resolve_model_path(name: str | Path) -> str:
             f"{name}: no such model directory (shipped models: {', '.join(shipped_names) or 'none'})"
         )
     return name
+
+
+def is_shipped_name(name: str) -> bool:
+    """Whether ``name`` is a shipped model's bare name (``arith-base``, not ``./arith-base``)."""
+    bare = "/" not in name and name not in (".", "..")
+    return bare and (SHIPPED_MODELS_DIR / name / "config.json").is_file()
+
+
+@functools.cache  # once per name: a loop resolves its policy at every stage
+def _say_shipped_first(name: str) -> None:
+    logger.warning(f"{name}: the shipped model {name}, not the directory {name} here (write ./{name} for it)")
 
 
 def pinned_model_path(name: str) -> str:
