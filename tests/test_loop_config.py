@@ -43,6 +43,13 @@ def test_learn_settings_refuse_bad_values() -> None:
         build(LoopConfig, {**TINY, "critics": {"train": {"negatives": -1}}})
     with pytest.raises(UserError, match=r"imagine\.answer_samples must be at least 0, answer_agreement"):
         build(LoopConfig, {**TINY, "imagine": {"answer_agreement": 0.0}})
+    # A gap of success rates above 1 pairs nothing; a negative seed stopped the first search, in numpy.
+    with pytest.raises(UserError, match=r"learn\.dpo_min_gap must be in \[0, 1\], not 2"):
+        build(LoopConfig, {**TINY, "learn": {"dpo_min_gap": 2.0}})
+    with pytest.raises(UserError, match=r"seed must be at least 0, not -1"):
+        build(LoopConfig, {**TINY, "seed": -1})
+    with pytest.raises(UserError, match=r"search: .*seed must be at least 0, not -3"):
+        build(LoopConfig, {**TINY, "search": {"seed": -3}})
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,8 @@ class LearnSettings:
     def __post_init__(self) -> None:
         if self.solutions_per_problem < 1:
             raise ValueError("learn.solutions_per_problem must be at least 1 (0 would train on no rows)")
+        if not 0.0 <= self.dpo_min_gap <= 1.0:  # a gap of success rates; above 1 would pair nothing
+            raise ValueError(f"learn.dpo_min_gap must be in [0, 1], not {self.dpo_min_gap:g}")
         if self.dpo_span not in SPANS:
             raise ValueError(f"learn.dpo_span must be one of {SPANS}, not {self.dpo_span!r}")
         if self.sft_from not in SFT_STARTS:
@@ -367,6 +369,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError("rounds must be at least 1")
+        if self.seed < 0:  # numpy's generators, which the searches seed from it, take no negative seed
+            raise ValueError(f"seed must be at least 0, not {self.seed}")
         # The run's directory is out_dir/name: a name with a path in it would write elsewhere.
         if not is_plain_name(self.name):
             raise ValueError(

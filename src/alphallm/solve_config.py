@@ -124,6 +124,8 @@ class SolveConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.rollouts < 0 or self.temperature < 0 or self.rollout_temperature < 0:
             raise ValueError("rollouts, temperature and rollout_temperature must be non-negative")
+        if self.seed < 0:  # numpy's generators take no negative seed
+            raise ValueError(f"seed must be at least 0, not {self.seed}")
         if self.consistency_temperature <= 0:
             raise ValueError("consistency_temperature must be above 0 (the consistency critic samples)")
         if self.max_tokens is not None and self.max_tokens < 1:
