@@ -50,6 +50,20 @@ def test_learn_settings_refuse_bad_values() -> None:
         build(LoopConfig, {**TINY, "seed": -1})
     with pytest.raises(UserError, match=r"search: .*seed must be at least 0, not -3"):
         build(LoopConfig, {**TINY, "search": {"seed": -3}})
+    # A stage's own seed was ignored without a word: the loop seeds every stage from `seed`.
+    with pytest.raises(UserError, match=r"^config: learn\.sft\.seed, critics\.train\.seed: the loop seeds"):
+        build(LoopConfig, {**TINY, "learn": {"sft": {"seed": 3}}, "critics": {"train": {"seed": 1}}})
+    # Range checks that stopped a stage deep in torch or numpy, or silently did nothing.
+    for section, bad, message in [
+        ("learn", {"dpo_pairs_per_tree": 0}, r"dpo_pairs_per_tree must be at least 1"),
+        ("learn", {"sft": {"weight_decay": -1.0}}, r"weight_decay must be non-negative"),
+        ("learn", {"dpo": {"max_length": 0}}, r"max_length must be at least 1"),
+        ("critics", {"train": {"max_rows": 0}}, r"max_rows must be positive"),
+        ("imagine", {"temperature": 0.0}, r"imagine\.temperature must be above 0"),
+        ("evaluate", {"sc_temperature": -1.0}, r"evaluate\.sc_temperature must be above 0"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            build(LoopConfig, {**TINY, section: {**TINY.get(section, {}), **bad}})
 
 
 @pytest.mark.parametrize(
@@ -147,3 +161,20 @@ def test_a_new_run_with_bad_input_leaves_no_run_directory(
     assert main(["improve", "--config", str(config)]) == 2
     assert "bad input found in the first stage" in capsys.readouterr().err
     assert not (runs / "tiny").exists()
+
+
+def test_a_retired_setting_in_a_saved_or_copied_config_is_dropped_with_a_word(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """critics.weight was never read; runs saved it in their config.yaml, which users copy to start
+    new runs. Such a config still loads, says the setting is gone, and a resume records no change."""
+    from alphallm.loop_config import LoopConfig, build
+    from alphallm.loop_meta import _changed
+
+    config = build(LoopConfig, {**TINY, "critics": {**TINY["critics"], "weight": 1.0}})
+    assert config.critics.kinds == TINY["critics"]["kinds"]
+    assert "critics.weight is no longer a setting and is ignored" in caplog.text
+    before = {"critics": {"weight": 1.0, "kinds": ["orm"]}, "rounds": 2}
+    after = {"critics": {"kinds": ["orm"]}, "rounds": 3}
+    defaults = {"critics": {"kinds": ["value", "prm", "orm"]}, "rounds": 5}
+    assert _changed(before, after, defaults) == ["rounds: 2 -> 3"]

@@ -8,6 +8,7 @@ errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 SFT_STARTS = ("previous", "start")
 GATE_METRICS = ("greedy", "sampled")
 
@@ -94,6 +96,8 @@ class ImagineSettings:
     def __post_init__(self) -> None:
         if self.problems < 1 or not 0.0 <= self.imagined_fraction <= 1.0:
             raise ValueError("problems must be positive and imagined_fraction in [0, 1]")
+        if self.temperature <= 0:  # imagination samples new problems
+            raise ValueError(f"imagine.temperature must be above 0, not {self.temperature:g}")
         if self.examples < 0:
             raise ValueError("imagine.examples must be at least 0")
         if self.answer_samples < 0 or not 0.0 < self.answer_agreement <= 1.0 or self.answer_temperature < 0:
@@ -160,6 +164,10 @@ class LearnSettings:
             raise ValueError("learn.solutions_per_problem must be at least 1 (0 would train on no rows)")
         if not 0.0 <= self.dpo_min_gap <= 1.0:  # a gap of success rates; above 1 would pair nothing
             raise ValueError(f"learn.dpo_min_gap must be in [0, 1], not {self.dpo_min_gap:g}")
+        if self.dpo_pairs_per_tree < 1:
+            raise ValueError(
+                "learn.dpo_pairs_per_tree must be at least 1 (learn.use_dpo: false turns DPO off)"
+            )
         if self.dpo_span not in SPANS:
             raise ValueError(f"learn.dpo_span must be one of {SPANS}, not {self.dpo_span!r}")
         if self.sft_from not in SFT_STARTS:
@@ -208,7 +216,6 @@ class CriticSettings:
             "(0: off). A critic that ranks held-out labels better can still guide search worse"
         },
     )
-    weight: float = field(default=1.0, metadata={"help": "search weight of each learned critic"})
     min_samples: int = field(default=2, metadata={"help": "verified outcomes a node needs to get a label"})
     train: CriticTrainConfig = field(default_factory=CriticTrainConfig)
 
@@ -315,6 +322,8 @@ class EvalSettings:
             )
         if self.gate_samples < 1 or self.gate_temperature <= 0.0:
             raise ValueError("gate_samples must be at least 1 and gate_temperature above 0")
+        if self.sc_temperature <= 0.0:  # self-consistency votes over samples; greedy ones are all alike
+            raise ValueError(f"evaluate.sc_temperature must be above 0, not {self.sc_temperature:g}")
         if self.gate_search < 0:
             raise ValueError("gate_search must be non-negative (0: off)")
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -371,6 +380,7 @@ class LoopConfig:
             raise ValueError("rounds must be at least 1")
         if self.seed < 0:  # numpy's generators, which the searches seed from it, take no negative seed
             raise ValueError(f"seed must be at least 0, not {self.seed}")
+        check_stage_seeds(self)
         # The run's directory is out_dir/name: a name with a path in it would write elsewhere.
         if not is_plain_name(self.name):
             raise ValueError(
@@ -407,9 +417,31 @@ class LoopConfig:
         return Path(self.out_dir) / self.name
 
 
+def check_stage_seeds(config: LoopConfig) -> None:
+    """The loop seeds every stage from ``seed`` (and the round), so a seed set in a section would be
+    ignored without a word: refuse it."""
+    sections = {
+        "search.seed": config.search.seed,
+        "evaluate.search.seed": config.evaluate.search.seed,
+        "learn.sft.seed": config.learn.sft.seed,
+        "learn.dpo.seed": config.learn.dpo.seed,
+        "critics.train.seed": config.critics.train.seed,
+    }
+    ignored = [name for name, seed in sections.items() if seed != 0]
+    if ignored:
+        raise ValueError(
+            f"{', '.join(ignored)}: the loop seeds every stage from the top-level seed; set seed"
+        )
+
+
 def is_plain_name(name: str) -> bool:
     """A run name is one directory below out_dir: no path in it, not '.' or '..', not blank."""
     return bool(name.strip()) and Path(name).name == name and name not in (".", "..")
+
+
+# Settings that earlier versions had and never read. A run's saved config.yaml holds them, and so does a
+# config copied from one: they are dropped with a word, not refused.
+RETIRED = {"critics.weight": "it never weighed anything (the learned-critics search weighs each critic 1)"}
 
 
 def build(cls: type[T], data: Any, where: str = "") -> T:
@@ -419,6 +451,10 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{where or cls.__name__}: expected a mapping, not {data!r}")
+    for key in [k for k in data if f"{where}.{k}".lstrip(".") in RETIRED]:
+        dotted = f"{where}.{key}".lstrip(".")
+        logger.warning(f"{dotted} is no longer a setting and is ignored: {RETIRED[dotted]}")
+        data = {k: v for k, v in data.items() if k != key}
     hints = typing.get_type_hints(cls)
     unknown = unknown_keys(data, cls)
     if unknown:

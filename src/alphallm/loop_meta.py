@@ -73,12 +73,14 @@ def _check_same_run(run_dir: Path, before: dict[str, Any], after: dict[str, Any]
 def _changed(before: Any, after: Any, defaults: Any, prefix: str = "") -> list[str]:
     """``key: old -> new`` for every setting that differs between two nested mappings. A setting the
     run's earlier code did not have (absent ``before``) that keeps its default is no change: new
-    settings default to what the code did before them."""
+    settings default to what the code did before them. Nor is one the code no longer has (absent
+    ``after`` and from the defaults: ``loop_config.RETIRED``)."""
     if isinstance(before, dict) and isinstance(after, dict):
         defaults = defaults if isinstance(defaults, dict) else {}
         return [
             line
             for key in sorted(set(before) | set(after), key=str)
+            if key in after or key in defaults
             if key in before or key not in defaults or after.get(key) != defaults[key]
             for line in _changed(before.get(key), after.get(key), defaults.get(key), f"{prefix}{key}.")
         ]

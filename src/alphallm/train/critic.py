@@ -111,6 +111,10 @@ class CriticTrainConfig:
             raise ValueError("holdout must lie in [0, 1)")
         if self.max_held_out_rows is not None and self.max_held_out_rows < 1:
             raise ValueError("max_held_out_rows must be positive (or None for all)")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError("max_rows must be positive (or None for all)")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay must be non-negative")
         if self.lora_r < 0 or self.lora_alpha <= 0:
             raise ValueError("lora_r must be non-negative and lora_alpha positive")
         if self.token_evidence and not self.confidence:

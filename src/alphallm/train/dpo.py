@@ -68,6 +68,8 @@ class DPOConfig:
             raise ValueError("checkpoint_every must be at least 1")
         if self.lora_r < 0 or self.lora_alpha <= 0:
             raise ValueError("lora_r must be non-negative and lora_alpha positive")
+        if self.max_length < 1:
+            raise ValueError("max_length must be at least 1")
 
 
 def training_steps(n_pairs: int, config: DPOConfig) -> int:

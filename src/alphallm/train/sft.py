@@ -56,6 +56,8 @@ class SFTConfig:
             raise ValueError("holdout and warmup_ratio must lie in [0, 1)")
         if self.lora_r < 0 or self.lora_alpha <= 0:
             raise ValueError("lora_r must be non-negative and lora_alpha positive")
+        if self.weight_decay < 0 or self.max_length < 1:
+            raise ValueError("weight_decay must be non-negative and max_length at least 1")
 
 
 def held_out_count(n_rows: int, config: SFTConfig) -> int:
