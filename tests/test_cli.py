@@ -313,13 +313,41 @@ def test_a_run_on_other_or_fewer_problems_keeps_the_test_splits_results(
             assert main([command, "--task", "arith", "--method", "greedy", *model, *limit, *flags]) == 0
         named = {p.name: json.loads(p.read_text())["problems"] for p in Path("runs", command).glob("*.json")}
         whole = len(ArithTask().problems("test")) if command == "eval" else 5
-        name = f"arith-{model_label(str(tiny_model_dir))}-greedy"
+        name = f"arith-{model_label(str(tiny_model_dir))}-greedy-tok4"
         assert named == {
             name + ("" if command == "eval" else "-first5") + ".json": whole,
             f"{name}-dev-first2.json": 2,
             f"{name}-first3.json": 3,
             f"{name}-mine.json": 1,
         }
+
+
+def test_runs_with_other_settings_write_other_results(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Comparing budgets, or a search without the verifier against one with it, by hand: each run once
+    overwrote the one before, since only the method named the file."""
+    from alphallm.commands.eval_cmd import model_label
+
+    monkeypatch.chdir(tmp_path)
+    Path("mine.yaml").write_text("rollouts: 0\n")
+    base = ["--task", "arith", "--model", str(tiny_model_dir), "--limit", "2", "--max-tokens", "4"]
+    searches = [[], ["--simulations", "3"], ["--weight", "tool=0", "--seed", "2"], ["--config", "mine.yaml"]]
+    for flags in searches:
+        assert main(["search", *base, *flags]) == 0
+    for flags in ([], ["--temperature", "0.5"]):
+        assert main(["eval", *base, "--method", "sample", "--n", "2", *flags]) == 0
+    name = f"arith-{model_label(str(tiny_model_dir))}"
+    assert sorted(p.name for p in Path("runs/search").glob("*.json")) == [
+        f"{name}-mcts-mine-tok4-first2.json",
+        f"{name}-mcts-s3-tok4-first2.json",
+        f"{name}-mcts-tok4-first2.json",
+        f"{name}-mcts-tok4-tool0-seed2-first2.json",
+    ]
+    assert sorted(p.name for p in Path("runs/eval").glob("*.json")) == [
+        f"{name}-sample-n2-t0.5-tok4-first2.json",
+        f"{name}-sample-n2-tok4-first2.json",
+    ]
 
 
 def test_a_runs_kept_policy_is_evaluated_and_named_as_what_it_links_to(

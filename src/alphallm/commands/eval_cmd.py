@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,7 +43,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--out",
         help="JSON file for the results (default runs/eval/<task>-<model>-<method>.json, "
-        "with -n<N> before .json when --n is above 1, then -dev, -train or -<problems file stem> "
+        "with -n<N> before .json when --n is above 1, then -t<T>, -seed<S>, -tok<N> and -chat for "
+        "those flags when given, then -dev, -train or -<problems file stem> "
         "and -first<N> with --limit; <model> is a local model directory's absolute path's last three "
         "parts joined by '-', as in X-round-2-policy)",
     )
@@ -116,6 +119,30 @@ def problems_label(args: argparse.Namespace) -> str:
     return label + (f"-first{args.limit}" if args.limit is not None else "")
 
 
+# A settings flag as part of a default results name: how to write its value, and the value it has when
+# not given. Eval's and search's tables (``EVAL_FLAGS``, ``search_cmd.SEARCH_FLAGS``) list the flags that
+# change what a run computes, in the order their parts appear.
+Flag = tuple[Callable[[Any], str], Any]
+
+EVAL_FLAGS: dict[str, Flag] = {
+    "temperature": (lambda t: f"t{t:g}", 1.0),
+    "seed": (lambda seed: f"seed{seed}", 0),
+    "max_tokens": (lambda n: f"tok{n}", None),
+    "chat_template": (lambda _: "chat", False),
+}
+
+
+def settings_label(args: argparse.Namespace, flags: dict[str, Flag]) -> str:
+    """The settings flags given other values than their defaults, as part of a default results name
+    (``--simulations 32 --weight tool=0`` -> ``-s32-tool0``): runs with other settings write other files,
+    and the name says what was run. A label too long for a file name becomes a digest of itself."""
+    parts = [
+        write(getattr(args, dest)) for dest, (write, unset) in flags.items() if getattr(args, dest) != unset
+    ]
+    label = "".join(f"-{part}" for part in parts)
+    return label if len(label) <= 80 else "-" + hashlib.sha256(label.encode()).hexdigest()[:12]
+
+
 def default_out(kind: str, task: str, model: str, method: str, suffix: str = "") -> Path:
     """``runs/<kind>/<task>-<model>-<method><suffix>.json``, the results file when ``--out`` is not given."""
     return Path("runs", kind, f"{task}-{model_label(model)}-{method}{suffix}.json")
@@ -146,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     model = chosen_model(args.model, task.name)
     n = args.n
     # Checked before the model runs: a bad path found after the decoding would lose all of it.
-    suffix = f"-n{n}" * (n > 1) + problems_label(args)
+    suffix = f"-n{n}" * (n > 1) + settings_label(args, EVAL_FLAGS) + problems_label(args)
     out = check_out_file(args.out or default_out("eval", task.name, model, args.method, suffix))
     if args.chat_template:  # as search does: the tokenizer alone, before the model loads or a server is asked
         from alphallm.lm.loading import with_model_chat_template

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alphallm.commands.eval_cmd import add_model_arguments, model_label
+from alphallm.commands.eval_cmd import Flag, add_model_arguments, model_label
 from alphallm.errors import UserError
 from alphallm.io import read_yaml_mapping
 
@@ -81,7 +81,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--save-trees", metavar="DIR", help="write every tree as JSON (one file per problem)")
     p.add_argument(
         "--out",
-        help="JSON results (default runs/search/<task>-<model>-<method>.json, with -dev, -train or "
+        help="JSON results (default runs/search/<task>-<model>-<method>.json, with the settings flags "
+        "given (-s32 for --simulations 32, -tool0 for --weight tool=0, ...), then -dev, -train or "
         "-<problems file stem> and -first<N> with --limit before .json; <model> is a local model "
         "directory's absolute path's last three parts joined by '-', as in X-round-2-policy)",
     )
@@ -130,6 +131,29 @@ def ray_config(args: argparse.Namespace, base: Any = None) -> Any:
     except ValueError as exc:
         raise UserError(f"--ray: {exc}") from None
 
+
+# The flags that change what a search computes, as parts of its default results name (``settings_label``).
+SEARCH_FLAGS: dict[str, Flag] = {
+    "config": (lambda path: Path(path).stem, None),
+    "simulations": (lambda n: f"s{n}", None),
+    "samples": (lambda n: f"n{n}", None),
+    "beam_width": (lambda n: f"beam{n}", None),
+    "expansions": (lambda n: f"x{n}", None),
+    "bfs_budget": (lambda n: f"bfs{n}", None),
+    "rollouts": (lambda n: f"r{n}", None),
+    "max_tokens": (lambda n: f"tok{n}", None),
+    "rollout_model": (lambda name: f"rm-{model_label(name)}", None),
+    "critic": (
+        lambda items: "-".join(f"{i.partition('=')[0]}-{model_label(i.partition('=')[2])}" for i in items),
+        [],
+    ),
+    "weight": (lambda items: "-".join(item.replace("=", "") for item in items), []),
+    "temperature": (lambda t: f"t{t:g}", None),
+    "readout": (str, None),
+    "batch_size": (lambda n: f"b{n}", None),  # each batch is seeded by its position
+    "seed": (lambda seed: f"seed{seed}", None),
+    "chat_template": (lambda _: "chat", False),
+}
 
 _FLAG_TO_FIELD = {
     "samples": "samples",
@@ -218,7 +242,13 @@ def _check_learned_weights(config: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from alphallm.chunks import chunks_beside
     from alphallm.commands._ui import append_jsonl, console, print_table, progress_bar
-    from alphallm.commands.eval_cmd import chosen_model, default_out, problems_label, select_problems
+    from alphallm.commands.eval_cmd import (
+        chosen_model,
+        default_out,
+        problems_label,
+        select_problems,
+        settings_label,
+    )
     from alphallm.io import check_out_dir, check_out_file, write_json
     from alphallm.lm import load_lm
     from alphallm.tasks import get_task
@@ -235,7 +265,14 @@ def run(args: argparse.Namespace) -> int:
         task = with_model_chat_template(task, model)
     # Both outputs are checked before the search: a bad path found after it would lose all of it.
     out = check_out_file(
-        args.out or default_out("search", task.name, model, config.method, problems_label(args))
+        args.out
+        or default_out(
+            "search",
+            task.name,
+            model,
+            config.method,
+            settings_label(args, SEARCH_FLAGS) + problems_label(args),
+        )
     )
     if args.save_trees:
         check_out_dir(args.save_trees, what="trees", flag="--save-trees")
