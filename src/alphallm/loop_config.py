@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -420,18 +421,21 @@ class LoopConfig:
 def check_stage_seeds(config: LoopConfig) -> None:
     """The loop seeds every stage from ``seed`` (and the round), so a seed set in a section would be
     ignored without a word: refuse it."""
-    sections = {
-        "search.seed": config.search.seed,
-        "evaluate.search.seed": config.evaluate.search.seed,
-        "learn.sft.seed": config.learn.sft.seed,
-        "learn.dpo.seed": config.learn.dpo.seed,
-        "critics.train.seed": config.critics.train.seed,
-    }
-    ignored = [name for name, seed in sections.items() if seed != 0]
+    ignored = [name for name, seed in _section_seeds(config) if seed != 0]
     if ignored:
         raise ValueError(
             f"{', '.join(ignored)}: the loop seeds every stage from the top-level seed; set seed"
         )
+
+
+def _section_seeds(section: Any, prefix: str = "") -> Iterator[tuple[str, int]]:
+    """Every ``seed`` setting below the top level, by its dotted name (``learn.sft.seed``)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _section_seeds(value, f"{prefix}{f.name}.")
+        elif f.name == "seed" and prefix:
+            yield f"{prefix}seed", value
 
 
 def is_plain_name(name: str) -> bool:
