@@ -125,6 +125,7 @@ def problems_label(args: argparse.Namespace) -> str:
 Flag = tuple[Callable[[Any], str], Any]
 
 EVAL_FLAGS: dict[str, Flag] = {
+    "n": (lambda n: f"n{n}", 1),
     "temperature": (lambda t: f"t{t:g}", 1.0),
     "seed": (lambda seed: f"seed{seed}", 0),
     "max_tokens": (lambda n: f"tok{n}", None),
@@ -171,9 +172,8 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     problems = select_problems(task, args)
     model = chosen_model(args.model, task.name)
-    n = args.n
     # Checked before the model runs: a bad path found after the decoding would lose all of it.
-    suffix = f"-n{n}" * (n > 1) + settings_label(args, EVAL_FLAGS) + problems_label(args)
+    suffix = settings_label(args, EVAL_FLAGS) + problems_label(args)
     out = check_out_file(args.out or default_out("eval", task.name, model, args.method, suffix))
     if args.chat_template:  # as search does: the tokenizer alone, before the model loads or a server is asked
         from alphallm.lm.loading import with_model_chat_template
