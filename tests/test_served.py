@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from alphallm.cli import main
+from alphallm.commands.eval_cmd import chosen_model
 from alphallm.errors import UserError
 from alphallm.lm import served
 from alphallm.lm.hf import TransformersLM
@@ -135,6 +136,49 @@ def test_eval_and_search_take_a_served_model(server: tuple[str, TransformersLM],
     assert len(results["results"]) == 3 and results["usage"]["policy"]["generated_tokens"] > 0
 
 
+def test_another_model_served_at_the_same_address_gets_its_own_results(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # vLLM serves one model per port: comparing two means serving one, then the other, at one URL. The
+    # results were named, recorded and fingerprinted (a resume's finished batches) by that URL alone, so
+    # the second overwrote the first, and a killed run resumed with the other model took the first one's
+    # batches. Now the URL is pinned to the model its server holds, and the name says which.
+    monkeypatch.chdir(tmp_path)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    argv = ["eval", "--task", "arith", "--limit", "3", "--max-tokens", "24", "--model", url]
+    search = ["search", "--task", "arith", "--limit", "1", "--simulations", "2", "--rollouts", "1"]
+    recorded_rollouts = []
+    for name, model in (("arith-base", "arith-base"), ("tiny/random", str(tiny_model_dir))):
+        http = make_server(TransformersLM.from_pretrained(model), name, port=port)
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        try:
+            assert chosen_model(url, "arith") == f"{url}#{name}"
+            assert main(argv) == 0
+            assert (
+                main([*search, "--rollout-model", url, "--out", str(tmp_path / f"{port}-{name[:4]}.json")])
+                == 0
+            )
+            recorded_rollouts.append(json.loads((tmp_path / f"{port}-{name[:4]}.json").read_text()))
+        finally:
+            http.shutdown()
+            http.server_close()
+    files = sorted(p.name for p in (tmp_path / "runs" / "eval").glob("*.json"))
+    assert files == [
+        f"arith-served-127.0.0.1-{port}-arith-base-greedy-tok24-first3.json",
+        f"arith-served-127.0.0.1-{port}-tiny-random-greedy-tok24-first3.json",
+    ]
+    recorded = [json.loads((tmp_path / "runs" / "eval" / f).read_text())["model"] for f in files]
+    assert recorded == [f"{url}#arith-base", f"{url}#tiny/random"]
+    assert [run["rollout_model"] for run in recorded_rollouts] == recorded  # a served rollout model too
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_a_served_model_takes_the_chat_template_of_the_tokenizer_named_after_the_hash(
     tiny_chat_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -174,7 +218,7 @@ def test_alphallm_serve_prints_its_url_and_serves_until_stopped(tmp_path: Path) 
         assert match, line
         out = tmp_path / "eval.json"
         assert main(["eval", "--task", "arith", "--limit", "2", "--model", match[1], "--out", str(out)]) == 0
-        assert json.loads(out.read_text())["model"] == match[1]
+        assert json.loads(out.read_text())["model"] == match[1] + "#a"  # the URL and the model it served
     finally:
         server.send_signal(signal.SIGINT)
         try:

@@ -83,7 +83,8 @@ def select_problems(task: Any, args: argparse.Namespace) -> list[Any]:
 
 def chosen_model(model: str | None, task: str) -> str:
     """``--model``, or the task's shipped base. A link (a run's kept-policy) is taken as what it links to
-    now, so that results are named and recorded by that round's candidate, not by a link that moves on."""
+    now, so that results are named and recorded by that round's candidate, not by a link that moves on;
+    a server's URL as ``URL#<the model it serves now>``, not by an address another model takes later."""
     from alphallm.lm.loading import pinned_model_path
 
     return pinned_model_path(model or f"{task}-base")
@@ -94,13 +95,14 @@ def model_label(model: str) -> str:
     its absolute path (``runs/X/round-2/policy`` -> ``X-round-2-policy``): its last part alone is the same
     for every round of every loop run, and their results would overwrite each other, and ``./arith-base``
     (``pretrain``'s default output) would take the shipped model's name. A shipped name or hub id keeps
-    its last part (``arith-base``), and a served model is ``served-<host>-<port>[-<model>]``."""
+    its last part (``arith-base``), and a served model is ``served-<host>-<port>-<model>``, with the last
+    three parts of the served model's id (``chosen_model`` names it), which is often a path too."""
     from alphallm.lm.loading import is_shipped_name
 
     if is_served(model):
         url, _, served = model.partition("#")
         host = urlsplit(url).netloc.replace(":", "-")
-        return f"served-{host}" + (f"-{Path(served).name}" if served else "")
+        return "-".join(["served", host, *[part for part in served.split("/")[-3:] if part]])
     path = Path(os.path.normpath(model))
     if not path.is_dir() or is_shipped_name(model):  # a shipped name or a hub id
         return path.name

@@ -55,8 +55,11 @@ def _run(config: Any, resume: bool) -> int:
     from alphallm.commands._ui import console, print_table
     from alphallm.io import InUseError
     from alphallm.lm.loading import KEPT_POLICY, pinned_model_path
+    from alphallm.lm.served import is_served
     from alphallm.loop import Loop
 
+    if is_served(config.policy):  # before _pin_links asks its server which model it holds
+        raise UserError(f"policy: {config.policy} is served; the loop trains its policy, which must be local")
     config = _pin_links(config)
     started = config.run_dir.is_dir() and any(config.run_dir.iterdir())
     if started and not resume:
@@ -109,17 +112,18 @@ def _run(config: Any, resume: bool) -> int:
 
 def _pin_links(config: Any) -> Any:
     """The config with each model given as a link (another run's ``kept-policy``) named by what it links
-    to now: a run resumed after that run moved on starts from the same policy."""
+    to now, and each served one by the model its server holds: a run resumed after that run moved on, or
+    the server changed model, starts from the same policy and anchors."""
     from dataclasses import replace
 
     from alphallm.commands._ui import console
     from alphallm.lm.loading import pinned_model_path
 
     def pinned(key: str, name: str | None) -> str | None:
-        if name is None or pinned_model_path(name) == name:
-            return name
-        console.print(f"{key}: {name} links to {pinned_model_path(name)}, which this run uses")
-        return pinned_model_path(name)
+        now = None if name is None else pinned_model_path(name)
+        if now != name:
+            console.print(f"{key}: {name} is now {now}, which this run uses")
+        return now
 
     def anchored(key: str, search: Any) -> Any:
         return replace(search, anchor=pinned(f"{key}.anchor", search.anchor))
@@ -133,13 +137,10 @@ def _check_inputs(loop: Any) -> None:
     """The models and problem files a new run names, checked before its directory exists: a run that
     failed on them later would leave a directory that a rerun is told to --resume."""
     from alphallm.lm.loading import resolve_model_path
-    from alphallm.lm.served import is_served
 
     config = loop.config
     models = {"policy": config.policy, "search.anchor": config.search.anchor}
     models["evaluate.search.anchor"] = config.evaluate.search.anchor
-    if is_served(config.policy):
-        raise UserError(f"policy: {config.policy} is served; the loop trains its policy, which must be local")
     for key, name in models.items():
         if name is not None:
             try:

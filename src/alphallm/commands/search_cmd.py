@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from alphallm.io import check_out_dir, check_out_file, write_json
     from alphallm.lm import load_lm
+    from alphallm.lm.loading import pinned_model_path
     from alphallm.tasks import get_task
 
     config = build_config(args)
@@ -259,6 +261,10 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     problems = select_problems(task, args)
     model = chosen_model(args.model, task.name)
+    # The other models by what they are now too, as chosen_model names the policy: a link's target, the
+    # model a server holds; the results' name, record and resume fingerprint follow them.
+    args.rollout_model = args.rollout_model and pinned_model_path(args.rollout_model)
+    config = replace(config, anchor=config.anchor and pinned_model_path(config.anchor))
     if args.chat_template:
         from alphallm.lm.loading import with_model_chat_template
 
@@ -330,21 +336,16 @@ def run(args: argparse.Namespace) -> int:
     rows["wall seconds"] = round(report.wall_seconds, 2)
     print_table(f"{task.name} / {model_label(model)} / {config.method}", rows)
     results = [{k: v for k, v in vars(r).items() if k != "tree"} for r in report.results]
+    what = {"task": task.name, "model": model, "rollout_model": args.rollout_model, **summary}
     write_json(
-        out, {"task": task.name, "model": model, **summary, "config": report.config, "results": results}
+        out, {**what, "config": report.config, "results": results}
     )  # before the trees: the results are the smaller file, and the one every other command reads
     if args.save_trees:
         _save_trees(report, Path(args.save_trees), task=task.name, model=model)
         console.print(f"trees: {args.save_trees}")
     append_jsonl(
         out.parent / "log.jsonl",
-        {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "task": task.name,
-            "model": model,
-            **summary,
-            "config": report.config,
-        },
+        {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **what, "config": report.config},
     )
     # The chunks are in the results now; kept, they would only take disk.
     shutil.rmtree(chunks, ignore_errors=True)

@@ -15,7 +15,7 @@ import torch
 
 from alphallm.errors import UserError, first_line
 from alphallm.io import atomic_dir, files_identity
-from alphallm.lm.served import is_served
+from alphallm.lm.served import is_served, pin_served
 
 __all__ = [
     "DTYPES",
@@ -85,7 +85,11 @@ def _say_shipped_first(name: str) -> None:
 
 def pinned_model_path(name: str) -> str:
     """What a link to a model directory (a run's ``kept-policy``) points at now, relative where ``name``
-    was; any other name as it is. A run started from a link must not change model when the link moves."""
+    was, and a served model's URL with the model its server holds now (``served.pin_served``); any other
+    name as it is. A run started from a link or URL must not change model when the link moves or the
+    server's model does."""
+    if is_served(name):
+        return pin_served(name)
     path = Path(name).expanduser()
     if not path.is_symlink():
         return name

@@ -36,7 +36,7 @@ from typing import Any
 from alphallm.errors import UserError
 from alphallm.lm.base import Completion, Usage, sample_counts
 
-__all__ = ["ServedLM", "is_served"]
+__all__ = ["ServedLM", "is_served", "pin_served"]
 
 PROMPTS_PER_REQUEST = 64  # a batch's states go out in requests of at most this many prompts
 RETRIES = (1.0, 4.0)  # seconds before each retry of a request the server could not take
@@ -45,6 +45,15 @@ RETRIES = (1.0, 4.0)  # seconds before each retry of a request the server could 
 def is_served(name: object) -> bool:
     """True for a model named by its server's URL."""
     return isinstance(name, str) and name.startswith(("http://", "https://"))
+
+
+def pin_served(name: str) -> str:
+    """A served model's URL with the model its server holds now named after '#' (``URL#<model id>``);
+    ``URL#model`` as it is. Another model served at the same address later (vLLM serves one per port) is
+    then another name: another results file, record and resume fingerprint."""
+    if "#" in name:
+        return name
+    return f"{name}#{ServedLM(name).model}"
 
 
 class ServedLM:
