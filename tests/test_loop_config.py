@@ -178,3 +178,24 @@ def test_a_retired_setting_in_a_saved_or_copied_config_is_dropped_with_a_word(
     after = {"critics": {"kinds": ["orm"]}, "rounds": 3}
     defaults = {"critics": {"kinds": ["value", "prm", "orm"]}, "rounds": 5}
     assert _changed(before, after, defaults) == ["rounds: 2 -> 3"]
+
+
+def test_the_default_policy_and_model_are_the_tasks_shipped_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """A config that sets only ``task: game24`` started from arith-base, the arith model, and searched
+    game24 with it to nothing; a task that ships no model named one the user never gave."""
+    from alphallm.cli import main
+    from alphallm.commands.eval_cmd import chosen_model
+    from alphallm.errors import UserError
+    from alphallm.loop_config import LoopConfig, build
+
+    given = {key: value for key, value in TINY.items() if key != "policy"}
+    assert build(LoopConfig, {**given, "task": "game24"}).policy == "game24-base"
+    assert build(LoopConfig, given).policy == "arith-base"
+    assert chosen_model(None, "game24") == "game24-base"
+    with pytest.raises(
+        UserError, match="policy: task 'gsm8k' ships no model; set policy to a model directory"
+    ):
+        build(LoopConfig, {**given, "task": "gsm8k", "imagine": {"problems_file": "train.jsonl"}})
+    assert main(["eval", "--task", "gsm8k", "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--model: task 'gsm8k' ships no model; name a model directory, hub id or server URL" in err

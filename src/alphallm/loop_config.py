@@ -347,7 +347,10 @@ class LoopConfig:
     name: str = field(default="run", metadata={"help": "the run's directory under out_dir"})
     task: str = field(default="arith", metadata={"help": "arith, game24, gsm8k or math"})
     policy: str = field(
-        default="arith-base", metadata={"help": "the starting policy (model dir or shipped name)"}
+        default="",
+        metadata={
+            "help": "the starting policy (model dir, hub id or shipped name; empty: the task's shipped one)"
+        },
     )
     rounds: int = field(default=2, metadata={"help": "self-improvement rounds"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
@@ -393,9 +396,17 @@ class LoopConfig:
         check_installed(self)
         if self.evaluate.critics_prune_below is not None and "prm" not in self.critics.kinds:
             raise ValueError("evaluate.critics_prune_below needs the prm critic in critics.kinds")
+        from alphallm.lm.loading import shipped_model
         from alphallm.tasks import get_task
 
         task = get_task(self.task)
+        if not self.policy:  # the task's own model: arith's would search game24 to nothing
+            shipped = shipped_model(self.task)
+            if shipped is None:
+                raise ValueError(
+                    f"policy: task {self.task!r} ships no model; set policy to a model directory or hub id"
+                )
+            object.__setattr__(self, "policy", shipped)
         check_difficulty(self.task, self.imagine.difficulty)
         if self.critics.train.negatives and "orm" in self.critics.kinds and not task.has_corruptions:
             raise ValueError(f"critics.train.negatives: task {self.task!r} writes no wrong solutions")

@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--model",
         help="model directory, shipped model name, hub id or a server's URL, http://HOST:PORT/v1[#name] "
-        "(default: <task>-base)",
+        "(default: <task>-base, the task's shipped model; gsm8k and math ship none)",
     )
     p.add_argument("--problems", help="JSONL file of your own problems (default: the task's split)")
     p.add_argument(
@@ -82,12 +82,17 @@ def select_problems(task: Any, args: argparse.Namespace) -> list[Any]:
 
 
 def chosen_model(model: str | None, task: str) -> str:
-    """``--model``, or the task's shipped base. A link (a run's kept-policy) is taken as what it links to
+    """``--model``, or the task's shipped model. A link (a run's kept-policy) is taken as what it links to
     now, so that results are named and recorded by that round's candidate, not by a link that moves on;
     a server's URL as ``URL#<the model it serves now>``, not by an address another model takes later."""
-    from alphallm.lm.loading import pinned_model_path
+    from alphallm.lm.loading import pinned_model_path, shipped_model
 
-    return pinned_model_path(model or f"{task}-base")
+    model = model or shipped_model(task)
+    if model is None:
+        raise UserError(
+            f"--model: task {task!r} ships no model; name a model directory, hub id or server URL"
+        )
+    return pinned_model_path(model)
 
 
 def model_label(model: str) -> str:

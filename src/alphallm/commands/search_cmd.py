@@ -20,7 +20,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--task", required=True, help="arith, game24, gsm8k or math")
     p.add_argument(
-        "--model", help="policy model, or a server's URL, http://HOST:PORT/v1[#name] (default: <task>-base)"
+        "--model",
+        help="policy model, or a server's URL, http://HOST:PORT/v1[#name] (default: <task>-base, the "
+        "task's shipped model; gsm8k and math ship none)",
     )
     p.add_argument(
         "--method",

@@ -31,6 +31,7 @@ __all__ = [
     "pinned_model_path",
     "resolve_model_path",
     "save_causal_lm",
+    "shipped_model",
     "training_dtype",
     "with_chat_template",
     "with_model_chat_template",
@@ -76,6 +77,13 @@ def is_shipped_name(name: str) -> bool:
     """Whether ``name`` is a shipped model's bare name (``arith-base``, not ``./arith-base``)."""
     bare = "/" not in name and name not in (".", "..")
     return bare and (SHIPPED_MODELS_DIR / name / "config.json").is_file()
+
+
+def shipped_model(task: str) -> str | None:
+    """The shipped model of ``task`` (``<task>-base``), the default policy of its commands; None for a
+    task that ships none (gsm8k, math: a real model's tasks)."""
+    name = f"{task}-base"
+    return name if is_shipped_name(name) else None
 
 
 @functools.cache  # once per name: a loop resolves its policy at every stage
