@@ -96,6 +96,14 @@ def test_viz_command_bad_input(tmp_path: Path, name: str, content: str | None) -
     assert not (tmp_path / "out.html").exists()
 
 
+def test_a_search_results_file_is_told_apart_from_trees(tmp_path: Path) -> None:
+    # The file `search` names on its last line, and the one a user tries first.
+    results = tmp_path / "arith-arith-base-mcts.json"
+    results.write_text(json.dumps({"task": "arith", "model": "arith-base", "accuracy": 0.5, "results": []}))
+    with pytest.raises(UserError, match=r"mcts\.json: a search's results, not its trees; .*--save-trees"):
+        viz_cmd.run(argparse.Namespace(trees=[str(results)], out=str(tmp_path / "out.html")))
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     if path is None:

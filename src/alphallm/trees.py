@@ -128,6 +128,10 @@ def load_trees(path: Path) -> list[dict[str, Any]]:
     ``Tree.to_dict`` writes, so that a damaged file is one line naming it, not a KeyError deep in a
     label builder."""
     data = read_json(path)
+    if isinstance(data, dict) and "results" in data and "trees" not in data and "nodes" not in data:
+        raise UserError(
+            f"{path}: a search's results, not its trees; search again with --save-trees DIR for them"
+        )
     trees = data.get("trees") if isinstance(data, dict) and "trees" in data else [data]
     if not isinstance(trees, list) or not trees:
         raise UserError(f'{path}: "trees" must be a non-empty list of search trees')
