@@ -291,6 +291,17 @@ def test_user_problem_files(tmp_path: Path) -> None:
         load_problems(get_task("game24"), broken)
     with pytest.raises(UserError, match="no such problems file"):
         load_problems(get_task("game24"), tmp_path / "missing.jsonl")
+    # A JSON array or a pretty-printed object is one JSON document, which line 1 alone cannot parse.
+    rows = [{"numbers": [1, 2, 3, 4]}, {"numbers": [4, 6, 1, 1]}]
+    for name, text in (("array.json", json.dumps(rows)), ("pretty.json", json.dumps(rows[0], indent=2))):
+        (tmp_path / name).write_text(text)
+        kind = "array" if name == "array.json" else "object"
+        with pytest.raises(
+            UserError, match=rf"{name}: one JSON {kind}, not JSON Lines \(one object per line"
+        ):
+            load_problems(get_task("game24"), tmp_path / name)
+    (tmp_path / "one.jsonl").write_text(json.dumps(rows[0]) + "\n\n")  # one row, which parses whole too
+    assert [p.question for p in load_problems(get_task("game24"), tmp_path / "one.jsonl")] == ["1 2 3 4"]
     with pytest.raises(UserError, match="unknown task"):
         get_task("chess")
 

@@ -254,7 +254,9 @@ def load_problems(task: Task, path: str | Path, *, scored: bool = False) -> list
     path = Path(path)
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
-    for lineno, raw in _numbered_lines(path):
+    lines = _numbered_lines(path)
+    _check_json_lines(path, b"\n".join(raw for _, raw in lines))
+    for lineno, raw in lines:
         row = _json_row(path, lineno, raw)
         if row is None:
             continue
@@ -283,6 +285,26 @@ def _numbered_lines(path: Path) -> list[tuple[int, bytes]]:
     UTF-8 is reported by its number."""
     data = read_input(path, "problems file")
     return list(enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1))
+
+
+def _check_json_lines(path: Path, data: bytes) -> None:
+    """Refuses a file that is one JSON document spanning it (an array of rows, a pretty-printed object),
+    which a line-by-line read would report as line 1's error, whatever the rows hold. A JSON Lines file
+    fails to parse whole at its second row; one of a single row is one object on one line, and valid."""
+    try:
+        whole = json.loads(data)
+    except ValueError:
+        return
+    if isinstance(whole, list):
+        kind = "array"
+    elif isinstance(whole, dict) and len(data.strip().splitlines()) > 1:
+        kind = "object"
+    else:
+        return
+    raise UserError(
+        f"{path}: one JSON {kind}, not JSON Lines (one object per line); "
+        "jq -c '.[]' converts an array of rows"
+    )
 
 
 def _json_row(path: Path, lineno: int, raw: bytes) -> dict[str, Any] | None:
