@@ -140,6 +140,33 @@ def test_bad_arguments_are_one_line_errors(args: tuple[str, ...], needle: str) -
     assert needle in result.stderr and "Traceback" not in result.stderr
 
 
+def test_every_float_flag_refuses_nan_and_inf(capsys: pytest.CaptureFixture[str]) -> None:
+    """``float`` reads 'nan' and 'inf': ``eval --method sample --temperature nan`` died in torch's
+    sampler, ``train-critic --lr nan`` in the optimizer, and ``--temperature inf`` sampled uniformly."""
+    import argparse
+
+    from alphallm.cli import _build_parser
+
+    parser = _build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    numeric = [
+        (name, action.option_strings[-1])
+        for name, command in commands.items()
+        for action in command._actions
+        if action.type is not None
+        and action.type not in (int, str)
+        and action.option_strings
+        and action.type("1.5") == 1.5
+    ]
+    assert len(numeric) >= 8, numeric  # eval, search, pretrain, train-critic and eval-critic have them
+    for name, flag in numeric:
+        for value in ("nan", "inf", "-inf"):
+            with pytest.raises(SystemExit) as stop:
+                parser.parse_args([name, f"{flag}={value}"])
+            assert stop.value.code == 2
+            assert f"argument {flag}: not a finite number: '{value}'" in capsys.readouterr().err
+
+
 def test_library_progress_bars_stay_out_of_a_log_file(tmp_path: Path, tiny_model_dir: Path) -> None:
     # stderr is a pipe here, as in a nohup log: transformers' "Loading weights" bar would land in it
     out = tmp_path / "res.json"

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alphallm.commands._flags import finite_float
 from alphallm.errors import UserError
 from alphallm.train.labels import label_rows, unlearnable
 
@@ -28,10 +29,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--base", required=True, help="backbone to start from (usually the policy model)")
     p.add_argument("--out", required=True, help="output critic directory")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=finite_float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
-        "--holdout", type=float, default=0.2, help="fraction of problems held out for early stopping"
+        "--holdout", type=finite_float, default=0.2, help="fraction of problems held out for early stopping"
     )
     p.add_argument(
         "--max-rows", type=int, help="sample at most this many training rows (0: all, the default)"
@@ -131,7 +132,7 @@ def add_parsers(sub: Any) -> None:
         "--samples", type=int, default=8, help="--critic consistency: solutions sampled per problem (8)"
     )
     e.add_argument(
-        "--temperature", type=float, default=0.7, help="--critic consistency: their temperature (0.7)"
+        "--temperature", type=finite_float, default=0.7, help="--critic consistency: their temperature (0.7)"
     )
     e.add_argument("--seed", type=int, default=0, help="--critic consistency: seed of the samples")
     e.add_argument("--out", help="JSON file for the metrics")

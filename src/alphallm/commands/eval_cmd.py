@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from alphallm.commands._flags import finite_float
 from alphallm.errors import UserError
 from alphallm.lm.served import is_served
 
@@ -31,7 +32,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, help="evaluate only the first N problems")
     p.add_argument("--method", default="greedy", choices=("greedy", "sample"))
     p.add_argument("--n", type=int, default=1, help="samples per problem for --method sample (pass@n, maj@n)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--temperature", type=finite_float, default=1.0, help="sampling temperature")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="problems decoded together")
     p.add_argument(

@@ -6,6 +6,7 @@ import argparse
 import shlex
 from typing import Any
 
+from alphallm.commands._flags import finite_float
 from alphallm.errors import UserError
 
 # The recipe options a command may override: (flag, argparse destination).
@@ -32,8 +33,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="optimizer steps (default: the shipped recipe's)")
     p.add_argument("--batch-size", type=int, help="documents per step")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--noise", type=float, help="teacher slip probability per step (arith)")
+    p.add_argument("--lr", type=finite_float, help="peak learning rate")
+    p.add_argument("--noise", type=finite_float, help="teacher slip probability per step (arith)")
     p.add_argument("--eval-problems", type=int, help="test problems for the model card's greedy accuracy")
     p.add_argument("--hidden-size", type=int, help="model width (shipped: 192)")
     p.add_argument("--layers", type=int, dest="num_layers", help="transformer blocks (shipped: 4)")

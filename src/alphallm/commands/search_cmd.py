@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from alphallm.commands._flags import finite_float
 from alphallm.commands.eval_cmd import Flag, add_model_arguments, model_label
 from alphallm.errors import UserError
 from alphallm.io import read_yaml_mapping
@@ -66,7 +67,7 @@ def add_parser(sub: Any) -> None:
         "(implicit_q needs 'anchor: MODEL' in --config; consistency samples the policy, "
         "consistency_samples and consistency_temperature in --config)",
     )
-    p.add_argument("--temperature", type=float, help="policy sampling temperature")
+    p.add_argument("--temperature", type=finite_float, help="policy sampling temperature")
     p.add_argument(
         "--readout", choices=("auto", "most_visited", "best_value", "vote", "majority"), help="mcts read-out"
     )
@@ -107,7 +108,7 @@ def add_ray_arguments(p: Any) -> None:
     )
     ray.add_argument(
         "--ray-gpus",
-        type=float,
+        type=finite_float,
         metavar="G",
         help="GPUs per Ray actor (default 0: CPU; 0.5: two share a GPU)",
     )
