@@ -167,6 +167,26 @@ def test_every_float_flag_refuses_nan_and_inf(capsys: pytest.CaptureFixture[str]
             assert f"argument {flag}: not a finite number: '{value}'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["eval", "--task", "arith", "--model", ""], "--model"),  # --model "$MODEL" with MODEL unset
+        (["search", "--task", "arith", "--problems", ""], "--problems"),
+        (["search", "--task", "arith", "--config", ""], "--config"),
+        (["compare", "", "b.json"], "A"),
+        (["train-critic", "--kind", "orm", "--trees", "t", "", "--base", "b", "--out", "o"], "--trees"),
+    ],
+)
+def test_an_empty_value_is_refused_not_read_as_not_given(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each of these ran on the default (the shipped model, the test split, no config) without a word."""
+    from alphallm.cli import main
+
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"alphallm: error: {flag}: empty value\n"
+
+
 def test_library_progress_bars_stay_out_of_a_log_file(tmp_path: Path, tiny_model_dir: Path) -> None:
     # stderr is a pipe here, as in a nohup log: transformers' "Loading weights" bar would land in it
     out = tmp_path / "res.json"

@@ -48,10 +48,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _empty_flag(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The first option given an empty string (alone or in a list), which every command would read as
+    not given; None when there is none."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for action in commands[args.command]._actions:
+        value = getattr(args, action.dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            return action.option_strings[-1] if action.option_strings else str(action.metavar or action.dest)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the process exit status."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    empty = _empty_flag(parser, args)
+    if empty:  # --model "$MODEL" with MODEL unset took the default model without a word
+        print(f"alphallm: error: {empty}: empty value", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
