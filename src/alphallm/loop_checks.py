@@ -3,6 +3,8 @@ when the config loads, so that a mistake stops ``alphallm improve`` before its f
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from alphallm.extras import install_hint, missing_modules
@@ -12,7 +14,14 @@ from alphallm.search.config import type_problem
 if TYPE_CHECKING:
     from alphallm.loop_config import LearnSettings, LoopConfig
 
-__all__ = ["TRAINERS", "check_difficulty", "check_installed", "check_train_dtype", "check_trainer"]
+__all__ = [
+    "TRAINERS",
+    "check_difficulty",
+    "check_installed",
+    "check_stage_seeds",
+    "check_train_dtype",
+    "check_trainer",
+]
 
 TRAINERS = ("lean", "trl")
 
@@ -101,3 +110,23 @@ def check_difficulty(task: str, difficulty: dict[str, Any] | None) -> None:
             get_task(task).check_difficulty(difficulty)
         except ValueError as error:
             raise ValueError(f"imagine.difficulty: {error}") from None
+
+
+def check_stage_seeds(config: LoopConfig) -> None:
+    """The loop seeds every stage from ``seed`` (and the round), so a seed set in a section would be
+    ignored without a word: refuse it."""
+    ignored = [name for name, seed in _section_seeds(config) if seed != 0]
+    if ignored:
+        raise ValueError(
+            f"{', '.join(ignored)}: the loop seeds every stage from the top-level seed; set seed"
+        )
+
+
+def _section_seeds(section: Any, prefix: str = "") -> Iterator[tuple[str, int]]:
+    """Every ``seed`` setting below the top level, by its dotted name (``learn.sft.seed``)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _section_seeds(value, f"{prefix}{f.name}.")
+        elif f.name == "seed" and prefix:
+            yield f"{prefix}seed", value

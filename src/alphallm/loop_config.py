@@ -11,14 +11,19 @@ import dataclasses
 import logging
 import types
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alphallm.distributed.config import RayConfig
 from alphallm.errors import UserError
-from alphallm.loop_checks import check_difficulty, check_installed, check_train_dtype, check_trainer
+from alphallm.loop_checks import (
+    check_difficulty,
+    check_installed,
+    check_stage_seeds,
+    check_train_dtype,
+    check_trainer,
+)
 from alphallm.search.config import type_problem, unknown_keys
 from alphallm.search.readout import READOUTS
 from alphallm.solve_config import SolveConfig
@@ -427,26 +432,6 @@ class LoopConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
-
-
-def check_stage_seeds(config: LoopConfig) -> None:
-    """The loop seeds every stage from ``seed`` (and the round), so a seed set in a section would be
-    ignored without a word: refuse it."""
-    ignored = [name for name, seed in _section_seeds(config) if seed != 0]
-    if ignored:
-        raise ValueError(
-            f"{', '.join(ignored)}: the loop seeds every stage from the top-level seed; set seed"
-        )
-
-
-def _section_seeds(section: Any, prefix: str = "") -> Iterator[tuple[str, int]]:
-    """Every ``seed`` setting below the top level, by its dotted name (``learn.sft.seed``)."""
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from _section_seeds(value, f"{prefix}{f.name}.")
-        elif f.name == "seed" and prefix:
-            yield f"{prefix}seed", value
 
 
 def is_plain_name(name: str) -> bool:
