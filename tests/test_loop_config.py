@@ -123,7 +123,8 @@ def test_improve_flags_that_are_given_are_never_dropped(
     for flags, message in [
         (["--rounds", "0"], "--rounds must be at least 1, not 0"),
         (["--name", ""], "--name: empty value"),  # cli._empty_flag, for every command
-        (["--name", " "], "--name must not be empty"),
+        (["--name", " "], "--name: empty value"),
+        (["--out-dir", " "], "--out-dir: empty value"),
         (["--name", "../x"], "--name must be a plain directory name"),
         (["--resume", "--name", "typo"], f"{tmp_path / 'runs' / 'typo'}: no run to resume"),
     ]:

@@ -49,12 +49,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _empty_flag(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
-    """The first option given an empty string (alone or in a list), which every command would read as
-    not given; None when there is none."""
+    """The first option given an empty or blank string (alone or in a list), which every command would
+    read as not given or could not use; None when there is none."""
+
+    def blank(value: object) -> bool:
+        return isinstance(value, str) and not value.strip()
+
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     for action in commands[args.command]._actions:
         value = getattr(args, action.dest, None)
-        if value == "" or (isinstance(value, list) and "" in value):
+        if blank(value) or (isinstance(value, list) and any(map(blank, value))):
             return action.option_strings[-1] if action.option_strings else str(action.metavar or action.dest)
     return None
 

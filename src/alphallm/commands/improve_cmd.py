@@ -165,14 +165,12 @@ def _forget_unstarted(run_dir: Path) -> None:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    """A flag that is given overrides the config, even when it is 0 or empty, so it is checked here."""
+    """A flag that is given overrides the config, even when it is 0, so it is checked here (an empty one
+    is refused for every command, ``cli._empty_flag``)."""
     from alphallm.loop_config import is_plain_name
 
     if args.rounds is not None and args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, not {args.rounds}")
-    for flag, value in (("--name", args.name), ("--out-dir", args.out_dir)):
-        if value is not None and not value.strip():
-            raise UserError(f"{flag} must not be empty")
     if args.name is not None and not is_plain_name(args.name):
         raise UserError(f"--name must be a plain directory name (no '/', not '.' or '..'), not {args.name!r}")
 
