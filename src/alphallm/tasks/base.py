@@ -254,9 +254,10 @@ def load_problems(task: Task, path: str | Path, *, scored: bool = False) -> list
     path = Path(path)
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
-    lines = _numbered_lines(path)
-    _check_json_lines(path, b"\n".join(raw for _, raw in lines))
-    for lineno, raw in lines:
+    data = read_input(path, "problems file").removeprefix(b"\xef\xbb\xbf")
+    _check_json_lines(path, data)
+    # Each line decoded alone, so that a line that is not UTF-8 is reported by its number.
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
         row = _json_row(path, lineno, raw)
         if row is None:
             continue
@@ -278,13 +279,6 @@ def load_problems(task: Task, path: str | Path, *, scored: bool = False) -> list
     if not problems:
         raise UserError(f"{path}: no problems in file")
     return problems
-
-
-def _numbered_lines(path: Path) -> list[tuple[int, bytes]]:
-    """The file's lines with their numbers, as bytes: each is decoded alone, so that a line that is not
-    UTF-8 is reported by its number."""
-    data = read_input(path, "problems file")
-    return list(enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1))
 
 
 def _check_json_lines(path: Path, data: bytes) -> None:
